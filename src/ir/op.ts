@@ -1,0 +1,134 @@
+/**
+ * The op set: a small, closed list. Every op is defined once, in one file under src/ir/ops/, by an OpRule:
+ * its shape/dtype rule, its reference implementation, its gradient rule and its WGSL lowering.
+ * `OpRegistry` is a mapped type over OpKind, so forgetting any of the four for a new op is a compile error.
+ */
+import type { DType, Shape, TensorType } from './types.js';
+import type { HostTensor } from './tensor.js';
+import type { GraphBuilder } from './builder.js';
+import type { Node } from './graph.js';
+
+export type ParamInit =
+  | { kind: 'zeros' }
+  | { kind: 'ones' }
+  | { kind: 'constant'; value: number }
+  | { kind: 'normal'; std: number; mean?: number }
+  | { kind: 'uniform'; low: number; high: number }
+  | { kind: 'xavier_uniform'; gain?: number }
+  | { kind: 'xavier_normal'; gain?: number }
+  | { kind: 'kaiming_uniform'; gain?: number }
+  | { kind: 'kaiming_normal'; gain?: number };
+
+export type UnaryKind =
+  | 'neg' | 'abs' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'tanh' | 'sigmoid' | 'relu' | 'gelu' | 'silu'
+  | 'sin' | 'cos' | 'erf' | 'floor' | 'not' | 'stop_gradient';
+export type BinaryKind =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'max' | 'min'
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'and' | 'or';
+export type ReduceKind = 'sum' | 'mean' | 'max';
+
+/** Attributes of every op, by kind. Attribute objects are plain JSON. */
+export interface AttrMap {
+  // leaves
+  input: { name: string; dtype: DType; shape: Shape };
+  param: { name: string; dtype: DType; shape: Shape; init: ParamInit };
+  constant: { dtype: DType; shape: Shape; values: number[] }; // one value fills the shape
+  iota: { dtype: DType; shape: Shape; axis: number };
+  // elementwise
+  neg: {}; abs: {}; exp: {}; log: {}; sqrt: {}; rsqrt: {}; tanh: {}; sigmoid: {}; relu: {};
+  gelu: { approximate: 'tanh' | 'erf' };
+  silu: {}; sin: {}; cos: {}; erf: {}; floor: {}; not: {}; stop_gradient: {};
+  add: {}; sub: {}; mul: {}; div: {}; pow: {}; max: {}; min: {};
+  eq: {}; ne: {}; lt: {}; le: {}; gt: {}; ge: {}; and: {}; or: {};
+  select: {};
+  cast: { to: DType };
+  // reductions
+  sum: { axes: number[]; keepdims: boolean };
+  mean: { axes: number[]; keepdims: boolean };
+  max_reduce: { axes: number[]; keepdims: boolean };
+  argmax: { axis: number; keepdims: boolean };
+  // linear algebra
+  matmul: { transA: boolean; transB: boolean };
+  // layout
+  reshape: { shape: Shape };
+  transpose: { perm: number[] };
+  broadcast: { shape: Shape };
+  slice: { starts: number[]; ends: number[] }; // one entry per axis, step 1
+  concat: { axis: number };
+  // indexing
+  gather: {}; // table[V, ...r], idx[...i] -> [...i, ...r]
+  scatter_add: { rows: number }; // idx[...i], upd[...i, ...r] -> [rows, ...r]; out-of-range indices dropped
+  one_hot: { depth: number; dtype: DType };
+  // neural-net primitives: always over the last axis (the frontend transposes for other axes)
+  softmax: {};
+  log_softmax: {};
+  layer_norm: { eps: number }; // (x, gamma, beta)
+  rms_norm: { eps: number }; // (x, gamma)
+  cross_entropy: { ignore_index: number }; // (logits[..., V], labels[...]) -> f32[...], 0 where ignored
+  dropout: { p: number; stream: number }; // (x, seed: u32[]) -> x * keep / (1 - p)
+}
+
+export type OpKind = keyof AttrMap;
+export type AttrsOf<K extends OpKind> = AttrMap[K];
+
+/** Context the interpreter gives leaf ops. */
+export interface EvalContext {
+  input(name: string, type: TensorType): HostTensor;
+  param(name: string, type: TensorType, init: ParamInit): HostTensor;
+}
+
+/**
+ * Gradient rule. `vjp` receives the forward node and the cotangent of its output and emits, with the builder,
+ * one cotangent per input (null where none flows). `saves` declares which forward values the rule reads
+ * (the recomputation pass uses it to decide what must stay alive).
+ *   - 'nondiff': the op has no derivative (e.g. argmax); a float gradient reaching it is an error.
+ *   - 'integer': the op's output is integer/bool, so no gradient can reach it.
+ *   - 'zero': gradient deliberately stops (stop_gradient).
+ */
+export type GradRule<K extends OpKind> =
+  | 'nondiff'
+  | 'integer'
+  | 'zero'
+  | {
+      saves: { inputs: readonly number[]; output: boolean };
+      vjp(b: GraphBuilder, node: Node & { attrs: AttrsOf<K> }, g: number): (number | null)[];
+    };
+
+/**
+ * How the op lowers to WGSL. Elementwise ops give a WGSL expression over their operand expressions;
+ * every other op names the kernel family whose generator (src/codegen/wgsl) handles it.
+ */
+export type Lowering<K extends OpKind> =
+  | {
+      kernel: 'elementwise';
+      /** args are WGSL expressions of the operands, already converted to the op's compute type. */
+      expr(args: string[], attrs: AttrsOf<K>, inputs: readonly TensorType[], out: TensorType): string;
+      /** WGSL helper functions the expression calls (deduplicated by the generator). */
+      helpers?: string;
+    }
+  | { kernel: 'leaf' }
+  | { kernel: 'layout' }
+  | { kernel: 'reduce' }
+  | { kernel: 'matmul' }
+  | { kernel: 'gather' }
+  | { kernel: 'scatter' }
+  | { kernel: 'rowwise' } // softmax / log_softmax / layer_norm / rms_norm / cross_entropy
+  | { kernel: 'random' };
+
+export interface OpRule<K extends OpKind> {
+  /** Number of operands, or 'variadic' (concat). */
+  arity: number | 'variadic';
+  /** Shape/dtype rule. Throws ShapeError naming the op and the operand types. */
+  infer(inputs: readonly TensorType[], attrs: AttrsOf<K>): TensorType;
+  /** Reference implementation. Obvious before fast: this is the oracle. */
+  evaluate(inputs: readonly HostTensor[], attrs: AttrsOf<K>, out: TensorType, ctx: EvalContext): HostTensor;
+  grad: GradRule<K>;
+  lower: Lowering<K>;
+  /**
+   * Composite primitives (softmax, norms, cross-entropy) can expand into the plain ops they stand for; autodiff
+   * of the expansion is the "naive chain" that tests compare the fused gradient rule against.
+   */
+  decompose?(b: GraphBuilder, node: Node & { attrs: AttrsOf<K> }): number;
+}
+
+export type OpRegistry = { [K in OpKind]: OpRule<K> };

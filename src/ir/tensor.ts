@@ -1,0 +1,99 @@
+import type { DType, Shape, TensorType } from './types.js';
+import { numel } from './types.js';
+
+export type TensorData = Float32Array | Int32Array | Uint32Array | Uint8Array;
+
+/**
+ * A tensor on the host: the interpreter's values, CLI inputs/outputs, checkpoints.
+ * f16 is stored widened in a Float32Array, every value exactly representable in f16.
+ */
+export interface HostTensor {
+  readonly dtype: DType;
+  readonly shape: Shape;
+  readonly data: TensorData;
+}
+
+export function allocData(dtype: DType, n: number): TensorData {
+  switch (dtype) {
+    case 'f32':
+    case 'f16':
+      return new Float32Array(n);
+    case 'i32':
+      return new Int32Array(n);
+    case 'u32':
+      return new Uint32Array(n);
+    case 'bool':
+      return new Uint8Array(n);
+  }
+}
+
+export function zeros(t: TensorType): HostTensor {
+  return { dtype: t.dtype, shape: [...t.shape], data: allocData(t.dtype, numel(t.shape)) };
+}
+
+export function tensor(dtype: DType, shape: Shape, values: ArrayLike<number>): HostTensor {
+  const data = allocData(dtype, numel(shape));
+  if (values.length !== data.length) {
+    throw new Error(`tensor: ${values.length} values for shape [${shape.join(', ')}]`);
+  }
+  for (let i = 0; i < data.length; i++) data[i] = values[i];
+  if (dtype === 'f16') roundF16InPlace(data as Float32Array);
+  return { dtype, shape: [...shape], data };
+}
+
+export function scalar(dtype: DType, v: number): HostTensor {
+  return tensor(dtype, [], [v]);
+}
+
+// ---- f16 emulation: round-to-nearest-even to binary16, then widen back to f32 ----
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+
+/** Converts an f32 to its IEEE binary16 bit pattern (round to nearest, ties to even). */
+export function f32ToF16Bits(v: number): number {
+  f32buf[0] = v;
+  const x = u32buf[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // inf / nan
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00; // overflow -> inf
+  if (e <= 0) {
+    // subnormal in f16 (or underflow to zero)
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let m = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    if (rem > half || (rem === half && (m & 1))) m++;
+    return sign | m;
+  }
+  let m = mant >>> 13;
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (m & 1))) {
+    m++;
+    if (m === 0x400) {
+      m = 0;
+      e++;
+      if (e >= 0x1f) return sign | 0x7c00;
+    }
+  }
+  return sign | (e << 10) | m;
+}
+
+export function f16BitsToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 0x1f) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+export const roundF16 = (v: number): number => f16BitsToF32(f32ToF16Bits(v));
+
+export function roundF16InPlace(a: Float32Array): void {
+  for (let i = 0; i < a.length; i++) a[i] = roundF16(a[i]);
+}
