@@ -1,0 +1,94 @@
+/**
+ * The `kiln` command line. Each verb lives in src/cli/commands/ and is imported lazily, so `kiln fmt` does not
+ * pay for loading WebGPU. User mistakes (KilnError) print a message and exit 1; anything else is a Kiln bug.
+ */
+import { Command, CommanderError } from 'commander';
+import { KilnError } from '../errors.js';
+import { collectDims, collectPairs, collectSet } from './options.js';
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('kiln')
+    .description('Kiln: a deep-learning compiler that trains language models on WebGPU')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const modelOpts = (c: Command) =>
+    c
+      .option('--set <k=v>', 'override a config value of the model (repeatable)', collectSet, {})
+      .option('--dim <N=v>', 'value of a symbolic dimension such as B or T (repeatable)', collectDims, {});
+
+  modelOpts(
+    program
+      .command('check')
+      .description('parse and type/shape-check a .kiln file and every entry point in it')
+      .argument('<file>', '.kiln model file'),
+  ).action(async (file, o) => (await import('./commands/check.js')).check(file, o));
+
+  modelOpts(
+    program
+      .command('compile')
+      .description('compile an entry point and print the IR or what later stages make of it')
+      .argument('<file>', '.kiln model file')
+      .option('--entry <name>', 'entry point', 'forward')
+      .option('--emit <what>', 'ir | json | schedule | memory | wgsl | saved', 'ir')
+      .option('--grad', 'differentiate the entry (its scalar output `loss` or the first output) w.r.t. all parameters')
+      .option('--print-ir-after <passes>', 'dump the IR after these passes (comma-separated, or "all") to stderr')
+      .option('-o, --output <file>', 'write to a file instead of stdout'),
+  ).action(async (file, o) => (await import('./commands/compile.js')).compile(file, o));
+
+  modelOpts(
+    program
+      .command('run')
+      .description('run an entry point on inputs and print or save its outputs')
+      .argument('<file>', '.kiln model file')
+      .option('--entry <name>', 'entry point', 'forward')
+      .option('--input <name=file.npy|random>', 'an input of the entry (repeatable; unspecified inputs are random)', collectPairs, {})
+      .option('--params <file>', 'parameters (.safetensors) instead of the initialisers')
+      .option('--seed <n>', 'seed for initialisation and random inputs', '0')
+      .option('--device <kind>', 'interp (reference interpreter) | webgpu', 'interp')
+      .option('--profile', 'print per-kernel GPU times (webgpu)')
+      .option('--save-outputs <dir>', 'write each output as <dir>/<name>.npy'),
+  ).action(async (file, o) => (await import('./commands/run.js')).run(file, o));
+
+  program
+    .command('fmt')
+    .description('print a .kiln file in canonical formatting')
+    .argument('<file>', '.kiln file')
+    .option('-w, --write', 'rewrite the file in place')
+    .option('--check', 'exit 1 if the file is not canonically formatted')
+    .action(async (file, o) => (await import('./commands/fmt.js')).fmt(file, o));
+
+  program
+    .command('doctor')
+    .description('show the WebGPU adapter, its features and limits, and what to do if there is none')
+    .action(async () => (await import('./commands/doctor.js')).doctor());
+
+  for (const register of await optionalVerbs()) register(program);
+
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+      return;
+    }
+    if (e instanceof KilnError) {
+      process.stderr.write(`${e.message.startsWith('error') || /^\S+:\d+:\d+:/.test(e.message) ? '' : 'error: '}${e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    process.stderr.write(`internal error (a bug in Kiln, please report it):\n${(e as Error)?.stack ?? e}\n`);
+    process.exitCode = 70;
+  }
+}
+
+/** Verbs whose modules register themselves (training, gradients, benchmarks). */
+async function optionalVerbs(): Promise<((p: Command) => void)[]> {
+  const mods = await Promise.all([
+    import('./commands/grad.js').catch(() => null),
+    import('./commands/train.js').catch(() => null),
+    import('./commands/bench.js').catch(() => null),
+  ]);
+  return mods.filter((m): m is { register: (p: Command) => void } => !!m && typeof m.register === 'function').map((m) => m.register);
+}

@@ -1,0 +1,43 @@
+/** Shared option parsing for CLI verbs: --set k=v, --dim N=v, --input name=file.npy|random. */
+import { KilnError } from '../errors.js';
+
+export type ConfigValue = string | number | boolean;
+
+export function parseValue(v: string): ConfigValue {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v)) return Number(v);
+  return v;
+}
+
+function splitPair(flag: string, s: string): [string, string] {
+  const i = s.indexOf('=');
+  if (i <= 0) throw new KilnError(`${flag} expects NAME=VALUE, got '${s}'`);
+  return [s.slice(0, i).trim(), s.slice(i + 1).trim()];
+}
+
+/** Commander collector for repeatable `--set k=v` (also accepts `--set a=1,b=2`). */
+export function collectSet(value: string, prev: Record<string, ConfigValue> = {}): Record<string, ConfigValue> {
+  const out = { ...prev };
+  for (const part of value.split(',')) {
+    const [k, v] = splitPair('--set', part);
+    out[k] = parseValue(v);
+  }
+  return out;
+}
+
+export function collectDims(value: string, prev: Record<string, number> = {}): Record<string, number> {
+  const out = { ...prev };
+  for (const part of value.split(',')) {
+    const [k, v] = splitPair('--dim', part);
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new KilnError(`--dim ${k} must be a positive integer, got '${v}'`);
+    out[k] = n;
+  }
+  return out;
+}
+
+export function collectPairs(value: string, prev: Record<string, string> = {}): Record<string, string> {
+  const [k, v] = splitPair('--input', value);
+  return { ...prev, [k]: v };
+}
