@@ -1,0 +1,91 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../../errors.js';
+import { compileModel } from '../../frontend/index.js';
+import { interpret } from '../../interp/interpreter.js';
+import { inputsOf } from '../../ir/graph.js';
+import { hashString, philox4x32, u32ToUnit } from '../../ir/philox.js';
+import type { HostTensor } from '../../ir/tensor.js';
+import { allocData } from '../../ir/tensor.js';
+import type { TensorType } from '../../ir/types.js';
+import { fmtType, isFloat, numel } from '../../ir/types.js';
+import { readNpy, writeNpy } from '../../io/npy.js';
+import type { ConfigValue } from '../options.js';
+
+export interface RunOpts {
+  set: Record<string, ConfigValue>;
+  dim: Record<string, number>;
+  entry: string;
+  input: Record<string, string>;
+  params?: string;
+  seed: string;
+  device: string;
+  profile?: boolean;
+  saveOutputs?: string;
+}
+
+/**
+ * A random value for an input: floats ~ U(-1, 1); integers in [0, limit) where the limit is the model's `vocab`
+ * for token-like inputs and the last dimension (a length) for per-sequence integers such as prefix_len.
+ */
+export function randomInput(name: string, t: TensorType, seed: number, config: Record<string, ConfigValue>): HostTensor {
+  const n = numel(t.shape);
+  const data = allocData(t.dtype, n);
+  const key = hashString(name);
+  const vocab = typeof config.vocab === 'number' ? config.vocab : 16;
+  const limit = t.dtype === 'bool' ? 2 : t.shape.length >= 2 ? vocab : Math.max(1, Number(config.ctx ?? 8));
+  for (let i = 0; i < n; i++) {
+    const u = u32ToUnit(philox4x32(i, 0, 0, 0, seed, key)[0]);
+    data[i] = isFloat(t.dtype) ? 2 * u - 1 : Math.floor(u * limit);
+  }
+  return { dtype: t.dtype, shape: [...t.shape], data };
+}
+
+export function summarize(name: string, t: HostTensor): string {
+  const n = t.data.length;
+  const head = Array.from(t.data.slice(0, 6), (v) => (Number.isInteger(v) ? String(v) : v.toPrecision(6))).join(', ');
+  let extra = '';
+  if (isFloat(t.dtype) && n > 0) {
+    let s = 0;
+    let mn = Infinity;
+    let mx = -Infinity;
+    for (const v of t.data) {
+      s += v;
+      mn = Math.min(mn, v);
+      mx = Math.max(mx, v);
+    }
+    extra = `  mean=${(s / n).toPrecision(6)} min=${mn.toPrecision(6)} max=${mx.toPrecision(6)}`;
+  }
+  return `${name}: ${fmtType(t)} = [${head}${n > 6 ? ', ...' : ''}]${extra}`;
+}
+
+export async function run(file: string, o: RunOpts): Promise<void> {
+  const seed = Number(o.seed) >>> 0;
+  const files: Record<string, HostTensor> = {};
+  for (const [name, src] of Object.entries(o.input)) if (src !== 'random') files[name] = readNpy(src);
+  const inputShapes = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v.shape]]));
+  const { graph, model } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim, inputShapes });
+  const inputs: Record<string, HostTensor> = {};
+  for (const n of inputsOf(graph)) {
+    inputs[n.attrs.name] = files[n.attrs.name] ?? randomInput(n.attrs.name, n.type, seed, model.config);
+  }
+  for (const name of Object.keys(o.input)) {
+    if (!(name in inputs)) throw new KilnError(`entry '${o.entry}' has no input '${name}' (inputs: ${Object.keys(inputs).join(', ') || 'none'})`);
+  }
+  const params = o.params ? (await import('../../train/safetensors.js')).readSafetensors(o.params) : undefined;
+  let outputs: Record<string, HostTensor>;
+  if (o.device === 'interp') {
+    outputs = interpret(graph, { inputs, params, seed });
+  } else if (o.device === 'webgpu') {
+    const { runOnDevice } = await import('./device-run.js');
+    outputs = await runOnDevice(graph, inputs, params, seed, !!o.profile);
+  } else {
+    throw new KilnError(`--device must be 'interp' or 'webgpu', got '${o.device}'`);
+  }
+  for (const [name, t] of Object.entries(outputs)) process.stdout.write(summarize(name, t) + '\n');
+  if (o.saveOutputs) {
+    mkdirSync(o.saveOutputs, { recursive: true });
+    for (const [name, t] of Object.entries(outputs)) writeNpy(join(o.saveOutputs, `${name.replace(/[^\w.-]/g, '_')}.npy`), t);
+    process.stdout.write(`saved ${Object.keys(outputs).length} output(s) to ${o.saveOutputs}\n`);
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * WGSL code generation: one generator per kernel kind. Input is a Schedule (what is fused is already decided);
+ * output is, per kernel, one or more passes (WGSL source + buffer bindings + dispatch size).
+ */
+import type { Kernel, Schedule } from '../../schedule/schedule.js';
+import { genElementwise } from './elementwise.js';
+import { genMatmul } from './matmul.js';
+import { genReduce } from './reduce.js';
+import { genRowwise } from './rowwise.js';
+import { genScatter } from './scatter.js';
+import type { TileConfig } from './tiles.js';
+import { chooseMatmulTiles } from './tiles.js';
+import type { KernelCode } from './writer.js';
+import { KernelWriter } from './writer.js';
+
+export interface CodegenOptions {
+  /** Use subgroupAdd/subgroupMax in reductions (the device must have the `subgroups` feature). */
+  subgroups?: boolean;
+  /** Key of the device for the matmul tile cache. */
+  deviceKey?: string;
+  /** Forces one tile config for every matmul (the autotuner uses it). */
+  matmulTiles?: TileConfig;
+}
+
+export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}): KernelCode {
+  const w = new KernelWriter(s.graph, k, s.storage);
+  switch (k.kind) {
+    case 'elementwise':
+      return { kernel: k, passes: genElementwise(w) };
+    case 'reduce':
+      return { kernel: k, passes: genReduce(w, { subgroups: !!opts.subgroups }) };
+    case 'rowwise':
+      return { kernel: k, passes: genRowwise(w) };
+    case 'scatter':
+      return { kernel: k, passes: genScatter(w) };
+    case 'matmul': {
+      const t = s.graph.nodes[k.anchor].type.shape;
+      const M = t[t.length - 2];
+      const N = t[t.length - 1];
+      const a = s.graph.nodes[s.graph.nodes[k.anchor].inputs[0]].type.shape;
+      const transA = (s.graph.nodes[k.anchor].attrs as { transA: boolean }).transA;
+      const K = transA ? a[a.length - 2] : a[a.length - 1];
+      const batch = t.slice(0, -2).reduce((x, y) => x * y, 1);
+      const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch);
+      return { kernel: k, passes: genMatmul(w, tiles) };
+    }
+  }
+}
+
+export function generateKernels(s: Schedule, opts: CodegenOptions = {}): KernelCode[] {
+  return s.kernels.map((k) => generateKernel(s, k, opts));
+}
+
+export { KernelWriter, describeNode, broadcastIndex } from './writer.js';
+export type { KernelCode, KernelPass, BufferBinding } from './writer.js';
+export { chooseMatmulTiles, heuristicTiles, tileCache, tileKey, validTile, TILE_CANDIDATES } from './tiles.js';
+export type { TileConfig } from './tiles.js';

@@ -1,0 +1,122 @@
+/**
+ * Batched matmul, tiled: each workgroup computes a BM x BN output tile, staging BK-deep slices of A and B
+ * through workgroup memory; each invocation accumulates a TM x TN block in registers (register blocking).
+ * transA/transB only change how tiles are loaded (loads stay coalesced along the contiguous axis). Batch dims
+ * broadcast like numpy: the batch index maps into each operand with broadcast index arithmetic. Operands are
+ * read through their value functions, so a transpose or reshape feeding the matmul costs no extra kernel.
+ */
+import type { AttrsOf } from '../../ir/op.js';
+import { numel } from '../../ir/types.js';
+import type { KernelPass, KernelWriter } from './writer.js';
+import { broadcastIndex } from './writer.js';
+import type { TileConfig } from './tiles.js';
+import { storeExpr } from './types.js';
+
+export function genMatmul(w: KernelWriter, tiles: TileConfig): KernelPass[] {
+  const mm = w.node(w.k.anchor);
+  const { transA, transB } = mm.attrs as AttrsOf<'matmul'>;
+  const [A, B] = mm.inputs.map((q) => w.node(q));
+  const as = A.type.shape;
+  const bs = B.type.shape;
+  const outShape = mm.type.shape;
+  const batch = outShape.slice(0, -2);
+  const M = outShape[outShape.length - 2];
+  const N = outShape[outShape.length - 1];
+  const K = transA ? as[as.length - 2] : as[as.length - 1];
+  const lda = as[as.length - 1];
+  const ldb = bs[bs.length - 1];
+  const nb = numel(batch);
+  const { BM, BN, BK, TM, TN } = tiles;
+  const TX = BN / TN;
+  const TY = BM / TM;
+  const NT = TX * TY;
+
+  const aBatch = broadcastIndex(as.slice(0, -2), batch, 'bz');
+  const bBatch = broadcastIndex(bs.slice(0, -2), batch, 'bz');
+  const aIdx = `(${aBatch}) * ${as[as.length - 2] * lda}u + ${transA ? `k * ${lda}u + m` : `m * ${lda}u + k`}`;
+  const bIdx = `(${bBatch}) * ${bs[bs.length - 2] * ldb}u + ${transB ? `n * ${ldb}u + k` : `k * ${ldb}u + n`}`;
+  const aVal = w.at(A.id, aIdx);
+  const bVal = w.at(B.id, bIdx);
+  const root = w.node(w.k.root);
+  const outExpr = storeExpr(w.k.epilogue ? w.at(root.id, 'o', 'val') : 'val', root.type.dtype);
+  w.output();
+
+  // Coalesced staging: consecutive invocations load consecutive addresses of each operand.
+  const aLoad = transA ? ['e % BM', 'e / BM'] : ['e / BK', 'e % BK'];
+  const bLoad = transB ? ['e % BK', 'e / BK'] : ['e / BN', 'e % BN'];
+  const wgsl = `${w.header('matmul', `${transA ? 'A^T' : 'A'} x ${transB ? 'B^T' : 'B'}, batch ${nb}, tile ${BM}x${BN}x${BK}, ${TM}x${TN} per invocation`)}
+${w.declarations()}
+
+const M: u32 = ${M}u;
+const N: u32 = ${N}u;
+const K: u32 = ${K}u;
+const BM: u32 = ${BM}u;
+const BN: u32 = ${BN}u;
+const BK: u32 = ${BK}u;
+const TM: u32 = ${TM}u;
+const TN: u32 = ${TN}u;
+const NT: u32 = ${NT}u;
+
+var<workgroup> As: array<f32, ${BM * BK}>; // As[k * BM + m]
+var<workgroup> Bs: array<f32, ${BK * BN}>; // Bs[k * BN + n]
+
+fn a_at(bz: u32, m: u32, k: u32) -> f32 {
+  if (m >= M || k >= K) { return 0.0; }
+  return ${aVal};
+}
+fn b_at(bz: u32, k: u32, n: u32) -> f32 {
+  if (k >= K || n >= N) { return 0.0; }
+  return ${bVal};
+}
+
+@compute @workgroup_size(${TX}, ${TY}, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z;
+  let m0 = wid.y * BM;
+  let n0 = wid.x * BN;
+  let tid = lid.y * ${TX}u + lid.x;
+  var acc: array<f32, ${TM * TN}>;
+  var ra: array<f32, ${TM}>;
+  var rb: array<f32, ${TN}>;
+  for (var k0 = 0u; k0 < K; k0 += BK) {
+    for (var e0 = 0u; e0 < BM * BK; e0 += NT) {
+      let e = e0 + tid;
+      if (e < BM * BK) {
+        let mm = ${aLoad[0]};
+        let kk = ${aLoad[1]};
+        As[kk * BM + mm] = a_at(bz, m0 + mm, k0 + kk);
+      }
+    }
+    for (var e0 = 0u; e0 < BK * BN; e0 += NT) {
+      let e = e0 + tid;
+      if (e < BK * BN) {
+        let kk = ${bLoad[0]};
+        let nn = ${bLoad[1]};
+        Bs[kk * BN + nn] = b_at(bz, k0 + kk, n0 + nn);
+      }
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      for (var i = 0u; i < TM; i++) { ra[i] = As[kk * BM + lid.y * TM + i]; }
+      for (var j = 0u; j < TN; j++) { rb[j] = Bs[kk * BN + lid.x * TN + j]; }
+      for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(ra[i], rb[j], acc[i * TN + j]); }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < TM; i++) {
+    for (var j = 0u; j < TN; j++) {
+      let m = m0 + lid.y * TM + i;
+      let n = n0 + lid.x * TN + j;
+      if (m < M && n < N) {
+        let o = bz * ${M * N}u + m * N + n;
+        let val = acc[i * TN + j];
+        out[o] = ${outExpr};
+      }
+    }
+  }
+}
+`;
+  return [{ label: `k${w.k.id} matmul`, wgsl, bindings: w.bindings, dispatch: [Math.ceil(N / BN), Math.ceil(M / BM), nb] }];
+}

@@ -1,0 +1,126 @@
+/**
+ * Row-wise primitives over the last axis: softmax, log_softmax, layer_norm, rms_norm, cross_entropy.
+ * One workgroup per row; each pass over the row is a strided loop plus a workgroup tree reduction.
+ * Numerics: softmax-family subtract the row max before exp; norms compute the mean first and then the centred
+ * variance (two passes) rather than E[x^2] - E[x]^2. An elementwise prologue (scale, mask) is recomputed in
+ * each pass instead of being stored; the scheduler bounds its cost.
+ */
+import type { AttrsOf } from '../../ir/op.js';
+import { lastAxisRows } from '../../ir/ops/util.js';
+import type { KernelPass, KernelWriter } from './writer.js';
+import { NEG_INF, grid, literal, storeExpr } from './types.js';
+
+/** Workgroup size for a row of `width`: enough invocations for ~4 elements each, a power of two in [32, 256]. */
+export function rowWorkgroupSize(width: number): number {
+  let wg = 32;
+  while (wg < 256 && wg * 4 < width) wg *= 2;
+  return wg;
+}
+
+export function genRowwise(w: KernelWriter): KernelPass[] {
+  const a = w.node(w.k.anchor);
+  const x = w.node(a.inputs[0]);
+  const { rows, width: W } = lastAxisRows(x.type.shape);
+  const ROW_WG = rowWorkgroupSize(W);
+  const root = w.node(w.k.root);
+  const result = (o: string, v: string) => storeExpr(w.k.epilogue ? w.at(root.id, o, v) : v, root.type.dtype);
+  const xv = (j: string) => w.at(x.id, `base + ${j}`);
+  const trips = Math.ceil(W / ROW_WG);
+  const loop = (body: string) => `  for (var t = 0u; t < ${trips}u; t++) {
+    let j = t * ${ROW_WG}u + lid;
+    if (j < W) { ${body} }
+  }`;
+  const rowMax = `  var m = ${NEG_INF};\n${loop(`m = max(m, ${xv('j')});`)}\n  m = wg_max(lid, m);`;
+  const rowSumExp = `  var s = 0.0;\n${loop(`s += exp(${xv('j')} - m);`)}\n  s = wg_sum(lid, s);`;
+  let body: string;
+  switch (a.op) {
+    case 'softmax':
+      body = `${rowMax}\n${rowSumExp}\n  let inv = 1.0 / s;\n${loop(`let o = base + j; let val = exp(${xv('j')} - m) * inv; out[o] = ${result('o', 'val')};`)}`;
+      break;
+    case 'log_softmax':
+      body = `${rowMax}\n${rowSumExp}\n  let lse = m + log(s);\n${loop(`let o = base + j; let val = ${xv('j')} - lse; out[o] = ${result('o', 'val')};`)}`;
+      break;
+    case 'layer_norm': {
+      const eps = (a.attrs as AttrsOf<'layer_norm'>).eps;
+      const gamma = w.at(a.inputs[1], 'j');
+      const beta = w.at(a.inputs[2], 'j');
+      body = `  var s = 0.0;
+${loop(`s += ${xv('j')};`)}
+  let mean = wg_sum(lid, s) / f32(W);
+  var q = 0.0;
+${loop(`let d = ${xv('j')} - mean; q += d * d;`)}
+  let rstd = inverseSqrt(wg_sum(lid, q) / f32(W) + ${literal(eps, 'f32')});
+${loop(`let o = base + j; let val = (${xv('j')} - mean) * rstd * ${gamma} + ${beta}; out[o] = ${result('o', 'val')};`)}`;
+      break;
+    }
+    case 'rms_norm': {
+      const eps = (a.attrs as AttrsOf<'rms_norm'>).eps;
+      const gamma = w.at(a.inputs[1], 'j');
+      body = `  var q = 0.0;
+${loop(`let v = ${xv('j')}; q += v * v;`)}
+  let r = inverseSqrt(wg_sum(lid, q) / f32(W) + ${literal(eps, 'f32')});
+${loop(`let o = base + j; let val = ${xv('j')} * r * ${gamma}; out[o] = ${result('o', 'val')};`)}`;
+      break;
+    }
+    case 'cross_entropy': {
+      const ign = (a.attrs as AttrsOf<'cross_entropy'>).ignore_index;
+      const label = w.at(a.inputs[1], 'row');
+      // An ignore_index outside the i32 range can never match a label.
+      const ignTest = Number.isInteger(ign) && ign >= -2147483648 && ign <= 2147483647 ? `y == ${literal(ign, 'i32')} || ` : '';
+      body = `${rowMax}
+${rowSumExp}
+  if (lid == 0u) {
+    let y = i32(${label});
+    var val = 0.0;
+    if (!(${ignTest}y < 0 || y >= i32(W))) { val = m + log(s) - ${w.at(x.id, 'base + u32(y)')}; }
+    let o = row;
+    out[o] = ${result('o', 'val')};
+  }`;
+      break;
+    }
+    default:
+      throw new Error(`genRowwise: unexpected op ${a.op}`);
+  }
+  w.output();
+  const wgsl = `${w.header(a.op, `one workgroup per row, ${rows} rows of ${W}`)}
+${w.declarations()}
+
+const ROWS: u32 = ${rows}u;
+const W: u32 = ${W}u;
+
+var<workgroup> sh: array<f32, ${ROW_WG}>;
+
+fn wg_sum(lid: u32, v: f32) -> f32 {
+  sh[lid] = v;
+  workgroupBarrier();
+  for (var s = ${ROW_WG / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { sh[lid] = sh[lid] + sh[lid + s]; }
+    workgroupBarrier();
+  }
+  let r = sh[0];
+  workgroupBarrier();
+  return r;
+}
+
+fn wg_max(lid: u32, v: f32) -> f32 {
+  sh[lid] = v;
+  workgroupBarrier();
+  for (var s = ${ROW_WG / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { sh[lid] = max(sh[lid], sh[lid + s]); }
+    workgroupBarrier();
+  }
+  let r = sh[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= ROWS) { return; }
+  let base = row * W;
+${body}
+}
+`;
+  return [{ label: `k${w.k.id} ${a.op}`, wgsl, bindings: w.bindings, dispatch: grid(rows) }];
+}

@@ -1,0 +1,57 @@
+/**
+ * Matmul tile configurations: a heuristic per shape, overridable by a cache the autotuner fills by timing
+ * candidates on the device (`autotuneMatmul` in src/runtime/autotune.ts). The cache is an in-memory map keyed
+ * by device and shape; it serialises to JSON so a Node caller can keep it under .kiln/ (the browser can keep
+ * it in localStorage) without this file touching any platform API.
+ */
+export interface TileConfig {
+  /** Output tile per workgroup (rows x cols) and the K step staged through workgroup memory. */
+  BM: number;
+  BN: number;
+  BK: number;
+  /** Outputs per invocation (register blocking): each invocation computes TM x TN results. */
+  TM: number;
+  TN: number;
+}
+
+export const TILE_CANDIDATES: TileConfig[] = [
+  { BM: 16, BN: 16, BK: 16, TM: 2, TN: 2 },
+  { BM: 32, BN: 32, BK: 16, TM: 4, TN: 4 },
+  { BM: 64, BN: 64, BK: 16, TM: 4, TN: 4 },
+  { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4 },
+  { BM: 64, BN: 32, BK: 16, TM: 4, TN: 4 },
+  { BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 },
+];
+
+export const tileKey = (deviceKey: string, M: number, N: number, K: number, batch = 1): string => `${deviceKey}|${batch}x${M}x${N}x${K}`;
+
+const cache = new Map<string, TileConfig>();
+
+export const tileCache = {
+  get: (key: string): TileConfig | undefined => cache.get(key),
+  set: (key: string, cfg: TileConfig): void => void cache.set(key, cfg),
+  clear: (): void => cache.clear(),
+  toJSON: (): string => JSON.stringify(Object.fromEntries(cache), null, 1),
+  load(json: string): void {
+    for (const [k, v] of Object.entries(JSON.parse(json) as Record<string, TileConfig>)) if (validTile(v)) cache.set(k, v);
+  },
+};
+
+export function validTile(c: TileConfig): boolean {
+  const threads = (c.BM / c.TM) * (c.BN / c.TN);
+  return [c.BM, c.BN, c.BK, c.TM, c.TN].every((v) => Number.isInteger(v) && v > 0) && c.BM % c.TM === 0 && c.BN % c.TN === 0 && threads <= 256 && threads >= 1;
+}
+
+/** Heuristic: small problems get small tiles so that enough workgroups exist; big ones get 64x64 tiles. */
+export function heuristicTiles(M: number, N: number, _K: number, batch = 1): TileConfig {
+  const work = M * N * batch;
+  if (M <= 16 || N <= 16 || work <= 32 * 32) return TILE_CANDIDATES[0];
+  if (work <= 256 * 256) return TILE_CANDIDATES[1];
+  return TILE_CANDIDATES[2];
+}
+
+/** The tile config for a matmul shape on a device: the autotuner's choice if cached, else the heuristic. */
+export function chooseMatmulTiles(M: number, N: number, K: number, device: { key: string } | string, batch = 1): TileConfig {
+  const key = typeof device === 'string' ? device : device.key;
+  return cache.get(tileKey(key, M, N, K, batch)) ?? heuristicTiles(M, N, K, batch);
+}

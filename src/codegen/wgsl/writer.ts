@@ -1,0 +1,276 @@
+/**
+ * The shared part of every kernel generator: bindings, and one WGSL function per inlined IR node.
+ *
+ * Every value a kernel needs is reached through `v<id>(i: u32)`, which returns element i (a flat row-major
+ * index into that node's own shape) of node %id. For a buffer-resident node it is a load; for an inlined
+ * pointwise node it evaluates the op on its operands' functions, with index remapping for broadcasting,
+ * transpose, slice, concat, gather... So fusion is just "which nodes are buffers": the scheduler decides,
+ * this file follows. Nodes between a fused anchor and the kernel root (the epilogue) take the anchor's value
+ * as an extra argument `acc`, since the anchor is computed in registers rather than loaded.
+ */
+import { IRError } from '../../errors.js';
+import type { Graph, Node } from '../../ir/graph.js';
+import type { AttrsOf, OpKind } from '../../ir/op.js';
+import { OPS } from '../../ir/registry.js';
+import type { DType, Shape, TensorType } from '../../ir/types.js';
+import { fmtType, numel, sameShape, strides } from '../../ir/types.js';
+import { WGSL_PHILOX } from '../../ir/philox.js';
+import type { Kernel, Storage } from '../../schedule/schedule.js';
+import { WGSL_BITS_F32, WGSL_F16_ROUND, computeType, literal, loadExpr, storageType } from './types.js';
+
+export interface BufferBinding {
+  binding: number;
+  /** The IR node whose buffer is bound. */
+  node: number;
+  access: 'read' | 'read_write';
+  /** Declared as array<atomic<u32>> (scatter accumulation). */
+  atomic?: boolean;
+}
+
+export interface KernelPass {
+  label: string;
+  wgsl: string;
+  bindings: BufferBinding[];
+  dispatch: [number, number, number];
+}
+
+export interface KernelCode {
+  kernel: Kernel;
+  passes: KernelPass[];
+}
+
+/** Describes a node for comments and error messages: `%5 = add(%3, %4) : f32[2, 3] (name)`. */
+export function describeNode(n: Node): string {
+  return `%${n.id} = ${n.op}(${n.inputs.map((q) => `%${q}`).join(', ')}) : ${fmtType(n.type)}${n.name ? ` (${n.name})` : ''}`;
+}
+
+/** Row-major coordinate k of flat index expression `i` in `shape`. */
+function coordOf(i: string, shape: Shape, k: number): string {
+  const st = strides(shape)[k];
+  const div = st === 1 ? i : `(${i} / ${st}u)`;
+  return k === 0 ? div : `(${div} % ${shape[k]}u)`;
+}
+
+/** Sum of terms `coord * stride`; `offsets` adds a constant to each coordinate (slices). */
+function linear(terms: { c: string; stride: number }[]): string {
+  const parts = terms.filter((t) => t.stride !== 0).map((t) => (t.stride === 1 ? t.c : `${t.c} * ${t.stride}u`));
+  return parts.length ? parts.join(' + ') : '0u';
+}
+
+/** Flat index into a right-aligned broadcast operand of shape `from`, given flat index `i` of shape `to`. */
+export function broadcastIndex(from: Shape, to: Shape, i: string): string {
+  if (sameShape(from, to)) return i;
+  if (numel(from) === 1) return '0u';
+  const lead = to.length - from.length;
+  const fs = strides(from);
+  const terms: { c: string; stride: number }[] = [];
+  for (let k = lead; k < to.length; k++) {
+    if (from[k - lead] === 1 || to[k] === 1) continue;
+    terms.push({ c: coordOf(i, to, k), stride: fs[k - lead] });
+  }
+  return linear(terms);
+}
+
+export class KernelWriter {
+  readonly bindings: BufferBinding[] = [];
+  private readonly bufName = new Map<number, string>();
+  private readonly fnSrc = new Map<number, string>();
+  private readonly helpers = new Set<string>();
+  private readonly accMemo = new Map<number, boolean>();
+  private readonly inKernel: Set<number>;
+
+  constructor(
+    readonly g: Graph,
+    readonly k: Kernel,
+    readonly storage: readonly Storage[],
+  ) {
+    this.inKernel = new Set(k.nodes);
+  }
+
+  node(id: number): Node {
+    return this.g.nodes[id];
+  }
+
+  helper(src: string): void {
+    this.helpers.add(src);
+  }
+
+  /** Binds node %id's buffer (read-only) and returns its variable name. */
+  input(id: number): string {
+    let name = this.bufName.get(id);
+    if (!name) {
+      name = `in${this.bufName.size}_${id}`;
+      this.bufName.set(id, name);
+      this.bindings.push({ binding: this.bindings.length, node: id, access: 'read' });
+    }
+    return name;
+  }
+
+  /** Binds the kernel's output buffer; call after reading every value the kernel needs. */
+  output(atomic = false): string {
+    this.bindings.push({ binding: this.bindings.length, node: this.k.root, access: 'read_write', atomic });
+    return 'out';
+  }
+
+  /** Whether the kernel computes node %id itself (rather than loading it). */
+  private inline(id: number): boolean {
+    const k = this.k;
+    if (id === k.root) return k.kind === 'elementwise' || k.epilogue;
+    return this.storage[id] === 'inline' && this.inKernel.has(id) && !(k.epilogue && id === k.anchor);
+  }
+
+  /** Whether node %id's value depends on the fused anchor (it sits on the epilogue path). */
+  needsAcc(id: number): boolean {
+    if (!this.k.epilogue) return false;
+    if (id === this.k.anchor) return true;
+    let r = this.accMemo.get(id);
+    if (r === undefined) {
+      r = this.inline(id) && this.node(id).inputs.some((q) => this.needsAcc(q));
+      this.accMemo.set(id, r);
+    }
+    return r;
+  }
+
+  /** Expression for element `idx` of node %id; `acc` is the anchor's value where the node is on the epilogue path. */
+  at(id: number, idx: string, acc = 'acc'): string {
+    if (this.k.epilogue && id === this.k.anchor) return acc;
+    this.emit(id);
+    return this.needsAcc(id) ? `v${id}(${idx}, ${acc})` : `v${id}(${idx})`;
+  }
+
+  private emit(id: number): void {
+    if (this.fnSrc.has(id)) return;
+    this.fnSrc.set(id, ''); // reserve: operands are emitted first, so functions appear in dependency order
+    const n = this.node(id);
+    const t = computeType(n.type.dtype);
+    const accParam = this.needsAcc(id) ? `, acc: ${computeType(this.node(this.k.anchor).type.dtype)}` : '';
+    const body = this.inline(id) ? this.body(n)
+      : `  return ${loadExpr(this.input(id), 'i', n.type.dtype)};`;
+    const src = `// ${describeNode(n)}\nfn v${id}(i: u32${accParam}) -> ${t} {\n${body}\n}`;
+    this.fnSrc.delete(id);
+    this.fnSrc.set(id, src);
+  }
+
+  private round(e: string, d: DType): string {
+    return d === 'f16' ? `kiln_f16(${e})` : e;
+  }
+
+  private body(n: Node): string {
+    const out = n.type;
+    const ct = (x: TensorType): TensorType => ({ dtype: x.dtype === 'f16' ? 'f32' : x.dtype, shape: x.shape });
+    const lower = OPS[n.op].lower;
+    const attrs = n.attrs as Record<string, unknown>;
+    if (lower.kernel === 'elementwise') {
+      const args = n.inputs.map((q) => this.at(q, broadcastIndex(this.node(q).type.shape, out.shape, 'i')));
+      const lets = args.map((a, k) => `  let a${k} = ${a};`);
+      const a2 = n.op === 'cast' && attrs.to === 'f16' ? { ...attrs, to: 'f32' } : attrs;
+      if (lower.helpers) this.helper(lower.helpers);
+      const e = (lower.expr as (a: string[], at: unknown, i: readonly TensorType[], o: TensorType) => string)(
+        args.map((_, k) => `a${k}`),
+        a2,
+        n.inputs.map((q) => ct(this.node(q).type)),
+        ct(out),
+      );
+      return `${lets.join('\n')}\n  return ${this.round(e, out.dtype)};`;
+    }
+    switch (n.op) {
+      case 'constant': {
+        const a = n.attrs as AttrsOf<'constant'>;
+        if (a.values.length !== 1) throw new IRError(`codegen: constant %${n.id} with ${a.values.length} values must be a buffer`);
+        return `  return ${literal(a.values[0], out.dtype)};`;
+      }
+      case 'iota': {
+        const a = n.attrs as AttrsOf<'iota'>;
+        return `  return ${computeType(out.dtype)}(${coordOf('i', out.shape, a.axis)});`;
+      }
+      case 'reshape':
+        return `  return ${this.at(n.inputs[0], 'i')};`;
+      case 'broadcast':
+        return `  return ${this.at(n.inputs[0], broadcastIndex(this.node(n.inputs[0]).type.shape, out.shape, 'i'))};`;
+      case 'transpose': {
+        const perm = (n.attrs as AttrsOf<'transpose'>).perm;
+        const xs = strides(this.node(n.inputs[0]).type.shape);
+        const terms = perm.map((p, k) => ({ c: coordOf('i', out.shape, k), stride: out.shape[k] === 1 ? 0 : xs[p] }));
+        return `  return ${this.at(n.inputs[0], linear(terms))};`;
+      }
+      case 'slice': {
+        const a = n.attrs as AttrsOf<'slice'>;
+        const xs = strides(this.node(n.inputs[0]).type.shape);
+        const terms = out.shape.map((_, k) => ({ c: out.shape[k] === 1 ? `${a.starts[k]}u` : a.starts[k] ? `(${coordOf('i', out.shape, k)} + ${a.starts[k]}u)` : coordOf('i', out.shape, k), stride: xs[k] }));
+        return `  return ${this.at(n.inputs[0], linear(terms))};`;
+      }
+      case 'concat': {
+        const ax = (n.attrs as AttrsOf<'concat'>).axis;
+        const inner = numel(out.shape.slice(ax + 1));
+        const lines = [`  let c = ${coordOf('i', out.shape, ax)};`, `  let outer = i / ${inner * out.shape[ax]}u;`, `  let inner = i % ${inner}u;`];
+        let off = 0;
+        n.inputs.forEach((q, k) => {
+          const w = this.node(q).type.shape[ax];
+          const idx = `outer * ${w * inner}u + (c - ${off}u) * ${inner}u + inner`;
+          const last = k === n.inputs.length - 1;
+          lines.push(last ? `  return ${this.at(q, idx)};` : `  if (c < ${off + w}u) { return ${this.at(q, idx)}; }`);
+          off += w;
+        });
+        return lines.join('\n');
+      }
+      case 'gather': {
+        const [table, idx] = n.inputs;
+        const ts = this.node(table).type.shape;
+        const row = numel(ts.slice(1));
+        return [
+          `  let r = i32(${this.at(idx, row === 1 ? 'i' : `i / ${row}u`)});`,
+          `  if (r < 0 || r >= ${ts[0]}) { return ${literal(0, out.dtype)}; }`,
+          `  return ${this.at(table, row === 1 ? 'u32(r)' : `u32(r) * ${row}u + i % ${row}u`)};`,
+        ].join('\n');
+      }
+      case 'one_hot': {
+        const a = n.attrs as AttrsOf<'one_hot'>;
+        return [
+          `  let v = i32(${this.at(n.inputs[0], `i / ${a.depth}u`)});`,
+          `  return select(${literal(0, out.dtype)}, ${literal(1, out.dtype)}, v == i32(i % ${a.depth}u));`,
+        ].join('\n');
+      }
+      case 'dropout': {
+        const a = n.attrs as AttrsOf<'dropout'>;
+        this.helper(WGSL_PHILOX);
+        // keep <=> (u >> 8) * 2^-24 >= p <=> (u >> 8) >= ceil(p * 2^24): an exact integer test, bit-identical to dropoutKeep.
+        const threshold = Math.ceil(a.p * 16777216);
+        const scale = literal(1 / (1 - a.p), 'f32');
+        return [
+          `  let seed = ${this.at(n.inputs[1], '0u')};`,
+          `  let r = kiln_philox(vec4<u32>(i, 0u, 0u, 0u), vec2<u32>(seed, ${a.stream >>> 0}u));`,
+          `  let x = ${this.at(n.inputs[0], 'i')};`,
+          `  return select(0.0, ${this.round(`x * ${scale}`, out.dtype)}, (r.x >> 8u) >= ${threshold}u);`,
+        ].join('\n');
+      }
+    }
+    throw new IRError(`codegen: op '${n.op}' (%${n.id}) cannot be computed inline`);
+  }
+
+  /** Bindings declarations, helper functions and value functions, in that order. */
+  declarations(): string {
+    const decl = this.bindings.map((b) => {
+      const n = this.node(b.node);
+      const name = b.access === 'read' ? this.bufName.get(b.node)! : 'out';
+      const elem = b.atomic ? 'atomic<u32>' : storageType(n.type.dtype);
+      const access = b.access === 'read' ? 'read' : 'read_write';
+      return `@group(0) @binding(${b.binding}) var<storage, ${access}> ${name}: array<${elem}>; // %${n.id} ${n.op} ${fmtType(n.type)}${n.name ? ` (${n.name})` : ''}`;
+    });
+    return [...decl, WGSL_BITS_F32, WGSL_F16_ROUND.trim(), ...this.helpers, '', ...this.fnSrc.values()].join('\n');
+  }
+
+  header(kind: string, extra = ''): string {
+    const ops = this.k.nodes
+      .map((id) => this.node(id))
+      .filter((n) => !['input', 'param'].includes(n.op) && this.storage[n.id] !== 'const')
+      .map((n) => `${n.op} %${n.id}`);
+    const root = this.node(this.k.root);
+    return [
+      `// kiln kernel k${this.k.id}: ${kind}${extra ? ` (${extra})` : ''}`,
+      `// ops: ${ops.join(', ')}`,
+      `// writes %${root.id} ${fmtType(root.type)}${root.name ? ` (${root.name})` : ''}`,
+    ].join('\n');
+  }
+}
+
+export type { OpKind };

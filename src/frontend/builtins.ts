@@ -1,0 +1,567 @@
+/**
+ * Builtin functions and operators of the language, mapped onto the IR op set. Compile-time numbers are computed
+ * directly; tensor arguments emit IR nodes; a number mixed with a tensor becomes a constant of the tensor's dtype.
+ * softmax / log_softmax take any axis by transposing around the IR's last-axis primitive.
+ */
+import type { ParamInit } from '../ir/op.js';
+import { erf } from '../ir/ops/util.js';
+import { DTYPES, type DType, isFloat, isInt } from '../ir/types.js';
+import type { IndexItem, Span } from './ast.js';
+import type { Env, Lowerer } from './lower.js';
+import { int, kindName, NONE, num, type Value } from './values.js';
+
+type Pos = { v: Value; span: Span };
+type Kw = { name: string; v: Value; span: Span };
+
+class Cx {
+  constructor(
+    readonly lw: Lowerer,
+    readonly env: Env,
+    readonly span: Span,
+    readonly name: string,
+    readonly spans: Map<string, Span>,
+  ) {}
+  fail(msg: string, arg?: string): never {
+    return this.lw.fail(this.env, (arg && this.spans.get(arg)) || this.span, msg);
+  }
+  op(kind: Parameters<Lowerer['op']>[2], inputs: number[], attrs: object): number {
+    return this.lw.op(this.env, this.span, kind, inputs, attrs as never);
+  }
+  t(id: number): Value {
+    return { k: 'tensor', id };
+  }
+  dtypeOf(id: number): DType {
+    return this.lw.type(id).dtype;
+  }
+  shapeOf(id: number): readonly number[] {
+    return this.lw.type(id).shape;
+  }
+  tensor(v: Value, arg: string): number {
+    if (v.k !== 'tensor') this.fail(`${this.name}(): '${arg}' must be a tensor, got ${kindName(v)}`, arg);
+    return v.id;
+  }
+  /** A tensor operand, or a number/bool turned into a scalar constant of `dtype`. */
+  operand(v: Value, dtype: DType, arg: string): number {
+    if (v.k === 'tensor') return v.id;
+    if (v.k === 'num') {
+      if (dtype === 'bool') this.fail(`${this.name}: cannot combine the number ${v.v} with a bool tensor`, arg);
+      if (isInt(dtype) && !Number.isInteger(v.v)) this.fail(`${this.name}: cannot combine the float ${v.v} with an ${dtype} tensor (cast the tensor first)`, arg);
+      if (dtype === 'u32' && v.v < 0) this.fail(`${this.name}: cannot combine the negative number ${v.v} with a u32 tensor`, arg);
+      return this.op('constant', [], { dtype, shape: [], values: [v.v] });
+    }
+    if (v.k === 'bool') {
+      if (dtype !== 'bool') this.fail(`${this.name}: cannot combine the bool ${v.v} with a ${dtype} tensor`, arg);
+      return this.op('constant', [], { dtype, shape: [], values: [v.v ? 1 : 0] });
+    }
+    this.fail(`${this.name}: expected a tensor or a number, got ${kindName(v)}`, arg);
+  }
+  number(v: Value, arg: string): number {
+    if (v.k !== 'num') this.fail(`${this.name}(): '${arg}' must be a number, got ${kindName(v)}`, arg);
+    return v.v;
+  }
+  integer(v: Value, arg: string): number {
+    if (v.k !== 'num' || !v.int) this.fail(`${this.name}(): '${arg}' must be an integer, got ${kindName(v)}`, arg);
+    return v.v;
+  }
+  bool(v: Value, arg: string): boolean {
+    if (v.k !== 'bool') this.fail(`${this.name}(): '${arg}' must be true or false, got ${kindName(v)}`, arg);
+    return v.v;
+  }
+  str(v: Value, arg: string): string {
+    if (v.k !== 'str') this.fail(`${this.name}(): '${arg}' must be a string, got ${kindName(v)}`, arg);
+    return v.v;
+  }
+  dtype(v: Value, arg: string): DType {
+    if (v.k !== 'dtype') this.fail(`${this.name}(): '${arg}' must be a dtype (${DTYPES.join(', ')}), got ${kindName(v)}`, arg);
+    return v.d;
+  }
+  ints(v: Value, arg: string): number[] {
+    if (v.k === 'tuple') return v.items.map((x) => this.integer(x, arg));
+    return [this.integer(v, arg)];
+  }
+  axis(a: number, rank: number, arg = 'axis'): number {
+    const x = a < 0 ? a + rank : a;
+    if (x < 0 || x >= rank) this.fail(`${this.name}(): axis ${a} is out of range for a tensor of rank ${rank}`, arg);
+    return x;
+  }
+}
+
+type Impl = (a: Map<string, Value>, cx: Cx, items?: IndexItem[]) => Value;
+interface Builtin {
+  params: [string, Value?][];
+  rest?: string;
+  impl: Impl;
+}
+
+const F = (v: number): Value => num(v, false);
+const B = (v: boolean): Value => ({ k: 'bool', v });
+const S = (v: string): Value => ({ k: 'str', v });
+const DT = (d: DType): Value => ({ k: 'dtype', d });
+
+export const BUILTINS = new Map<string, Builtin>();
+/** Builtins reachable only as `ops.name` (the stdlib defines friendlier functions of the same name). */
+export const NS_ONLY = new Set(['layer_norm', 'rms_norm', 'cross_entropy']);
+/** Operator implementations: not callable by name. */
+const INTERNAL = new Set<string>();
+
+function def(name: string, params: (string | [string, Value])[], impl: Impl, rest?: string): void {
+  BUILTINS.set(name, { params: params.map((p) => (typeof p === 'string' ? [p] : p)), impl, rest });
+}
+function internal(name: string, params: string[], impl: Impl): void {
+  def(name, params, impl);
+  INTERNAL.add(name);
+}
+
+export function callBuiltin(lw: Lowerer, env: Env, span: Span, name: string, pos: Pos[], kw: Kw[], items?: IndexItem[]): Value {
+  const b = BUILTINS.get(name)!;
+  const label = name.startsWith('op') && INTERNAL.has(name) ? `'${name.slice(2)}'` : name;
+  // With a *rest parameter, the parameters that have defaults are keyword-only (iota(T, T, axis=1)).
+  const a = lw.bindArgs(env, label, b.params.map(([n, d]) => ({ name: n, optional: d !== undefined, kwOnly: !!b.rest && d !== undefined })), pos, kw, span, b.rest);
+  for (const [n, d] of b.params) if (!a.has(n) && d) a.set(n, d);
+  const spans = new Map<string, Span>();
+  const positional = b.params.filter(([, d]) => !(b.rest && d !== undefined));
+  pos.forEach((p, i) => spans.set(positional[i]?.[0] ?? b.rest ?? '', p.span));
+  kw.forEach((k) => spans.set(k.name, k.span));
+  return b.impl(a, new Cx(lw, env, span, label, spans), items);
+}
+
+export function isInternalBuiltin(name: string): boolean {
+  return INTERNAL.has(name);
+}
+
+// ---- arithmetic and comparison ----
+
+const CMP: Record<string, 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge'> = { '==': 'eq', '!=': 'ne', '<': 'lt', '<=': 'le', '>': 'gt', '>=': 'ge' };
+
+function scalarBinary(op: string, a: Value, b: Value, cx: Cx): Value {
+  if (op === '==' || op === '!=') {
+    const eq = JSON.stringify(a) === JSON.stringify(b) || (a.k === 'num' && b.k === 'num' && a.v === b.v);
+    return B(op === '==' ? eq : !eq);
+  }
+  if (a.k === 'tuple' && b.k === 'tuple' && op === '+') return { k: 'tuple', items: [...a.items, ...b.items] };
+  if (a.k === 'str' && b.k === 'str' && op === '+') return S(a.v + b.v);
+  if (a.k !== 'num' || b.k !== 'num') cx.fail(`${cx.name}: unsupported operands ${kindName(a)} and ${kindName(b)}`);
+  const bothInt = a.int && b.int;
+  const x = a.v;
+  const y = b.v;
+  if ((op === '/' || op === '//' || op === '%') && y === 0) cx.fail(`division by zero`);
+  switch (op) {
+    case '+':
+      return num(x + y, bothInt);
+    case '-':
+      return num(x - y, bothInt);
+    case '*':
+      return num(x * y, bothInt);
+    case '/':
+      return F(x / y);
+    case '//':
+      return num(Math.floor(x / y), bothInt);
+    case '%':
+      return num(x - Math.floor(x / y) * y, bothInt);
+    case '**':
+      return num(x ** y, bothInt && y >= 0);
+    case '<':
+      return B(x < y);
+    case '<=':
+      return B(x <= y);
+    case '>':
+      return B(x > y);
+    case '>=':
+      return B(x >= y);
+  }
+  cx.fail(`${cx.name}: unsupported on numbers`);
+}
+
+function binary(op: string, a: Value, b: Value, cx: Cx): Value {
+  if (a.k === 'none' || b.k === 'none') {
+    if (op === '==' || op === '!=') return B((a.k === b.k) === (op === '=='));
+    cx.fail(`'${op}': operand is none`);
+  }
+  if (a.k !== 'tensor' && b.k !== 'tensor') return scalarBinary(op, a, b, cx);
+  const dtype = a.k === 'tensor' ? cx.dtypeOf(a.id) : cx.dtypeOf((b as { id: number }).id);
+  const x = cx.operand(a, dtype, 'a');
+  const y = cx.operand(b, dtype, 'b');
+  const kind = { '+': 'add', '-': 'sub', '*': 'mul', '/': 'div', '**': 'pow' }[op] as 'add' | undefined;
+  if (kind) return cx.t(cx.op(kind, [x, y], {}));
+  if (CMP[op]) return cx.t(cx.op(CMP[op], [x, y], {}));
+  if (op === '@') return cx.t(cx.op('matmul', [x, y], { transA: false, transB: false }));
+  const q = cx.op('div', [x, y], {});
+  const fl = isFloat(cx.dtypeOf(q)) ? cx.op('floor', [q], {}) : q;
+  if (op === '//') return cx.t(fl);
+  if (op === '%') return cx.t(cx.op('sub', [x, cx.op('mul', [fl, y], {})], {}));
+  cx.fail(`unknown operator ${op}`);
+}
+
+for (const op of ['+', '-', '*', '/', '//', '%', '@', '**', '==', '!=', '<', '<=', '>', '>=']) {
+  internal(`op${op}`, ['a', 'b'], (a, cx) => binary(op, a.get('a')!, a.get('b')!, cx));
+}
+
+internal('neg', ['x'], (a, cx) => {
+  const x = a.get('x')!;
+  if (x.k === 'num') return num(-x.v, x.int);
+  return cx.t(cx.op('neg', [cx.tensor(x, 'x')], {}));
+});
+internal('not', ['x'], (a, cx) => {
+  const x = a.get('x')!;
+  if (x.k === 'bool') return B(!x.v);
+  return cx.t(cx.op('not', [cx.tensor(x, 'x')], {}));
+});
+for (const [name, kind] of [['logical_and', 'and'], ['logical_or', 'or']] as const) {
+  internal(name, ['a', 'b'], (a, cx) => {
+    const x = a.get('a')!;
+    const y = a.get('b')!;
+    if (x.k === 'bool' && y.k === 'bool') return B(kind === 'and' ? x.v && y.v : x.v || y.v);
+    return cx.t(cx.op(kind, [cx.operand(x, 'bool', 'a'), cx.operand(y, 'bool', 'b')], {}));
+  });
+}
+
+// ---- elementwise math ----
+
+const SCALAR_MATH: Record<string, (x: number) => number> = {
+  exp: Math.exp, log: Math.log, sqrt: Math.sqrt, rsqrt: (x) => 1 / Math.sqrt(x), tanh: Math.tanh, sin: Math.sin, cos: Math.cos,
+  abs: Math.abs, floor: Math.floor, erf, sigmoid: (x) => 1 / (1 + Math.exp(-x)), relu: (x) => Math.max(0, x),
+};
+for (const kind of ['exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'relu', 'silu', 'sin', 'cos', 'erf', 'floor', 'abs', 'stop_gradient'] as const) {
+  def(kind, ['x'], (a, cx) => {
+    const x = a.get('x')!;
+    if (x.k === 'num' && SCALAR_MATH[kind]) {
+      const r = SCALAR_MATH[kind](x.v);
+      return kind === 'abs' || kind === 'floor' || kind === 'relu' ? num(r, x.int || kind === 'floor') : F(r);
+    }
+    return cx.t(cx.op(kind, [cx.tensor(x, 'x')], {}));
+  });
+}
+def('gelu', ['x', ['approximate', S('erf')]], (a, cx) => {
+  const m = cx.str(a.get('approximate')!, 'approximate');
+  if (m !== 'erf' && m !== 'tanh') cx.fail(`gelu(): approximate must be "erf" or "tanh", got "${m}"`, 'approximate');
+  return cx.t(cx.op('gelu', [cx.tensor(a.get('x')!, 'x')], { approximate: m }));
+});
+def('pow', ['x', 'y'], (a, cx) => binary('**', a.get('x')!, a.get('y')!, cx));
+
+for (const [name, kind, pick] of [['max', 'max', Math.max], ['min', 'min', Math.min]] as const) {
+  // max(a, b) is elementwise; max(x, axis=..) reduces (min via -max(-x)).
+  def(name, ['x', ['y', NONE], ['axis', NONE], ['keepdims', B(false)]], (a, cx) => {
+    const x = a.get('x')!;
+    const y = a.get('y')!;
+    if (y.k !== 'none') {
+      if (x.k === 'num' && y.k === 'num') return num(pick(x.v, y.v), x.int && y.int);
+      const dtype = x.k === 'tensor' ? cx.dtypeOf(x.id) : cx.dtypeOf(cx.tensor(y, 'y'));
+      return cx.t(cx.op(kind, [cx.operand(x, dtype, 'x'), cx.operand(y, dtype, 'y')], {}));
+    }
+    if (x.k === 'tuple') {
+      const xs = x.items.map((i) => cx.number(i, 'x'));
+      if (!xs.length) cx.fail(`${name}() of an empty tuple`);
+      return num(pick(...xs), x.items.every((i) => i.k === 'num' && i.int));
+    }
+    const t = cx.tensor(x, 'x');
+    const red = (id: number) => cx.op('max_reduce', [id], { axes: axesOf(a, cx, cx.shapeOf(t).length), keepdims: cx.bool(a.get('keepdims')!, 'keepdims') });
+    return cx.t(name === 'max' ? red(t) : cx.op('neg', [red(cx.op('neg', [t], {}))], {}));
+  });
+}
+
+function axesOf(a: Map<string, Value>, cx: Cx, rank: number): number[] {
+  const ax = a.get('axis')!;
+  if (ax.k === 'none') return Array.from({ length: rank }, (_, i) => i);
+  return cx.ints(ax, 'axis').map((x) => cx.axis(x, rank));
+}
+
+for (const kind of ['sum', 'mean'] as const) {
+  def(kind, ['x', ['axis', NONE], ['keepdims', B(false)]], (a, cx) => {
+    const x = a.get('x')!;
+    if (x.k === 'tuple') {
+      const xs = x.items.map((i) => cx.number(i, 'x'));
+      const s = xs.reduce((p, q) => p + q, 0);
+      return kind === 'sum' ? num(s, x.items.every((i) => i.k === 'num' && i.int)) : F(s / Math.max(1, xs.length));
+    }
+    const t = cx.tensor(x, 'x');
+    return cx.t(cx.op(kind, [t], { axes: axesOf(a, cx, cx.shapeOf(t).length), keepdims: cx.bool(a.get('keepdims')!, 'keepdims') }));
+  });
+}
+def('argmax', ['x', ['axis', int(-1)], ['keepdims', B(false)]], (a, cx) => {
+  const t = cx.tensor(a.get('x')!, 'x');
+  return cx.t(cx.op('argmax', [t], { axis: cx.axis(cx.integer(a.get('axis')!, 'axis'), cx.shapeOf(t).length), keepdims: cx.bool(a.get('keepdims')!, 'keepdims') }));
+});
+
+def('where', ['cond', 'a', 'b'], (a, cx) => {
+  const c = a.get('cond')!;
+  const x = a.get('a')!;
+  const y = a.get('b')!;
+  if (c.k === 'bool') return c.v ? x : y;
+  const ct = cx.tensor(c, 'cond');
+  const dtype = x.k === 'tensor' ? cx.dtypeOf(x.id) : y.k === 'tensor' ? cx.dtypeOf(y.id) : x.k === 'bool' ? 'bool' : 'f32';
+  return cx.t(cx.op('select', [ct, cx.operand(x, dtype, 'a'), cx.operand(y, dtype, 'b')], {}));
+});
+def('cast', ['x', 'dtype'], (a, cx) => {
+  const to = cx.dtype(a.get('dtype')!, 'dtype');
+  const x = a.get('x')!;
+  if (x.k === 'num' || x.k === 'bool') return cx.t(cx.op('constant', [], { dtype: to, shape: [], values: [x.k === 'num' ? x.v : x.v ? 1 : 0] }));
+  const t = cx.tensor(x, 'x');
+  return cx.dtypeOf(t) === to ? x : cx.t(cx.op('cast', [t], { to }));
+});
+
+// ---- shapes and layout ----
+
+function shapeArg(v: Value, cx: Cx, arg: string): number[] {
+  if (v.k === 'tuple' && v.items.length === 1 && v.items[0].k === 'tuple') return cx.ints(v.items[0], arg);
+  return cx.ints(v, arg);
+}
+
+def('reshape', ['x'], (a, cx) => {
+  const t = cx.tensor(a.get('x')!, 'x');
+  const shape = shapeArg(a.get('shape')!, cx, 'shape');
+  const n = cx.shapeOf(t).reduce((p, q) => p * q, 1);
+  const holes = shape.filter((d) => d === -1).length;
+  if (holes > 1 || shape.some((d) => d < -1)) cx.fail(`reshape(): invalid target shape [${shape.join(', ')}]`);
+  if (holes) {
+    const known = shape.filter((d) => d !== -1).reduce((p, q) => p * q, 1);
+    if (known === 0 || n % known !== 0) cx.fail(`reshape(): cannot reshape [${cx.shapeOf(t).join(', ')}] to [${shape.join(', ')}]`);
+    shape[shape.indexOf(-1)] = n / known;
+  }
+  return cx.t(cx.op('reshape', [t], { shape }));
+}, 'shape');
+
+function transposeIds(cx: Cx, t: number, i: number, j: number): number {
+  if (i === j) return t;
+  const perm = cx.shapeOf(t).map((_, k) => k);
+  perm[i] = j;
+  perm[j] = i;
+  return cx.op('transpose', [t], { perm });
+}
+def('transpose', ['x', ['a', int(-2)], ['b', int(-1)]], (a, cx) => {
+  const t = cx.tensor(a.get('x')!, 'x');
+  const r = cx.shapeOf(t).length;
+  if (r < 2) cx.fail(`transpose(): needs a tensor of rank >= 2, got rank ${r}`, 'x');
+  return cx.t(transposeIds(cx, t, cx.axis(cx.integer(a.get('a')!, 'a'), r, 'a'), cx.axis(cx.integer(a.get('b')!, 'b'), r, 'b')));
+});
+def('permute', ['x'], (a, cx) => {
+  const t = cx.tensor(a.get('x')!, 'x');
+  const r = cx.shapeOf(t).length;
+  const perm = shapeArg(a.get('perm')!, cx, 'perm').map((p) => cx.axis(p, r, 'perm'));
+  return cx.t(cx.op('transpose', [t], { perm }));
+}, 'perm');
+
+function tensorList(v: Value, cx: Cx, arg: string): number[] {
+  const items = v.k === 'tuple' && v.items.length === 1 && v.items[0].k === 'tuple' ? v.items[0].items : v.k === 'tuple' ? v.items : [v];
+  if (!items.length) cx.fail(`${cx.name}(): needs at least one tensor`);
+  return items.map((x) => cx.tensor(x, arg));
+}
+def('concat', [['axis', int(0)]], (a, cx) => {
+  const ts = tensorList(a.get('xs')!, cx, 'xs');
+  const axis = cx.axis(cx.integer(a.get('axis')!, 'axis'), cx.shapeOf(ts[0]).length);
+  return ts.length === 1 ? cx.t(ts[0]) : cx.t(cx.op('concat', ts, { axis }));
+}, 'xs');
+def('split', ['x', 'parts', ['axis', int(-1)]], (a, cx) => {
+  const t = cx.tensor(a.get('x')!, 'x');
+  const shape = cx.shapeOf(t);
+  const axis = cx.axis(cx.integer(a.get('axis')!, 'axis'), shape.length);
+  const p = a.get('parts')!;
+  let sizes: number[];
+  if (p.k === 'tuple') sizes = cx.ints(p, 'parts');
+  else {
+    const n = cx.integer(p, 'parts');
+    if (n <= 0 || shape[axis] % n !== 0) cx.fail(`split(): axis ${axis} of size ${shape[axis]} does not split into ${n} equal parts`, 'parts');
+    sizes = new Array<number>(n).fill(shape[axis] / n);
+  }
+  if (sizes.reduce((x, y) => x + y, 0) !== shape[axis] || sizes.some((s) => s < 0)) {
+    cx.fail(`split(): sizes (${sizes.join(', ')}) do not add up to ${shape[axis]}, the size of axis ${axis}`, 'parts');
+  }
+  let st = 0;
+  return {
+    k: 'tuple',
+    items: sizes.map((s) => {
+      const starts = shape.map((_, k) => (k === axis ? st : 0));
+      const ends = shape.map((d, k) => (k === axis ? st + s : d));
+      st += s;
+      return cx.t(cx.op('slice', [t], { starts, ends }));
+    }),
+  };
+});
+
+// ---- indexing ----
+
+def('gather', ['table', 'idx'], (a, cx) => cx.t(cx.op('gather', [cx.tensor(a.get('table')!, 'table'), cx.tensor(a.get('idx')!, 'idx')], {})));
+def('scatter_add', ['idx', 'updates', 'rows'], (a, cx) =>
+  cx.t(cx.op('scatter_add', [cx.tensor(a.get('idx')!, 'idx'), cx.tensor(a.get('updates')!, 'updates')], { rows: cx.integer(a.get('rows')!, 'rows') })),
+);
+def('one_hot', ['idx', 'depth', ['dtype', DT('f32')]], (a, cx) =>
+  cx.t(cx.op('one_hot', [cx.tensor(a.get('idx')!, 'idx')], { depth: cx.integer(a.get('depth')!, 'depth'), dtype: cx.dtype(a.get('dtype')!, 'dtype') })),
+);
+def('iota', [['axis', int(0)], ['dtype', DT('i32')]], (a, cx) => {
+  const shape = shapeArg(a.get('shape')!, cx, 'shape');
+  if (!shape.length) cx.fail(`iota(): needs a shape, e.g. iota(T, T, axis=1)`);
+  if (shape.some((d) => d < 0)) cx.fail(`iota(): invalid shape [${shape.join(', ')}]`);
+  return cx.t(cx.op('iota', [], { shape, axis: cx.axis(cx.integer(a.get('axis')!, 'axis'), shape.length), dtype: cx.dtype(a.get('dtype')!, 'dtype') }));
+}, 'shape');
+def('arange', ['n', ['dtype', DT('i32')]], (a, cx) => cx.t(cx.op('iota', [], { shape: [cx.integer(a.get('n')!, 'n')], axis: 0, dtype: cx.dtype(a.get('dtype')!, 'dtype') })));
+
+internal('index', ['x'], (a, cx, items) => {
+  const x = a.get('x')!;
+  items = items ?? [];
+  const ev = (e: Parameters<Lowerer['eval']>[0]) => cx.lw.eval(e, cx.env);
+  if (x.k === 'tuple') {
+    if (items.length !== 1 || items[0].kind === 'ellipsis') cx.fail(`a tuple takes one index`);
+    const it = items[0];
+    const n = x.items.length;
+    if (it.kind === 'expr') {
+      const i = cx.integer(ev(it.expr), 'index');
+      const k = i < 0 ? i + n : i;
+      if (k < 0 || k >= n) cx.fail(`index ${i} is out of range for a tuple of ${n}`);
+      return x.items[k];
+    }
+    const [s, e] = sliceBounds(it as Extract<IndexItem, { kind: 'slice' }>, n, cx, ev);
+    return { k: 'tuple', items: x.items.slice(s, e) };
+  }
+  const t = cx.tensor(x, 'x');
+  const shape = cx.shapeOf(t);
+  // A single integer tensor index is an embedding lookup: table[idx].
+  if (items.length === 1 && items[0].kind === 'expr') {
+    const v = ev(items[0].expr);
+    if (v.k === 'tensor') return cx.t(cx.op('gather', [t, v.id], {}));
+    return indexTensor(cx, t, shape, [{ kind: 'int', v: cx.integer(v, 'index') }]);
+  }
+  const resolved: ({ kind: 'int'; v: number } | { kind: 'slice'; it: Extract<IndexItem, { kind: 'slice' }> } | { kind: 'ellipsis' })[] = items.map((it) => {
+    if (it.kind === 'ellipsis') return { kind: 'ellipsis' };
+    if (it.kind === 'slice') return { kind: 'slice', it };
+    const v = ev(it.expr);
+    if (v.k === 'tensor') cx.fail(`tensor indices are only supported alone (table[idx]); use gather() for other axes`);
+    return { kind: 'int', v: cx.integer(v, 'index') };
+  });
+  const ells = resolved.filter((r) => r.kind === 'ellipsis').length;
+  if (ells > 1) cx.fail(`an index can hold at most one '...'`);
+  const explicit = resolved.length - ells;
+  if (explicit > shape.length) cx.fail(`too many indices (${explicit}) for a tensor of rank ${shape.length}`);
+  const full: typeof resolved = [];
+  for (const r of resolved) {
+    if (r.kind === 'ellipsis') for (let i = 0; i < shape.length - explicit; i++) full.push({ kind: 'slice', it: { kind: 'slice', span: cx.span } });
+    else full.push(r);
+  }
+  while (full.length < shape.length) full.push({ kind: 'slice', it: { kind: 'slice', span: cx.span } });
+  return indexTensor(cx, t, shape, full.map((r, axis) => (r.kind === 'slice' ? { kind: 'range', b: sliceBounds(r.it as Extract<IndexItem, { kind: 'slice' }>, shape[axis], cx, ev) } : (r as { kind: 'int'; v: number }))));
+});
+
+function sliceBounds(it: Extract<IndexItem, { kind: 'slice' }>, n: number, cx: Cx, ev: (e: Parameters<Lowerer['eval']>[0]) => Value): [number, number] {
+  if (it.step) {
+    const st = cx.integer(ev(it.step), 'step');
+    if (st !== 1) cx.fail(`slices with a step other than 1 are not supported`);
+  }
+  const clamp = (v: number) => Math.min(n, Math.max(0, v < 0 ? v + n : v));
+  const s = it.start ? clamp(cx.integer(ev(it.start), 'start')) : 0;
+  const e = it.end ? clamp(cx.integer(ev(it.end), 'end')) : n;
+  return [s, Math.max(s, e)];
+}
+
+function indexTensor(cx: Cx, t: number, shape: readonly number[], idx: ({ kind: 'int'; v: number } | { kind: 'range'; b: [number, number] })[]): Value {
+  const starts: number[] = [];
+  const ends: number[] = [];
+  const keep: number[] = [];
+  shape.forEach((d, axis) => {
+    const r = idx[axis] ?? { kind: 'range', b: [0, d] };
+    if (r.kind === 'int') {
+      const k = r.v < 0 ? r.v + d : r.v;
+      if (k < 0 || k >= d) cx.fail(`index ${r.v} is out of range for axis ${axis} of size ${d}`);
+      starts.push(k);
+      ends.push(k + 1);
+    } else {
+      starts.push(r.b[0]);
+      ends.push(r.b[1]);
+      keep.push(r.b[1] - r.b[0]);
+    }
+  });
+  let out = t;
+  if (starts.some((s, i) => s !== 0 || ends[i] !== shape[i])) out = cx.op('slice', [t], { starts, ends });
+  if (keep.length !== shape.length) out = cx.op('reshape', [out], { shape: keep });
+  return cx.t(out);
+}
+
+// ---- neural-net primitives ----
+
+for (const kind of ['softmax', 'log_softmax'] as const) {
+  def(kind, ['x', ['axis', int(-1)]], (a, cx) => {
+    const t = cx.tensor(a.get('x')!, 'x');
+    const r = cx.shapeOf(t).length;
+    if (r === 0) cx.fail(`${kind}(): needs a tensor of rank >= 1`, 'x');
+    const ax = cx.axis(cx.integer(a.get('axis')!, 'axis'), r);
+    const moved = transposeIds(cx, t, ax, r - 1);
+    return cx.t(transposeIds(cx, cx.op(kind, [moved], {}), ax, r - 1));
+  });
+}
+def('layer_norm', ['x', 'gain', 'bias', ['eps', F(1e-5)]], (a, cx) =>
+  cx.t(cx.op('layer_norm', [cx.tensor(a.get('x')!, 'x'), cx.tensor(a.get('gain')!, 'gain'), cx.tensor(a.get('bias')!, 'bias')], { eps: cx.number(a.get('eps')!, 'eps') })),
+);
+def('rms_norm', ['x', 'gain', ['eps', F(1e-6)]], (a, cx) =>
+  cx.t(cx.op('rms_norm', [cx.tensor(a.get('x')!, 'x'), cx.tensor(a.get('gain')!, 'gain')], { eps: cx.number(a.get('eps')!, 'eps') })),
+);
+def('cross_entropy', ['logits', 'labels', ['ignore_index', int(-100)]], (a, cx) =>
+  cx.t(cx.op('cross_entropy', [cx.tensor(a.get('logits')!, 'logits'), cx.tensor(a.get('labels')!, 'labels')], { ignore_index: cx.integer(a.get('ignore_index')!, 'ignore_index') })),
+);
+def('matmul', ['a', 'b', ['transpose_a', B(false)], ['transpose_b', B(false)]], (a, cx) =>
+  cx.t(
+    cx.op('matmul', [cx.tensor(a.get('a')!, 'a'), cx.tensor(a.get('b')!, 'b')], {
+      transA: cx.bool(a.get('transpose_a')!, 'transpose_a'),
+      transB: cx.bool(a.get('transpose_b')!, 'transpose_b'),
+    }),
+  ),
+);
+def('dropout', ['x', 'p'], (a, cx) => {
+  const p = cx.number(a.get('p')!, 'p');
+  if (!(p >= 0 && p < 1)) cx.fail(`dropout(): p must be in [0, 1), got ${p}`, 'p');
+  const x = a.get('x')!;
+  if (p === 0) return x;
+  const t = cx.tensor(x, 'x');
+  return cx.t(cx.op('dropout', [t, cx.lw.seedInput()], { p, stream: cx.lw.nextStream() }));
+});
+
+// ---- constants and initializers ----
+
+const init = (i: ParamInit): Value => ({ k: 'init', init: i });
+for (const kind of ['zeros', 'ones'] as const) {
+  // zeros() is an initializer; zeros(B, T) a constant tensor.
+  def(kind, [['dtype', DT('f32')]], (a, cx) => {
+    const shape = shapeArg(a.get('shape')!, cx, 'shape');
+    if (a.get('shape')!.k === 'tuple' && (a.get('shape') as { items: Value[] }).items.length === 0) return init({ kind });
+    return cx.t(cx.op('constant', [], { dtype: cx.dtype(a.get('dtype')!, 'dtype'), shape, values: [kind === 'ones' ? 1 : 0] }));
+  }, 'shape');
+}
+def('full', ['shape', 'value', ['dtype', DT('f32')]], (a, cx) =>
+  cx.t(cx.op('constant', [], { dtype: cx.dtype(a.get('dtype')!, 'dtype'), shape: cx.ints(a.get('shape')!, 'shape'), values: [cx.number(a.get('value')!, 'value')] })),
+);
+def('constant', ['value'], (a, cx) => init({ kind: 'constant', value: cx.number(a.get('value')!, 'value') }));
+def('normal', [['std', F(1)], ['mean', F(0)]], (a, cx) => {
+  const std = cx.number(a.get('std')!, 'std');
+  const mean = cx.number(a.get('mean')!, 'mean');
+  if (!(std >= 0) || !Number.isFinite(std)) cx.fail(`normal(): std must be a finite number >= 0, got ${std}`, 'std');
+  return init(mean === 0 ? { kind: 'normal', std } : { kind: 'normal', std, mean });
+});
+def('uniform', ['low', 'high'], (a, cx) => {
+  const low = cx.number(a.get('low')!, 'low');
+  const high = cx.number(a.get('high')!, 'high');
+  if (!(low <= high)) cx.fail(`uniform(): low (${low}) must not exceed high (${high})`);
+  return init({ kind: 'uniform', low, high });
+});
+for (const kind of ['xavier_uniform', 'xavier_normal', 'kaiming_uniform', 'kaiming_normal'] as const) {
+  def(kind, [['gain', NONE]], (a, cx) => {
+    const g = a.get('gain')!;
+    return init(g.k === 'none' ? { kind } : { kind, gain: cx.number(g, 'gain') });
+  });
+}
+
+// ---- compile-time helpers ----
+
+def('range', ['a', ['b', NONE]], (a, cx) => {
+  const x = cx.integer(a.get('a')!, 'a');
+  const bv = a.get('b')!;
+  const [lo, hi] = bv.k === 'none' ? [0, x] : [x, cx.integer(bv, 'b')];
+  if (hi - lo > 100_000) cx.fail(`range(): ${hi - lo} iterations is too many`);
+  return { k: 'tuple', items: Array.from({ length: Math.max(0, hi - lo) }, (_, i) => int(lo + i)) };
+});
+def('len', ['x'], (a, cx) => {
+  const x = a.get('x')!;
+  if (x.k === 'tuple') return int(x.items.length);
+  if (x.k === 'str') return int(x.v.length);
+  const t = cx.tensor(x, 'x');
+  const s = cx.shapeOf(t);
+  if (!s.length) cx.fail(`len() of a scalar tensor`, 'x');
+  return int(s[0]);
+});
+def('int', ['x'], (a, cx) => int(Math.trunc(cx.number(a.get('x')!, 'x'))));
+def('float', ['x'], (a, cx) => F(cx.number(a.get('x')!, 'x')));

@@ -1,0 +1,11 @@
+/** The WebGPU runtime's public API. */
+export { compileGraph, Executable, formatProfile, deviceKey, UPDATE_PREFIX } from './executable.js';
+export type { CompileOptions, RunOptions, RunResult, KernelTiming, ExecutableStats } from './executable.js';
+export { createPipelineChecked, createPipelines } from './pipelines.js';
+export type { PipelineRequest, CompiledPipeline } from './pipelines.js';
+export { autotuneMatmul } from './autotune.js';
+export type { AutotuneResult } from './autotune.js';
+export { schedule, describeSchedule, planMemory, describeMemory, verifyMemoryPlan } from '../schedule/index.js';
+export type { Schedule, Kernel, MemoryPlan } from '../schedule/index.js';
+export { generateKernels, chooseMatmulTiles, tileCache } from '../codegen/wgsl/index.js';
+export type { TileConfig, KernelCode } from '../codegen/wgsl/index.js';

@@ -1,0 +1,88 @@
+/**
+ * Pipeline creation. Every generated shader must pass validation; one that does not is a compiler bug, so the
+ * error carries the kernel's WGSL source and the IR ops it came from. Identical sources share one pipeline.
+ */
+import { KilnRuntimeError } from './errors.js';
+import type { BufferBinding } from '../codegen/wgsl/writer.js';
+
+/** WebGPU enum values, spelled out so this file does not depend on platform globals being installed. */
+export const BufferUsage = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, STORAGE: 128, QUERY_RESOLVE: 512 } as const;
+const SHADER_STAGE_COMPUTE = 4;
+
+export interface PipelineRequest {
+  wgsl: string;
+  bindings: readonly BufferBinding[];
+  /** For error messages: which kernel, which IR ops. */
+  label: string;
+  ops: string;
+}
+
+export interface CompiledPipeline {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+}
+
+function formatMessages(info: GPUCompilationInfo | undefined): string {
+  if (!info) return '';
+  return info.messages
+    .filter((m) => m.type === 'error')
+    .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}`)
+    .join('\n');
+}
+
+function numbered(src: string): string {
+  return src
+    .split('\n')
+    .map((l, i) => `${String(i + 1).padStart(4)} | ${l}`)
+    .join('\n');
+}
+
+/** Creates one compute pipeline inside validation error scopes; a failure becomes a KilnRuntimeError with the source. */
+export async function createPipelineChecked(device: GPUDevice, req: PipelineRequest): Promise<CompiledPipeline> {
+  device.pushErrorScope('validation');
+  const layout = device.createBindGroupLayout({
+    label: req.label,
+    entries: req.bindings.map((b) => ({
+      binding: b.binding,
+      visibility: SHADER_STAGE_COMPUTE,
+      buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' },
+    })),
+  });
+  const module = device.createShaderModule({ label: req.label, code: req.wgsl });
+  // Everything up to popErrorScope runs synchronously, so pipelines created in parallel never share a scope.
+  const pending = device.createComputePipelineAsync({
+    label: req.label,
+    layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+    compute: { module, entryPoint: 'main' },
+  });
+  const scope = device.popErrorScope();
+  let pipeline: GPUComputePipeline | undefined;
+  let failure: unknown;
+  try {
+    pipeline = await pending;
+  } catch (e) {
+    failure = e;
+  }
+  const scoped = await scope;
+  if (failure || scoped || !pipeline) {
+    let details = '';
+    try {
+      details = formatMessages(await module.getCompilationInfo());
+    } catch {
+      // compilation info is best-effort
+    }
+    const why = [(failure as Error | undefined)?.message, scoped?.message, details].filter(Boolean).join('\n');
+    throw new KilnRuntimeError(
+      `internal compiler error: the WGSL for ${req.label} (IR ops: ${req.ops}) failed validation:\n${why}\n--- WGSL source ---\n${numbered(req.wgsl)}`,
+    );
+  }
+  return { pipeline, layout };
+}
+
+/** Creates the pipelines for many kernels in parallel, one per distinct WGSL source. */
+export async function createPipelines(device: GPUDevice, reqs: readonly PipelineRequest[]): Promise<Map<string, CompiledPipeline>> {
+  const unique = new Map<string, PipelineRequest>();
+  for (const r of reqs) if (!unique.has(r.wgsl)) unique.set(r.wgsl, r);
+  const entries = await Promise.all([...unique.values()].map(async (r) => [r.wgsl, await createPipelineChecked(device, r)] as const));
+  return new Map(entries);
+}
