@@ -81,6 +81,11 @@ class Printer {
   }
 }
 
+/** The line whose trailing comment a block header takes: none when the block's first item shares its line. */
+function headerLine(line: number, first: { span: Span } | undefined): number {
+  return first && first.span.line === line ? -1 : line;
+}
+
 function stmtItem(s: Stmt, indent: number): Item {
   const simple = (text: string): Item => ({ span: s.span, render: (p) => p.line(text, indent, s.span.endLine) });
   switch (s.kind) {
@@ -98,7 +103,7 @@ function stmtItem(s: Stmt, indent: number): Item {
       return {
         span: s.span,
         render: (p) => {
-          p.line(`for ${s.var} in ${exprText(s.iter)} {`, indent, s.span.line);
+          p.line(`for ${s.var} in ${exprText(s.iter)} {`, indent, headerLine(s.span.line, s.body[0]));
           p.block(s.body.map((x) => stmtItem(x, indent + 1)), indent + 1, s.span.endLine);
           p.line('}', indent, s.span.endLine);
         },
@@ -108,7 +113,7 @@ function stmtItem(s: Stmt, indent: number): Item {
         span: s.span,
         render: (p) => {
           let cur: Extract<Stmt, { kind: 'if' }> = s;
-          p.line(`if ${exprText(cur.cond)} {`, indent, cur.span.line);
+          p.line(`if ${exprText(cur.cond)} {`, indent, headerLine(cur.span.line, cur.then[0]));
           for (;;) {
             const thenEnd = cur.thenEnd?.line ?? cur.span.endLine;
             p.block(cur.then.map((x) => stmtItem(x, indent + 1)), indent + 1, thenEnd);
@@ -119,10 +124,10 @@ function stmtItem(s: Stmt, indent: number): Item {
             }
             if (els.length === 1 && els[0].kind === 'if' && els[0].span.line === thenEnd) {
               cur = els[0];
-              p.line(`} else if ${exprText(cur.cond)} {`, indent, cur.span.line);
+              p.line(`} else if ${exprText(cur.cond)} {`, indent, headerLine(cur.span.line, cur.then[0]));
               continue;
             }
-            p.line('} else {', indent, thenEnd);
+            p.line('} else {', indent, headerLine(thenEnd, els[0]));
             p.block(els.map((x) => stmtItem(x, indent + 1)), indent + 1, cur.span.endLine);
             p.line('}', indent, cur.span.endLine);
             return;
@@ -145,7 +150,7 @@ function fnItem(f: FnDecl): Item {
         .map((x) => `${x.name}${x.type ? `: ${typeText(x.type)}` : ''}${x.default ? ` = ${exprText(x.default)}` : ''}`)
         .join(', ');
       const ret = f.ret ? ` -> ${f.ret.tuple ? `(${f.ret.outs.map(outText).join(', ')})` : outText(f.ret.outs[0])}` : '';
-      p.line(`${f.isEntry ? 'entry' : 'fn'} ${f.name}(${params})${ret} {`, 0, f.nameSpan.line);
+      p.line(`${f.isEntry ? 'entry' : 'fn'} ${f.name}(${params})${ret} {`, 0, headerLine(f.nameSpan.line, f.body[0]));
       p.block(f.body.map((s) => stmtItem(s, 1)), 1, f.span.endLine);
       p.line('}', 0, f.span.endLine);
     },
@@ -163,7 +168,7 @@ function topItem(t: TopLevel): Item {
     return {
       span: t.span,
       render: (p) => {
-        p.line(`model ${t.name} {`, 0, t.span.line);
+        p.line(`model ${t.name} {`, 0, headerLine(t.span.line, t.items[0]));
         p.block(t.items.map(modelItem), 1, t.span.endLine);
         p.line('}', 0, t.span.endLine);
       },
