@@ -1,0 +1,95 @@
+/**
+ * Reverse-mode automatic differentiation as an IR -> IR pass. The result is one joint graph: the forward
+ * computation, then the backward one built from each op's gradient rule (declared beside the op in
+ * src/ir/ops/), with outputs `grad:<param>` (and `grad:input:<name>`) next to the original outputs.
+ */
+import { KilnError } from '../errors.js';
+import { GraphBuilder } from '../ir/builder.js';
+import type { Graph, Node } from '../ir/graph.js';
+import type { AttrsOf } from '../ir/op.js';
+import { OPS } from '../ir/registry.js';
+import { fmtType, isFloat, sameShape } from '../ir/types.js';
+
+export const GRAD_PREFIX = 'grad:';
+export const INPUT_GRAD_PREFIX = 'grad:input:';
+
+export interface GradOptions {
+  /** Name of the scalar float output to differentiate. */
+  loss: string;
+  /** Parameters to differentiate with respect to; default: every float parameter. */
+  wrt?: string[];
+  /** Graph inputs to differentiate with respect to as well. */
+  wrtInputs?: string[];
+  /** Keep the original outputs in the joint graph (default true). */
+  keepOutputs?: boolean;
+}
+
+const leafName = (n: Node) => (n.attrs as AttrsOf<'param'>).name;
+
+/** Builds the backward pass onto a copy of `g`; returns the joint graph before clean-up passes. */
+export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
+  const lossOut = g.outputs.find((o) => o.name === opts.loss);
+  if (!lossOut) throw new KilnError(`cannot differentiate ${g.name}: it has no output '${opts.loss}' (outputs: ${g.outputs.map((o) => o.name).join(', ')})`);
+  const lossNode = g.nodes[lossOut.id];
+  if (lossNode.type.shape.length !== 0 || !isFloat(lossNode.type.dtype)) {
+    throw new KilnError(`cannot differentiate ${g.name}: output '${opts.loss}' must be a float scalar, it is ${fmtType(lossNode.type)}`);
+  }
+  const params = g.nodes.filter((n) => n.op === 'param');
+  const wrtParams = opts.wrt
+    ? opts.wrt.map((name) => {
+        const p = params.find((n) => leafName(n) === name);
+        if (!p) throw new KilnError(`cannot differentiate with respect to '${name}': ${g.name} has no such parameter`);
+        return p;
+      })
+    : params.filter((n) => isFloat(n.type.dtype));
+  const wrtInputs = (opts.wrtInputs ?? []).map((name) => {
+    const p = g.nodes.find((n) => n.op === 'input' && leafName(n) === name);
+    if (!p) throw new KilnError(`cannot differentiate with respect to input '${name}': ${g.name} has no such input`);
+    if (!isFloat(p.type.dtype)) throw new KilnError(`cannot differentiate with respect to input '${name}': it is ${fmtType(p.type)}, not float`);
+    return p;
+  });
+
+  // Only values that depend on a differentiated leaf need a cotangent.
+  const needs = new Array<boolean>(g.nodes.length).fill(false);
+  for (const n of [...wrtParams, ...wrtInputs]) needs[n.id] = true;
+  for (const n of g.nodes) {
+    if (!needs[n.id] && isFloat(n.type.dtype) && n.inputs.some((i) => needs[i]) && OPS[n.op].grad !== 'zero') needs[n.id] = true;
+  }
+
+  const b = GraphBuilder.extend(g);
+  const cot = new Map<number, number>();
+  cot.set(lossNode.id, b.full(1, lossNode.type));
+  for (let id = lossNode.id; id >= 0; id--) {
+    const g0 = cot.get(id);
+    const n = g.nodes[id];
+    if (g0 === undefined || !needs[id] || n.inputs.length === 0) continue;
+    const rule = OPS[n.op].grad;
+    if (rule === 'integer' || rule === 'zero') continue;
+    if (rule === 'nondiff') {
+      throw new KilnError(
+        `cannot differentiate through ${n.op} (%${n.id}${n.name ? ` '${n.name}'` : ''}${n.loc ? ` at ${n.loc.file}:${n.loc.line}:${n.loc.col}` : ''}): it has no gradient; wrap its operand in stop_gradient if that is intended`,
+      );
+    }
+    b.loc = n.loc;
+    b.scope = undefined;
+    const grads = rule.vjp(b, n as never, g0);
+    n.inputs.forEach((inp, k) => {
+      const gi = grads[k];
+      if (gi === null || gi === undefined || !needs[inp]) return;
+      const want = g.nodes[inp].type;
+      const got = b.type(gi);
+      if (!sameShape(got.shape, want.shape)) {
+        throw new Error(`gradient rule of ${n.op} gave ${fmtType(got)} for operand ${k} of type ${fmtType(want)} (a Kiln bug)`);
+      }
+      const gc = b.cast(gi, want.dtype);
+      const prev = cot.get(inp);
+      cot.set(inp, prev === undefined ? gc : b.add(prev, gc));
+    });
+  }
+  b.loc = undefined;
+
+  const outputs = opts.keepOutputs === false ? [{ name: opts.loss, id: lossNode.id }] : [...g.outputs];
+  for (const p of wrtParams) outputs.push({ name: GRAD_PREFIX + leafName(p), id: cot.get(p.id) ?? b.full(0, p.type) });
+  for (const p of wrtInputs) outputs.push({ name: INPUT_GRAD_PREFIX + leafName(p), id: cot.get(p.id) ?? b.full(0, p.type) });
+  return b.build(g.name, outputs);
+}
