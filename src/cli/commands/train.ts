@@ -1,0 +1,181 @@
+/** `kiln train`, `kiln sample`, `kiln eval`: the training job on the WebGPU device. */
+import type { Command } from 'commander';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../../errors.js';
+import { collectSet, type ConfigValue } from '../options.js';
+
+interface TrainOpts {
+  set: Record<string, ConfigValue>;
+  objective?: string;
+  optimizer: string;
+  lr: string;
+  warmup: string;
+  schedule: string;
+  batch: string;
+  accum: string;
+  steps: string;
+  clip: string;
+  weightDecay?: string;
+  seed: string;
+  data: string;
+  tokenizer: string;
+  out: string;
+  json?: boolean;
+  resume?: string;
+  evalEvery: string;
+  evalBatches: string;
+  saveEvery: string;
+  device: string;
+  wholeWord?: boolean;
+  fim: string;
+}
+
+const num = (flag: string, v: string, int = false): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new KilnError(`${flag} expects ${int ? 'an integer' : 'a number'}, got '${v}'`);
+  return n;
+};
+
+export function register(program: Command): void {
+  program
+    .command('train')
+    .description('train a model on the WebGPU device (default: byte-level GPT on Moby-Dick)')
+    .argument('<file>', '.kiln model file with a `loss` entry')
+    .option('--set <k=v>', 'override a config value of the model (repeatable)', collectSet, {})
+    .option('--objective <o>', 'clm | mlm | prefix | span (default: by model: gpt clm, bert mlm, prefixlm prefix, t5 span)')
+    .option('--optimizer <o>', 'adamw | adam | sgd | adafactor', 'adamw')
+    .option('--lr <x>', 'peak learning rate', '3e-3')
+    .option('--warmup <n>', 'linear warmup steps', '20')
+    .option('--schedule <s>', 'constant | linear | cosine | invsqrt (after warmup)', 'cosine')
+    .option('--batch <n>', 'sequences per micro-batch', '8')
+    .option('--accum <n>', 'micro-batches accumulated per optimizer step', '1')
+    .option('--steps <n>', 'optimizer steps', '300')
+    .option('--clip <x>', 'clip the global gradient norm to this (0: off)', '1.0')
+    .option('--weight-decay <x>', 'weight decay (default 0.01 for adamw, 0 otherwise)')
+    .option('--seed <n>', 'seed for initialisation, data order, masking and dropout', '0')
+    .option('--data <path>', 'text file, folder of .txt files, or a built-in corpus: moby-dick | sotu', 'moby-dick')
+    .option('--tokenizer <t>', 'bytes | gpt2', 'bytes')
+    .option('--out <dir>', 'output folder: checkpoints and the loss curve', 'out/run')
+    .option('--resume <dir>', 'continue exactly from a checkpoint (a run folder or a step folder)')
+    .option('--eval-every <n>', 'validation every n steps (0: only at the end)', '50')
+    .option('--eval-batches <n>', 'validation batches per evaluation', '8')
+    .option('--save-every <n>', 'checkpoint every n steps (always at the end)', '100')
+    .option('--device <d>', 'webgpu | interp (reference interpreter: slow, for checking)', 'webgpu')
+    .option('--whole-word', 'MLM: mask whole words')
+    .option('--fim <rate>', 'CLM: fill-in-the-middle rate', '0')
+    .option('--json', 'one JSON line per step instead of a progress bar')
+    .action(async (file: string, o: TrainOpts) => trainCommand(file, o));
+
+  program
+    .command('sample')
+    .description('generate text from a trained causal model')
+    .argument('<file>', '.kiln model file with a `forward` entry')
+    .requiredOption('--checkpoint <dir>', 'checkpoint (run folder or step folder)')
+    .option('--prompt <text>', 'text to continue', '')
+    .option('--tokens <n>', 'tokens to generate', '200')
+    .option('--temperature <x>', 'softmax temperature (0: greedy)', '0.8')
+    .option('--top-k <n>', 'sample among the k most likely tokens (0: all)', '40')
+    .option('--seed <n>', 'sampling seed', '0')
+    .option('--device <d>', 'webgpu | interp', 'webgpu')
+    .action(async (file: string, o) => (await import('./sample.js')).sample(file, o));
+
+  program
+    .command('eval')
+    .description('validation loss and perplexity of a checkpoint')
+    .argument('<file>', '.kiln model file with a `loss` entry')
+    .requiredOption('--checkpoint <dir>', 'checkpoint (run folder or step folder)')
+    .option('--data <path>', 'text file, folder, or built-in corpus (its held-out split is used)', 'moby-dick')
+    .option('--batches <n>', 'validation batches', '32')
+    .option('--device <d>', 'webgpu | interp', 'webgpu')
+    .action(async (file: string, o) => (await import('./sample.js')).evaluate(file, o));
+}
+
+async function trainCommand(file: string, o: TrainOpts): Promise<void> {
+  const { prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
+  const { lossCurveSvg } = await import('../../train/plot.js');
+  const { makeProgress } = await import('../../train/progress.js');
+  const { makeRunners } = await import('./runners.js');
+  const steps = num('--steps', o.steps, true);
+  const job = await prepareJob({
+    file,
+    set: o.set,
+    objective: o.objective as never,
+    optimizer: { kind: o.optimizer as never, clip: num('--clip', o.clip), weightDecay: o.weightDecay === undefined ? undefined : num('--weight-decay', o.weightDecay) },
+    schedule: { kind: o.schedule as never, peak: num('--lr', o.lr), warmup: num('--warmup', o.warmup, true), total: steps },
+    batch: num('--batch', o.batch, true),
+    accum: num('--accum', o.accum, true),
+    steps,
+    seed: num('--seed', o.seed, true),
+    data: o.data,
+    tokenizer: o.tokenizer,
+    objectiveOptions: { wholeWord: !!o.wholeWord, fimRate: num('--fim', o.fim) },
+    evalEvery: num('--eval-every', o.evalEvery, true),
+    evalBatches: num('--eval-batches', o.evalBatches, true),
+    saveEvery: num('--save-every', o.saveEvery, true),
+    out: o.out,
+  });
+  const log = (s: string) => (o.json ? process.stdout.write(JSON.stringify({ type: 'info', message: s }) + '\n') : process.stdout.write(s + '\n'));
+  const h = unigramEntropy(job.streams.train);
+  log(
+    `model ${job.modelName} (${file}), objective ${job.objective}, ${job.tok.name} tokenizer (vocab ${job.tok.vocabSize}), data ${o.data}: ${job.streams.train.length} train / ${job.streams.val.length} validation tokens; unigram entropy ${h.toFixed(3)} nats/token`,
+  );
+  const t0 = performance.now();
+  const { runner, evalRunner, describe } = await makeRunners(job, o.device);
+  log(describe);
+  const trainer = new Trainer(job, runner, evalRunner);
+  try {
+    if (o.resume) {
+      await trainer.resume(o.resume);
+      log(`resumed from ${o.resume} at step ${trainer.state.step}`);
+    }
+    const progress = makeProgress(steps, trainer.state.step, o.json ? 'json' : process.stdout.isTTY ? 'bar' : 'lines');
+    let first = true;
+    await trainer.run({
+      onStep: (r) => {
+        if (first) {
+          first = false;
+          progress.note(`first step done ${((performance.now() - t0) / 1000).toFixed(1)} s after start (compile, pipelines, first run)`);
+        }
+        progress.step(r);
+      },
+      onEval: (step, loss) => {
+        progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)})`);
+        progress.event({ type: 'eval', step, loss });
+      },
+      onSave: (dir) => progress.event({ type: 'checkpoint', dir }),
+    });
+    progress.stop();
+    const hist = trainer.state.history;
+    const tail = hist.slice(-Math.max(1, Math.floor(hist.length / 10)));
+    const tps = tail.reduce((s, r) => s + r.tokens, 0) / (tail.reduce((s, r) => s + r.ms, 0) / 1000);
+    mkdirSync(o.out, { recursive: true });
+    const svg = lossCurveSvg({
+      title: `${job.modelName} · ${job.objective} · ${o.data}`,
+      train: hist.map((r) => ({ step: r.step, loss: r.loss })),
+      val: trainer.state.val,
+      reference: job.objective === 'clm' ? { value: h, label: `unigram entropy ${h.toFixed(2)}` } : undefined,
+    });
+    writeFileSync(join(o.out, 'loss.svg'), svg);
+    const final = trainer.state.val.at(-1)?.loss;
+    const summary = {
+      type: 'summary',
+      steps: trainer.state.step,
+      firstLoss: hist[0]?.loss,
+      lastLoss: hist.at(-1)?.loss,
+      validationLoss: final,
+      unigramEntropy: h,
+      tokensPerSec: Math.round(tps),
+      seconds: (performance.now() - t0) / 1000,
+      out: o.out,
+    };
+    if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    else
+      log(
+        `done: ${summary.steps} steps, loss ${summary.firstLoss?.toFixed(3)} -> ${summary.lastLoss?.toFixed(3)}, validation ${final?.toFixed(3)} (unigram entropy ${h.toFixed(3)}), ${summary.tokensPerSec} tokens/s; checkpoint and loss.svg in ${o.out}`,
+      );
+  } finally {
+    runner.destroy();
+    evalRunner?.destroy();
+  }
+}

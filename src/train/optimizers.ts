@@ -1,0 +1,205 @@
+/**
+ * Optimizers compiled into the training graph. The step graph is the joint forward+backward graph plus, per
+ * parameter, the optimizer's update written as IR, so the whole step is one compiled WGSL program. Optimizer
+ * state is held in extra `param` leaves (`opt.m.<p>`, ...), updated through `update:<name>` outputs that the
+ * runtime writes back into the parameter buffers. `lr` and `step` are scalar graph inputs, so one compiled graph
+ * serves every step of a schedule.
+ *
+ * Weight decay (AdamW's decoupled decay, SGD/Adam's L2) applies to parameters of rank >= 2 only: biases, norm
+ * gains and other vectors are not decayed.
+ */
+import { KilnError } from '../errors.js';
+import { GRAD_PREFIX } from '../autodiff/grad.js';
+import { GraphBuilder } from '../ir/builder.js';
+import type { Graph, Node } from '../ir/graph.js';
+import type { AttrsOf } from '../ir/op.js';
+import { isFloat } from '../ir/types.js';
+
+export const OPTIMIZERS = ['adamw', 'adam', 'sgd', 'adafactor'] as const;
+export type OptimizerKind = (typeof OPTIMIZERS)[number];
+export const UPDATE = 'update:';
+
+export interface OptimizerConfig {
+  kind: OptimizerKind;
+  beta1?: number; // adam/adamw 0.9
+  beta2?: number; // adam/adamw 0.999
+  eps?: number; // adam/adamw 1e-8
+  weightDecay?: number; // adamw 0.01, others 0
+  momentum?: number; // sgd 0.9
+  /** Global-norm clipping threshold; 0 disables. Default 1.0. */
+  clip?: number;
+  /** Adafactor: power of the second-moment decay 1 - t^-decay (0.8), update clipping threshold d (1.0). */
+  decayRate?: number;
+  clipThreshold?: number;
+}
+
+const pname = (n: Node) => (n.attrs as AttrsOf<'param'>).name;
+export const isStateParam = (name: string) => name.startsWith('opt.') || name.startsWith('acc.');
+const decays = (n: Node) => n.type.shape.length >= 2;
+
+interface StepInputs {
+  lr: number;
+  step: number;
+}
+
+function stepInputs(b: GraphBuilder): StepInputs {
+  return {
+    lr: b.op('input', [], { name: 'lr', dtype: 'f32', shape: [] }),
+    step: b.op('input', [], { name: 'step', dtype: 'f32', shape: [] }),
+  };
+}
+
+function state(b: GraphBuilder, prefix: string, p: Node, shape = p.type.shape): number {
+  return b.op('param', [], { name: `${prefix}${pname(p)}`, dtype: p.type.dtype, shape: [...shape], init: { kind: 'zeros' } });
+}
+
+const c = (b: GraphBuilder, v: number) => b.scalar(v, 'f32');
+const sumAll = (b: GraphBuilder, x: number) => b.sum(x, b.type(x).shape.map((_, i) => i));
+
+/** Global gradient norm and the clipped gradients (scale = min(1, clip / (norm + 1e-6))). */
+function clipGrads(b: GraphBuilder, grads: Map<Node, number>, clip: number): { norm: number; grads: Map<Node, number> } {
+  let sq: number | null = null;
+  for (const g of grads.values()) {
+    const s = sumAll(b, b.mul(g, g));
+    sq = sq === null ? s : b.add(sq, s);
+  }
+  const norm = b.unary('sqrt', sq ?? c(b, 0));
+  if (!clip) return { norm, grads };
+  const scale = b.binary('min', c(b, 1), b.div(c(b, clip), b.add(norm, c(b, 1e-6))));
+  return { norm, grads: new Map([...grads].map(([p, g]) => [p, b.mul(g, scale)])) };
+}
+
+/** Appends one optimizer step for every (param, gradient) pair; returns the update outputs. */
+function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: OptimizerConfig, io: StepInputs): { name: string; id: number }[] {
+  const out: { name: string; id: number }[] = [];
+  const upd = (name: string, id: number) => out.push({ name: UPDATE + name, id });
+  const wd = cfg.weightDecay ?? (cfg.kind === 'adamw' ? 0.01 : 0);
+  for (const [p, g0] of grads) {
+    const name = pname(p);
+    let g = g0;
+    switch (cfg.kind) {
+      case 'sgd': {
+        if (wd && decays(p)) g = b.add(g, b.mul(c(b, wd), p.id));
+        const mu = cfg.momentum ?? 0.9;
+        let dir = g;
+        if (mu) {
+          const buf = state(b, 'opt.buf.', p);
+          dir = b.add(b.mul(c(b, mu), buf), g);
+          upd(`opt.buf.${name}`, dir);
+        }
+        upd(name, b.sub(p.id, b.mul(io.lr, dir)));
+        break;
+      }
+      case 'adam':
+      case 'adamw': {
+        const b1 = cfg.beta1 ?? 0.9;
+        const b2 = cfg.beta2 ?? 0.999;
+        const eps = cfg.eps ?? 1e-8;
+        if (cfg.kind === 'adam' && wd && decays(p)) g = b.add(g, b.mul(c(b, wd), p.id));
+        const m = b.add(b.mul(c(b, b1), state(b, 'opt.m.', p)), b.mul(c(b, 1 - b1), g));
+        const v = b.add(b.mul(c(b, b2), state(b, 'opt.v.', p)), b.mul(c(b, 1 - b2), b.mul(g, g)));
+        const bc1 = b.sub(c(b, 1), b.binary('pow', c(b, b1), io.step));
+        const bc2 = b.sub(c(b, 1), b.binary('pow', c(b, b2), io.step));
+        const mhat = b.div(m, bc1);
+        const vhat = b.div(v, bc2);
+        let dir = b.div(mhat, b.add(b.unary('sqrt', vhat), c(b, eps)));
+        if (cfg.kind === 'adamw' && wd && decays(p)) dir = b.add(dir, b.mul(c(b, wd), p.id));
+        upd(`opt.m.${name}`, m);
+        upd(`opt.v.${name}`, v);
+        upd(name, b.sub(p.id, b.mul(io.lr, dir)));
+        break;
+      }
+      case 'adafactor': {
+        // Shazeer & Stern 2018: factored second moments for matrices, beta2_t = 1 - t^-0.8, update clipping d = 1.
+        const eps1 = 1e-30;
+        const beta2t = b.sub(c(b, 1), b.binary('pow', io.step, c(b, -(cfg.decayRate ?? 0.8))));
+        const g2 = b.add(b.mul(g, g), c(b, eps1));
+        const shape = p.type.shape;
+        let vhat: number;
+        const ema = (prev: number, x: number) => b.add(b.mul(beta2t, prev), b.mul(b.sub(c(b, 1), beta2t), x));
+        if (shape.length >= 2) {
+          const r = ema(state(b, 'opt.r.', p, shape.slice(0, -1)), b.op('mean', [g2], { axes: [-1], keepdims: false }));
+          const cc = ema(state(b, 'opt.c.', p, [...shape.slice(0, -2), shape[shape.length - 1]]), b.op('mean', [g2], { axes: [-2], keepdims: false }));
+          upd(`opt.r.${name}`, r);
+          upd(`opt.c.${name}`, cc);
+          const rowMean = b.op('mean', [r], { axes: [-1], keepdims: true });
+          const rr = b.reshape(b.div(r, rowMean), [...shape.slice(0, -1), 1]);
+          const cr = b.reshape(cc, [...shape.slice(0, -2), 1, shape[shape.length - 1]]);
+          vhat = b.mul(rr, cr);
+        } else {
+          vhat = ema(state(b, 'opt.v.', p), g2);
+          upd(`opt.v.${name}`, vhat);
+        }
+        let u = b.mul(g, b.unary('rsqrt', vhat));
+        const rms = b.unary('sqrt', b.op('mean', [b.mul(u, u)], { axes: shape.map((_, i) => i), keepdims: false }));
+        u = b.div(u, b.binary('max', c(b, 1), b.div(rms, c(b, cfg.clipThreshold ?? 1))));
+        if (wd && decays(p)) u = b.add(u, b.mul(c(b, wd), p.id));
+        upd(name, b.sub(p.id, b.mul(io.lr, u)));
+        break;
+      }
+      default:
+        throw new KilnError(`unknown optimizer '${cfg.kind}' (expected ${OPTIMIZERS.join(', ')})`);
+    }
+  }
+  return out;
+}
+
+function trainableParams(g: Graph): Node[] {
+  return g.nodes.filter((n) => n.op === 'param' && isFloat(n.type.dtype) && !isStateParam(pname(n)));
+}
+
+function gradOf(g: Graph, p: Node): number {
+  const o = g.outputs.find((x) => x.name === GRAD_PREFIX + pname(p));
+  if (!o) throw new KilnError(`the joint graph has no gradient for '${pname(p)}'`);
+  return o.id;
+}
+
+/**
+ * One optimizer step fused with the forward and backward pass (no accumulation): outputs `loss`, `grad_norm`
+ * and the `update:` outputs.
+ */
+export function buildTrainStep(joint: Graph, cfg: OptimizerConfig, loss = 'loss'): Graph {
+  const b = GraphBuilder.extend(joint);
+  const io = stepInputs(b);
+  const grads = new Map(trainableParams(joint).map((p) => [p, gradOf(joint, p)]));
+  const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
+  const updates = applyOptimizer(b, clipped, cfg, io);
+  const lossId = joint.outputs.find((o) => o.name === loss)!.id;
+  return b.build(joint.name + '.step', [{ name: 'loss', id: lossId }, { name: 'grad_norm', id: norm }, ...updates]);
+}
+
+/**
+ * Gradient accumulation in one graph (so parameters, accumulators and optimizer state share one set of device
+ * buffers): every micro-batch adds `loss_weight * grad` into accumulators `acc.<p>`; on the last micro-batch
+ * (input `apply` = 1) the accumulated gradient is clipped and applied and the accumulators are zeroed. Other
+ * micro-batches leave parameters and optimizer state exactly as they were (select, not arithmetic).
+ * With loss_weight = counted tokens of the micro-batch / counted tokens of the whole batch, the accumulated gradient
+ * equals the gradient of the whole batch's mean loss.
+ */
+export function buildAccumTrainStep(joint: Graph, cfg: OptimizerConfig, loss = 'loss'): Graph {
+  const b = GraphBuilder.extend(joint);
+  const io = stepInputs(b);
+  const w = b.op('input', [], { name: 'loss_weight', dtype: 'f32', shape: [] });
+  const apply = b.op('ne', [b.op('input', [], { name: 'apply', dtype: 'u32', shape: [] }), b.scalar(0, 'u32')], {});
+  const grads = new Map<Node, number>();
+  const accUpdates: { name: string; id: number }[] = [];
+  for (const p of trainableParams(joint)) {
+    const acc = b.add(state(b, 'acc.', p), b.mul(w, gradOf(joint, p)));
+    grads.set(p, acc);
+    accUpdates.push({ name: `${UPDATE}acc.${pname(p)}`, id: b.op('select', [apply, b.full(0, p.type), acc], {}) });
+  }
+  const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
+  const raw = applyOptimizer(b, clipped, cfg, io);
+  const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
+  const updates = raw.map((u) => ({
+    name: u.name,
+    id: b.op('select', [apply, u.id, byName.get(u.name.slice(UPDATE.length))!], {}),
+  }));
+  const lossId = joint.outputs.find((o) => o.name === loss)!.id;
+  return b.build(joint.name + '.accum_step', [{ name: 'loss', id: lossId }, { name: 'grad_norm', id: norm }, ...updates, ...accUpdates]);
+}
+
+/** Number of optimizer-state values per parameter (Adafactor: O(n + m) for an n x m matrix). */
+export function stateParams(g: Graph): Node<'param'>[] {
+  return g.nodes.filter((n): n is Node<'param'> => n.op === 'param' && pname(n).startsWith('opt.'));
+}

@@ -1,0 +1,268 @@
+/**
+ * The training job: model + objective + data + optimizer + schedule, driven step by step on a StepRunner, with
+ * periodic validation, checkpoints and exact resume. Everything that decides a step's numbers (data position,
+ * host RNG for masking, dropout seed, parameters, optimizer state, step count) is in the checkpoint.
+ */
+import { basename } from 'node:path';
+import { grad } from '../autodiff/index.js';
+import { KilnError } from '../errors.js';
+import { compileModel, loadModelInfo } from '../frontend/index.js';
+import type { Graph } from '../ir/graph.js';
+import type { AttrsOf } from '../ir/op.js';
+import { hashString } from '../ir/philox.js';
+import type { HostTensor } from '../ir/tensor.js';
+import type { DType } from '../ir/types.js';
+import type { ConfigValue } from '../cli/options.js';
+import { loadCheckpoint, saveCheckpoint, type ExpectedShapes } from './checkpoint.js';
+import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
+import { IGNORE, makeBatch, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
+import { buildAccumTrainStep, buildTrainStep, isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
+import { Rng, type RngState } from './rng.js';
+import type { StepRunner } from './runner.js';
+import { learningRate, type LrSchedule } from './schedule.js';
+import { makeTokenizer, type Tokenizer } from './tokenizers.js';
+
+export interface TrainConfig {
+  file: string;
+  set: Record<string, ConfigValue>;
+  objective?: Objective;
+  optimizer: OptimizerConfig;
+  schedule: LrSchedule;
+  batch: number;
+  accum: number;
+  steps: number;
+  seed: number;
+  data: string;
+  tokenizer: string;
+  objectiveOptions?: ObjectiveOptions;
+  evalEvery: number;
+  evalBatches: number;
+  saveEvery: number;
+  out?: string;
+  /** Cap on corpus tokens read (tests). */
+  maxTokens?: number;
+}
+
+export interface StepRecord {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokens: number;
+  ms: number;
+}
+
+const DEFAULT_OBJECTIVE: Record<string, Objective> = { gpt: 'clm', bert: 'mlm', prefixlm: 'prefix', t5: 'span' };
+
+export function defaultObjective(file: string): Objective {
+  return DEFAULT_OBJECTIVE[basename(file).replace(/\.kiln$/, '')] ?? 'clm';
+}
+
+export interface PreparedJob {
+  cfg: TrainConfig;
+  objective: Objective;
+  tok: Tokenizer;
+  dims: { B: number; T: number; S?: number };
+  modelName: string;
+  config: Record<string, ConfigValue>;
+  /** The loss entry with dropout off: validation and evaluation. */
+  evalGraph: Graph;
+  stepGraph: Graph;
+  streams: TokenStreams;
+}
+
+/** Compiles everything a job needs; no device work, so errors in the model or options surface first. */
+export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
+  const objective = cfg.objective ?? defaultObjective(cfg.file);
+  if (!OBJECTIVES.includes(objective)) throw new KilnError(`unknown objective '${objective}' (expected ${OBJECTIVES.join(', ')})`);
+  if (!OPTIMIZERS.includes(cfg.optimizer.kind)) throw new KilnError(`unknown optimizer '${cfg.optimizer.kind}' (expected ${OPTIMIZERS.join(', ')})`);
+  if (!(cfg.batch >= 1 && cfg.accum >= 1 && cfg.steps >= 1)) throw new KilnError('--batch, --accum and --steps must be positive');
+  const tok = await makeTokenizer(cfg.tokenizer);
+  const info0 = loadModelInfo(cfg.file, { set: cfg.set });
+  const vocab = cfg.set.vocab ?? tok.vocabSize;
+  if (typeof vocab !== 'number' || vocab < tok.vocabSize) throw new KilnError(`--set vocab=${vocab} is smaller than the ${tok.name} tokenizer's ${tok.vocabSize} tokens`);
+  const set = { ...cfg.set, vocab };
+  const ctx = Number(info0.config.ctx ?? 64);
+  const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
+  const { graph, model } = compileModel(cfg.file, { entry: 'loss', set, dims });
+  const evalGraph = 'dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph;
+  const joint = grad(graph, { loss: 'loss' });
+  const stepGraph = cfg.accum > 1 ? buildAccumTrainStep(joint, cfg.optimizer) : buildTrainStep(joint, cfg.optimizer);
+  const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
+  return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
+}
+
+export function paramShapes(g: Graph, filter: (name: string) => boolean): Record<string, { dtype: DType; shape: number[] }> {
+  const out: Record<string, { dtype: DType; shape: number[] }> = {};
+  for (const n of g.nodes) {
+    if (n.op !== 'param') continue;
+    const name = (n.attrs as AttrsOf<'param'>).name;
+    if (filter(name)) out[name] = { dtype: n.type.dtype, shape: [...n.type.shape] };
+  }
+  return out;
+}
+
+export interface TrainState {
+  step: number;
+  batcher: BatcherState;
+  rng: RngState;
+  history: StepRecord[];
+  val: { step: number; loss: number }[];
+}
+
+export interface TrainHooks {
+  onStep?(r: StepRecord): void;
+  onEval?(step: number, loss: number): void;
+  onSave?(dir: string): void;
+  /** Stop after this many steps of this invocation (tests simulating a crash). */
+  stopAfter?: number;
+}
+
+/** Counted (non-ignored) target positions of a batch: the weight of its mean loss in an accumulated step. */
+function countedTargets(batch: Record<string, HostTensor>): number {
+  const t = batch.targets ?? batch.labels;
+  let n = 0;
+  for (const v of t.data) if (v !== IGNORE) n++;
+  return n;
+}
+
+export class Trainer {
+  readonly train: Batcher;
+  private rng: Rng;
+  state: TrainState;
+
+  constructor(
+    readonly job: PreparedJob,
+    readonly runner: StepRunner,
+    readonly evalRunner?: StepRunner,
+  ) {
+    const L = windowLength(job.objective, job.objective === 'span' ? job.dims.S! : job.dims.T);
+    this.train = new Batcher(job.streams.train, L - (job.objective === 'span' ? 0 : 1), job.cfg.seed);
+    this.rng = new Rng(job.cfg.seed, 'objective');
+    this.state = { step: 0, batcher: this.train.state(), rng: this.rng.state(), history: [], val: [] };
+  }
+
+  private batchFrom(b: Batcher, rng: Rng): Record<string, HostTensor> {
+    const seqs = b.next(this.job.dims.B);
+    return makeBatch(this.job.objective, seqs, this.job.dims, this.job.tok, rng, this.job.cfg.objectiveOptions);
+  }
+
+  /** Restores parameters, optimizer state, data position and RNGs from a checkpoint (validated before any change). */
+  async resume(path: string): Promise<void> {
+    const expected: ExpectedShapes = {
+      params: paramShapes(this.job.stepGraph, (n) => !isStateParam(n)),
+      optim: paramShapes(this.job.stepGraph, isStateParam),
+      modelName: this.job.modelName,
+    };
+    const ck = loadCheckpoint(path, expected);
+    const t = ck.state.train as unknown as TrainState & { objective: string; optimizer: string };
+    if (t.objective !== this.job.objective) throw new KilnError(`checkpoint ${ck.dir} was trained with objective '${t.objective}', not '${this.job.objective}'`);
+    await this.runner.setParams({ ...ck.params, ...ck.optim });
+    this.train.restore(t.batcher);
+    this.rng = Rng.from(t.rng);
+    this.state = { step: t.step, batcher: t.batcher, rng: t.rng, history: t.history ?? [], val: t.val ?? [] };
+  }
+
+  async save(dir: string): Promise<string> {
+    const all = await this.runner.getParams();
+    const params: Record<string, HostTensor> = {};
+    const optim: Record<string, HostTensor> = {};
+    for (const [k, v] of Object.entries(all)) (isStateParam(k) ? optim : params)[k] = v;
+    const c = this.job.cfg;
+    return saveCheckpoint(dir, this.state.step, params, optim, {
+      model: { file: c.file, name: this.job.modelName, config: this.job.config },
+      train: {
+        ...this.state,
+        batcher: this.train.state(),
+        rng: this.rng.state(),
+        objective: this.job.objective,
+        optimizer: c.optimizer.kind,
+        tokenizer: c.tokenizer,
+        data: c.data,
+        seed: c.seed,
+        dims: this.job.dims,
+        schedule: c.schedule,
+      },
+    });
+  }
+
+  /** One optimizer step (accum micro-batches). */
+  async step(): Promise<StepRecord> {
+    const c = this.job.cfg;
+    const step = this.state.step;
+    const lr = learningRate(c.schedule, step);
+    const t0 = performance.now();
+    const micro = Array.from({ length: c.accum }, () => this.batchFrom(this.train, this.rng));
+    const total = micro.reduce((s, b) => s + countedTargets(b), 0);
+    let loss = 0;
+    let gradNorm = 0;
+    for (let k = 0; k < c.accum; k++) {
+      const w = c.accum > 1 ? countedTargets(micro[k]) / Math.max(1, total) : 1;
+      const inputs: Record<string, HostTensor> = {
+        ...micro[k],
+        lr: { dtype: 'f32', shape: [], data: Float32Array.of(lr) },
+        step: { dtype: 'f32', shape: [], data: Float32Array.of(step + 1) },
+        loss_weight: { dtype: 'f32', shape: [], data: Float32Array.of(w) },
+        apply: { dtype: 'u32', shape: [], data: Uint32Array.of(k === c.accum - 1 ? 1 : 0) },
+        rng_seed: { dtype: 'u32', shape: [], data: Uint32Array.of(hashString(`${c.seed}:${step}:${k}`)) },
+      };
+      const out = await this.runner.run(inputs, ['loss', 'grad_norm']);
+      loss += w * out.loss.data[0];
+      gradNorm = out.grad_norm.data[0];
+    }
+    this.state.step++;
+    const rec: StepRecord = { step: this.state.step, loss, lr, gradNorm, tokens: c.batch * c.accum * this.job.dims.T, ms: performance.now() - t0 };
+    this.state.history.push(rec);
+    return rec;
+  }
+
+  /** Mean loss over the first `batches` validation batches (always the same ones, so evaluations compare). */
+  async evaluate(batches: number): Promise<number> {
+    const runner = this.evalRunner;
+    if (!runner) throw new Error('no evaluation runner');
+    const names = runner.paramNames;
+    await runner.setParams(await this.runner.getParams(names));
+    const L = windowLength(this.job.objective, this.job.objective === 'span' ? this.job.dims.S! : this.job.dims.T);
+    const vb = new Batcher(this.job.streams.val, L - (this.job.objective === 'span' ? 0 : 1), 1234);
+    const vr = new Rng(1234, 'validation');
+    let sum = 0;
+    let n = 0;
+    for (let i = 0; i < Math.min(batches, Math.ceil(vb.windows / this.job.dims.B)); i++) {
+      const batch = this.batchFrom(vb, vr);
+      const w = countedTargets(batch);
+      const out = await runner.run({ ...batch, rng_seed: { dtype: 'u32', shape: [], data: Uint32Array.of(0) } }, ['loss']);
+      sum += out.loss.data[0] * w;
+      n += w;
+    }
+    return sum / Math.max(1, n);
+  }
+
+  async run(hooks: TrainHooks = {}): Promise<void> {
+    const c = this.job.cfg;
+    let done = 0;
+    while (this.state.step < c.steps) {
+      const rec = await this.step();
+      hooks.onStep?.(rec);
+      const last = this.state.step === c.steps;
+      if (this.evalRunner && c.evalEvery > 0 && (this.state.step % c.evalEvery === 0 || last)) {
+        const v = await this.evaluate(c.evalBatches);
+        this.state.val.push({ step: this.state.step, loss: v });
+        hooks.onEval?.(this.state.step, v);
+      }
+      if (c.out && ((c.saveEvery > 0 && this.state.step % c.saveEvery === 0) || last)) hooks.onSave?.(await this.save(c.out));
+      if (hooks.stopAfter !== undefined && ++done >= hooks.stopAfter) return;
+    }
+  }
+}
+
+/** Entropy (nats/token) of the corpus' unigram distribution: the loss a model that ignores context can reach. */
+export function unigramEntropy(stream: Int32Array): number {
+  const counts = new Map<number, number>();
+  for (const t of stream) counts.set(t, (counts.get(t) ?? 0) + 1);
+  let h = 0;
+  for (const c of counts.values()) {
+    const p = c / stream.length;
+    h -= p * Math.log(p);
+  }
+  return h;
+}
