@@ -8,7 +8,7 @@ import { initParam } from '../ir/init.js';
 import type { EvalContext, ParamInit } from '../ir/op.js';
 import { OPS } from '../ir/registry.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { roundF16InPlace } from '../ir/tensor.js';
+import { roundF16InPlace, withFloat64 } from '../ir/tensor.js';
 import type { TensorType } from '../ir/types.js';
 import { fmtType, sameShape } from '../ir/types.js';
 
@@ -20,6 +20,8 @@ export interface RunOptions {
   seed?: number;
   /** Called after each node (tests use it to inspect intermediates). */
   onNode?: (id: number, value: HostTensor) => void;
+  /** Compute f32 values in double precision (gradient checking). */
+  float64?: boolean;
 }
 
 function checkFeed(kind: string, name: string, want: TensorType, got: HostTensor): HostTensor {
@@ -30,6 +32,10 @@ function checkFeed(kind: string, name: string, want: TensorType, got: HostTensor
 }
 
 export function interpret(g: Graph, opts: RunOptions = {}): Record<string, HostTensor> {
+  return opts.float64 ? withFloat64(() => run(g, opts)) : run(g, opts);
+}
+
+function run(g: Graph, opts: RunOptions): Record<string, HostTensor> {
   const seed = opts.seed ?? 0;
   const ctx: EvalContext = {
     input(name, type) {

@@ -1,7 +1,22 @@
 import type { DType, Shape, TensorType } from './types.js';
 import { numel } from './types.js';
 
-export type TensorData = Float32Array | Int32Array | Uint32Array | Uint8Array;
+export type TensorData = Float32Array | Float64Array | Int32Array | Uint32Array | Uint8Array;
+
+/**
+ * When set, f32 tensors the interpreter allocates are Float64Array: gradient checking runs the same reference
+ * implementations in double precision so central differences are accurate. Only `interpret` toggles it.
+ */
+let wideFloats = false;
+export function withFloat64<T>(f: () => T): T {
+  const prev = wideFloats;
+  wideFloats = true;
+  try {
+    return f();
+  } finally {
+    wideFloats = prev;
+  }
+}
 
 /**
  * A tensor on the host: the interpreter's values, CLI inputs/outputs, checkpoints.
@@ -16,6 +31,7 @@ export interface HostTensor {
 export function allocData(dtype: DType, n: number): TensorData {
   switch (dtype) {
     case 'f32':
+      return wideFloats ? new Float64Array(n) : new Float32Array(n);
     case 'f16':
       return new Float32Array(n);
     case 'i32':

@@ -1,0 +1,98 @@
+/** `kiln gradcheck` (compiled gradients vs finite differences) and `kiln grad` (loss and gradients to files). */
+import type { Command } from 'commander';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../../errors.js';
+import type { HostTensor } from '../../ir/tensor.js';
+import { collectDims, collectPairs, collectSet, type ConfigValue } from '../options.js';
+
+interface GradOpts {
+  set: Record<string, ConfigValue>;
+  dim: Record<string, number>;
+  entry: string;
+  input: Record<string, string>;
+  seed: string;
+}
+
+async function compileWithInputs(file: string, o: GradOpts) {
+  const { compileModel } = await import('../../frontend/index.js');
+  const { readNpy } = await import('../../io/npy.js');
+  const { randomInput } = await import('./run.js');
+  const files: Record<string, HostTensor> = {};
+  for (const [name, src] of Object.entries(o.input)) if (src !== 'random') files[name] = readNpy(src);
+  const inputShapes = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v.shape]]));
+  const { graph, model } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim, inputShapes });
+  const inputs: Record<string, HostTensor> = {};
+  for (const n of graph.nodes) {
+    if (n.op !== 'input') continue;
+    const name = (n.attrs as { name: string }).name;
+    inputs[name] = files[name] ?? randomInput(name, n.type, Number(o.seed) >>> 0, model.config);
+  }
+  return { graph, inputs };
+}
+
+export function register(program: Command): void {
+  const common = (c: Command) =>
+    c
+      .option('--entry <name>', 'entry point with a scalar `loss` output', 'loss')
+      .option('--set <k=v>', 'override a config value (repeatable)', collectSet, {})
+      .option('--dim <N=v>', 'value of a symbolic dimension (repeatable)', collectDims, {})
+      .option('--input <name=file.npy|random>', 'an input (repeatable; others are random)', collectPairs, {})
+      .option('--seed <n>', 'seed for initialisation, random inputs and sampled elements', '0');
+
+  common(
+    program
+      .command('gradcheck')
+      .description('check compiled gradients against central finite differences (double precision)')
+      .argument('<file>', '.kiln model file')
+      .option('--tol <x>', 'largest acceptable relative error', '1e-4')
+      .option('--eps <x>', 'finite-difference step', '1e-5')
+      .option('--elements <n>', 'elements checked per parameter', '6'),
+  ).action(async (file: string, o: GradOpts & { tol: string; eps: string; elements: string }) => {
+    const { gradcheck } = await import('../../autodiff/gradcheck.js');
+    const { lossOutput } = await import('./compile.js');
+    const { graph, inputs } = await compileWithInputs(file, o);
+    const r = gradcheck(graph, { loss: lossOutput(graph), inputs, seed: Number(o.seed), tol: Number(o.tol), eps: Number(o.eps), maxElementsPerParam: Number(o.elements) });
+    const w = Math.max(9, ...r.perParam.map((p) => p.name.length));
+    process.stdout.write(`${'parameter'.padEnd(w)}  checked  max rel err  max abs err\n`);
+    for (const p of r.perParam) {
+      process.stdout.write(`${p.name.padEnd(w)}  ${String(p.checked).padStart(7)}  ${p.maxRelErr.toExponential(2).padStart(11)}  ${p.maxAbsErr.toExponential(2).padStart(11)}${p.maxRelErr > r.tol ? '  FAIL' : ''}\n`);
+    }
+    process.stdout.write(`${r.ok ? 'ok' : 'FAILED'}: worst relative error ${r.worst?.maxRelErr.toExponential(2) ?? '-'} (${r.worst?.name ?? 'no parameters'}), tolerance ${r.tol}\n`);
+    if (!r.ok) process.exitCode = 1;
+  });
+
+  common(
+    program
+      .command('grad')
+      .description('compute the loss and the gradients for given parameters and inputs, saved under checkpoint names')
+      .argument('<file>', '.kiln model file')
+      .option('--params <file>', 'parameters (.safetensors); missing ones come from the initialisers')
+      .requiredOption('--save-grads <file>', 'write the gradients here (.safetensors, same names as the parameters)')
+      .option('--save-outputs <dir>', 'write every output of the entry as <dir>/<name>.npy'),
+  ).action(async (file: string, o: GradOpts & { params?: string; saveGrads: string; saveOutputs?: string }) => {
+    const { grad, GRAD_PREFIX } = await import('../../autodiff/index.js');
+    const { interpret } = await import('../../interp/interpreter.js');
+    const { encodeSafetensors, readSafetensors } = await import('../../train/safetensors.js');
+    const { writeNpy } = await import('../../io/npy.js');
+    const { lossOutput } = await import('./compile.js');
+    const { summarize } = await import('./run.js');
+    const { graph, inputs } = await compileWithInputs(file, o);
+    const params = o.params ? readSafetensors(o.params) : {};
+    const known = new Set(graph.nodes.filter((n) => n.op === 'param').map((n) => (n.attrs as { name: string }).name));
+    const unknown = Object.keys(params).filter((k) => !known.has(k));
+    if (unknown.length) throw new KilnError(`${o.params} has tensors the model does not: ${unknown.slice(0, 5).join(', ')}`);
+    const joint = grad(graph, { loss: lossOutput(graph) });
+    const out = interpret(joint, { inputs, params, seed: Number(o.seed) });
+    const grads: Record<string, HostTensor> = {};
+    const outputs: Record<string, HostTensor> = {};
+    for (const [k, v] of Object.entries(out)) (k.startsWith(GRAD_PREFIX) ? ((grads[k.slice(GRAD_PREFIX.length)] = v), 0) : (outputs[k] = v));
+    for (const [k, v] of Object.entries(outputs)) process.stdout.write(summarize(k, v) + '\n');
+    writeFileSync(o.saveGrads, encodeSafetensors(grads, { entry: graph.name }));
+    process.stdout.write(`saved ${Object.keys(grads).length} gradients to ${o.saveGrads}\n`);
+    if (o.saveOutputs) {
+      mkdirSync(o.saveOutputs, { recursive: true });
+      for (const [k, v] of Object.entries(outputs)) writeNpy(join(o.saveOutputs, `${k}.npy`), v);
+    }
+  });
+}
