@@ -70,9 +70,10 @@ export function maskedBatch(seqs: Int32Array[], T: number, tok: Tokenizer, rng: 
     const special = (id: number) => id >= tok.textVocab;
     // candidate units: single positions, or whole words (a word start and the tokens that continue it)
     const units: number[][] = [];
+    const starts = o.wholeWord ? tok.wordStarts(row) : [];
     for (let t = 0; t < T; t++) {
       if (special(row[t])) continue;
-      if (o.wholeWord && units.length && !tok.wordStart(row[t]) && units[units.length - 1].at(-1) === t - 1) units[units.length - 1].push(t);
+      if (o.wholeWord && units.length && !starts[t] && units[units.length - 1].at(-1) === t - 1) units[units.length - 1].push(t);
       else units.push([t]);
     }
     const chosen = new Set<number>();

@@ -24,10 +24,11 @@ export interface Tokenizer {
   encode(text: string): number[];
   decode(ids: number[]): string;
   /** True where a token begins a word (whole-word masking). */
-  wordStart(id: number): boolean;
+  wordStarts(ids: ArrayLike<number>): boolean[];
 }
 
 const SENTINELS = 16;
+const isSpace = (b: number) => b === 32 || b === 10 || b === 9 || b === 13;
 
 function specialsAfter(base: number): { special: SpecialTokens; vocabSize: number } {
   const special: SpecialTokens = {
@@ -54,8 +55,8 @@ export function byteTokenizer(): Tokenizer {
     special,
     encode: (text) => Array.from(enc.encode(text)),
     decode: (ids) => dec.decode(Uint8Array.from(ids.filter((i) => i < 256))),
-    // a word starts after whitespace: the byte itself is not whitespace, and it is not a UTF-8 continuation byte
-    wordStart: (id) => id < 256 && id !== 32 && id !== 10 && id !== 9 && (id & 0xc0) !== 0x80,
+    // a word starts at a non-space byte that follows whitespace (or the start)
+    wordStarts: (ids) => Array.from(ids, (id, i) => id < 256 && !isSpace(id) && (i === 0 || isSpace(ids[i - 1]))),
   };
 }
 
@@ -71,7 +72,7 @@ export async function gpt2Tokenizer(): Promise<Tokenizer> {
     encode: (text) => bpe.encode(text, { disallowedSpecial: new Set() }),
     decode: (ids) => bpe.decode(ids.filter((i) => i < base)),
     // GPT-2 BPE marks a word start with a leading space inside the token
-    wordStart: (id) => id < base && /^\s/.test(bpe.decode([id])),
+    wordStarts: (ids) => Array.from(ids, (id, i) => id < base && (i === 0 || /^\s/.test(bpe.decode([id])))),
   };
 }
 
