@@ -89,7 +89,14 @@ export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
   b.loc = undefined;
 
   const outputs = opts.keepOutputs === false ? [{ name: opts.loss, id: lossNode.id }] : [...g.outputs];
-  for (const p of wrtParams) outputs.push({ name: GRAD_PREFIX + leafName(p), id: cot.get(p.id) ?? b.full(0, p.type) });
-  for (const p of wrtInputs) outputs.push({ name: INPUT_GRAD_PREFIX + leafName(p), id: cot.get(p.id) ?? b.full(0, p.type) });
+  // Differentiating a joint graph again (composability) must not clash with its existing gradient outputs.
+  const taken = new Set(outputs.map((o) => o.name));
+  const unique = (name: string) => {
+    while (taken.has(name)) name = GRAD_PREFIX + name;
+    taken.add(name);
+    return name;
+  };
+  for (const p of wrtParams) outputs.push({ name: unique(GRAD_PREFIX + leafName(p)), id: cot.get(p.id) ?? b.full(0, p.type) });
+  for (const p of wrtInputs) outputs.push({ name: unique(INPUT_GRAD_PREFIX + leafName(p)), id: cot.get(p.id) ?? b.full(0, p.type) });
   return b.build(g.name, outputs);
 }
