@@ -79,20 +79,27 @@ export function lastAxisRows(shape: Shape): { rows: number; width: number } {
   return { rows: width === 0 ? 0 : numel(shape) / width, width };
 }
 
-/** erf with |error| < 1.2e-7 (Numerical Recipes erfc Chebyshev fit); f32 precision is all we need. */
+/**
+ * erf to double precision: the Maclaurin series below |x| = 3 (at most ~4 digits lost to cancellation) and the
+ * continued fraction of erfc above. The reference must be this exact: gradient checks compare the derivative of the
+ * reference forward with the analytic rule 2/sqrt(pi) exp(-x^2), and a cheap fit's derivative would differ.
+ */
 export function erf(x: number): number {
   const z = Math.abs(x);
-  const t = 1 / (1 + 0.5 * z);
-  const r =
-    t *
-    Math.exp(
-      -z * z -
-        1.26551223 +
-        t *
-          (1.00002368 +
-            t *
-              (0.37409196 +
-                t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
-    );
-  return x >= 0 ? 1 - r : r - 1;
+  if (z < 3) {
+    let term = z;
+    let sum = z;
+    for (let n = 1; n < 200; n++) {
+      term *= (-z * z) / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17 * Math.abs(sum)) break;
+    }
+    const r = (2 / Math.sqrt(Math.PI)) * sum;
+    return x < 0 ? -r : r;
+  }
+  let k = z;
+  for (let n = 60; n >= 1; n--) k = z + n / 2 / k;
+  const erfc = Math.exp(-z * z) / (Math.sqrt(Math.PI) * k);
+  return x < 0 ? erfc - 1 : 1 - erfc;
 }
