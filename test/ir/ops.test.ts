@@ -1,0 +1,228 @@
+import { describe, expect, it } from 'vitest';
+import { IRError, ShapeError } from '../../src/errors.js';
+import { interpret } from '../../src/interp/interpreter.js';
+import { GraphBuilder } from '../../src/ir/builder.js';
+import type { AttrsOf, OpKind } from '../../src/ir/op.js';
+import { philox4x32 } from '../../src/ir/philox.js';
+import { graphFromJSON, graphToJSON, printGraph } from '../../src/ir/print.js';
+import type { HostTensor } from '../../src/ir/tensor.js';
+import { f32ToF16Bits, roundF16, tensor } from '../../src/ir/tensor.js';
+import type { DType } from '../../src/ir/types.js';
+import { verify } from '../../src/ir/verify.js';
+
+/** Runs one op on constant operands through a real graph and the interpreter. */
+function run<K extends OpKind>(op: K, operands: HostTensor[], attrs: AttrsOf<K>): HostTensor {
+  const b = new GraphBuilder();
+  const ids = operands.map((t, i) => b.op('input', [], { name: `x${i}`, dtype: t.dtype, shape: t.shape }));
+  const y = b.op(op, ids, attrs);
+  const g = b.build(op, [{ name: 'y', id: y }]);
+  verify(g);
+  return interpret(g, { inputs: Object.fromEntries(operands.map((t, i) => [`x${i}`, t])) }).y;
+}
+const T = (shape: number[], v: number[], dtype: DType = 'f32') => tensor(dtype, shape, v);
+const vals = (t: HostTensor) => Array.from(t.data);
+const close = (t: HostTensor, want: number[], digits = 6) => {
+  expect(t.data.length).toBe(want.length);
+  want.forEach((w, i) => expect(t.data[i]).toBeCloseTo(w, digits));
+};
+
+describe('elementwise', () => {
+  it('unary math against closed forms', () => {
+    const x = T([4], [-2, -0.5, 0.5, 2]);
+    close(run('neg', [x], {}), [2, 0.5, -0.5, -2]);
+    close(run('abs', [x], {}), [2, 0.5, 0.5, 2]);
+    close(run('exp', [x], {}), [Math.exp(-2), Math.exp(-0.5), Math.exp(0.5), Math.exp(2)]);
+    close(run('relu', [x], {}), [0, 0, 0.5, 2]);
+    close(run('sigmoid', [x], {}), [1 / (1 + Math.E ** 2), 1 / (1 + Math.E ** 0.5), 1 / (1 + Math.E ** -0.5), 1 / (1 + Math.E ** -2)]);
+    close(run('tanh', [x], {}), [Math.tanh(-2), Math.tanh(-0.5), Math.tanh(0.5), Math.tanh(2)]);
+    close(run('silu', [x], {}), [-2 / (1 + Math.E ** 2), -0.5 / (1 + Math.E ** 0.5), 0.5 / (1 + Math.E ** -0.5), 2 / (1 + Math.E ** -2)]);
+    close(run('sin', [x], {}), [Math.sin(-2), Math.sin(-0.5), Math.sin(0.5), Math.sin(2)]);
+    close(run('cos', [x], {}), [Math.cos(-2), Math.cos(-0.5), Math.cos(0.5), Math.cos(2)]);
+    close(run('floor', [x], {}), [-2, -1, 0, 2]);
+    // erf(0.5) = 0.5204998778130465, erf(2) = 0.9953222650189527 (tables)
+    close(run('erf', [x], {}), [-0.9953222650189527, -0.5204998778130465, 0.5204998778130465, 0.9953222650189527], 7);
+    const p = T([3], [0.25, 1, 4]);
+    close(run('log', [p], {}), [Math.log(0.25), 0, Math.log(4)]);
+    close(run('sqrt', [p], {}), [0.5, 1, 2]);
+    close(run('rsqrt', [p], {}), [2, 1, 0.5]);
+  });
+
+  it('GELU in both forms: 1.0 -> 0.8413447 (erf) and 0.8411920 (tanh)', () => {
+    close(run('gelu', [T([2], [1, -1])], { approximate: 'erf' }), [0.8413447460685429, -0.15865525393145707], 6);
+    close(run('gelu', [T([2], [1, -1])], { approximate: 'tanh' }), [0.8411919906082768, -0.15880800939172324], 6);
+  });
+
+  it('binary ops broadcast numpy-style, including size-1 dims', () => {
+    const a = T([2, 1], [1, 2]);
+    const b = T([3], [10, 20, 30]);
+    expect(vals(run('add', [a, b], {}))).toEqual([11, 21, 31, 12, 22, 32]);
+    expect(vals(run('sub', [a, b], {}))).toEqual([-9, -19, -29, -8, -18, -28]);
+    expect(vals(run('mul', [a, b], {}))).toEqual([10, 20, 30, 20, 40, 60]);
+    close(run('div', [a, b], {}), [0.1, 0.05, 1 / 30, 0.2, 0.1, 2 / 30]);
+    close(run('pow', [T([2], [2, 3]), T([1], [3])], {}), [8, 27]);
+    expect(vals(run('max', [a, T([1, 2], [1.5, 0])], {}))).toEqual([1.5, 1, 2, 2]);
+    expect(vals(run('min', [a, T([1, 2], [1.5, 0])], {}))).toEqual([1, 0, 1.5, 0]);
+    expect(run('add', [a, b], {}).shape).toEqual([2, 3]);
+  });
+
+  it('integer arithmetic wraps and divides like WGSL', () => {
+    expect(vals(run('add', [T([1], [2147483647], 'i32'), T([1], [1], 'i32')], {}))).toEqual([-2147483648]);
+    expect(vals(run('div', [T([2], [-7, 7], 'i32'), T([2], [2, 2], 'i32')], {}))).toEqual([-3, 3]);
+  });
+
+  it('comparisons give bool; select picks; casts truncate', () => {
+    const a = T([3], [1, 2, 3]);
+    const b = T([3], [2, 2, 2]);
+    const lt = run('lt', [a, b], {});
+    expect(lt.dtype).toBe('bool');
+    expect(vals(lt)).toEqual([1, 0, 0]);
+    expect(vals(run('ge', [a, b], {}))).toEqual([0, 1, 1]);
+    expect(vals(run('eq', [a, b], {}))).toEqual([0, 1, 0]);
+    expect(vals(run('select', [lt, a, T([1], [-1])], {}))).toEqual([1, -1, -1]);
+    expect(vals(run('cast', [T([3], [-1.7, 0.2, 2.9])], { to: 'i32' }))).toEqual([-1, 0, 2]);
+    expect(vals(run('and', [lt, T([3], [1, 1, 0], 'bool')], {}))).toEqual([1, 0, 0]);
+  });
+});
+
+describe('reductions', () => {
+  const x = T([2, 3], [1, 2, 3, 4, 5, 6]);
+  it('sum / mean / max over axes, with and without keepdims', () => {
+    expect(vals(run('sum', [x], { axes: [0], keepdims: false }))).toEqual([5, 7, 9]);
+    const k = run('sum', [x], { axes: [1], keepdims: true });
+    expect(k.shape).toEqual([2, 1]);
+    expect(vals(k)).toEqual([6, 15]);
+    expect(vals(run('sum', [x], { axes: [0, 1], keepdims: false }))).toEqual([21]);
+    expect(vals(run('mean', [x], { axes: [-1], keepdims: false }))).toEqual([2, 5]);
+    expect(vals(run('max_reduce', [x], { axes: [0], keepdims: false }))).toEqual([4, 5, 6]);
+    expect(vals(run('argmax', [T([2, 3], [1, 9, 9, 7, 0, 2])], { axis: 1, keepdims: false }))).toEqual([1, 0]);
+  });
+});
+
+describe('matmul', () => {
+  const A = T([2, 3], [1, 2, 3, 4, 5, 6]);
+  const B = T([3, 2], [7, 8, 9, 10, 11, 12]);
+  const AB = [58, 64, 139, 154];
+  it('plain and with each transpose flag', () => {
+    expect(vals(run('matmul', [A, B], { transA: false, transB: false }))).toEqual(AB);
+    expect(vals(run('matmul', [T([3, 2], [1, 4, 2, 5, 3, 6]), B], { transA: true, transB: false }))).toEqual(AB);
+    expect(vals(run('matmul', [A, T([2, 3], [7, 9, 11, 8, 10, 12])], { transA: false, transB: true }))).toEqual(AB);
+  });
+  it('batched, with the batch dims broadcast', () => {
+    const A2 = T([2, 1, 2, 3], [1, 2, 3, 4, 5, 6, 0, 0, 0, 1, 1, 1]);
+    const y = run('matmul', [A2, T([3, 3, 2], [7, 8, 9, 10, 11, 12, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 1])], { transA: false, transB: false });
+    expect(y.shape).toEqual([2, 3, 2, 2]);
+    expect(vals(y).slice(0, 4)).toEqual(AB);
+    expect(vals(y).slice(4, 8)).toEqual([1, 2, 4, 5]);
+  });
+});
+
+describe('layout', () => {
+  const x = T([2, 3], [1, 2, 3, 4, 5, 6]);
+  it('reshape, transpose, broadcast, slice, concat', () => {
+    expect(run('reshape', [x], { shape: [3, 2] }).shape).toEqual([3, 2]);
+    expect(vals(run('transpose', [x], { perm: [1, 0] }))).toEqual([1, 4, 2, 5, 3, 6]);
+    expect(vals(run('broadcast', [T([1, 3], [1, 2, 3])], { shape: [2, 3] }))).toEqual([1, 2, 3, 1, 2, 3]);
+    expect(vals(run('slice', [x], { starts: [0, 1], ends: [2, 3] }))).toEqual([2, 3, 5, 6]);
+    expect(vals(run('concat', [x, T([2, 1], [9, 9])], { axis: 1 }))).toEqual([1, 2, 3, 9, 4, 5, 6, 9]);
+    expect(vals(run('concat', [x, x], { axis: 0 }))).toEqual([1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]);
+  });
+});
+
+describe('indexing', () => {
+  const table = T([3, 2], [1, 2, 3, 4, 5, 6]);
+  it('gather rows (out-of-range rows read as zeros)', () => {
+    const y = run('gather', [table, T([2, 2], [2, 0, 1, 7], 'i32')], {});
+    expect(y.shape).toEqual([2, 2, 2]);
+    expect(vals(y)).toEqual([5, 6, 1, 2, 3, 4, 0, 0]);
+  });
+  it('scatter_add sums duplicates and drops out-of-range indices', () => {
+    const y = run('scatter_add', [T([4], [1, 1, 0, -100], 'i32'), T([4, 2], [1, 2, 10, 20, 5, 5, 7, 7])], { rows: 3 });
+    expect(vals(y)).toEqual([5, 5, 11, 22, 0, 0]);
+  });
+  it('one_hot and iota', () => {
+    expect(vals(run('one_hot', [T([3], [0, 2, 5], 'i32')], { depth: 3, dtype: 'f32' }))).toEqual([1, 0, 0, 0, 0, 1, 0, 0, 0]);
+    const b = new GraphBuilder();
+    const i = b.op('iota', [], { dtype: 'i32', shape: [2, 3], axis: 1 });
+    expect(vals(interpret(b.build('i', [{ name: 'y', id: i }])).y)).toEqual([0, 1, 2, 0, 1, 2]);
+  });
+});
+
+describe('neural-net primitives', () => {
+  it('softmax and log_softmax are stable for huge inputs', () => {
+    const s = run('softmax', [T([2, 3], [1e4, 1e4, 1e4 - 1, 1, 2, 3])], {});
+    const z = 2 + Math.exp(-1);
+    close(s, [1 / z, 1 / z, Math.exp(-1) / z, Math.exp(1) / (Math.exp(1) + Math.exp(2) + Math.exp(3)), Math.exp(2) / (Math.exp(1) + Math.exp(2) + Math.exp(3)), Math.exp(3) / (Math.exp(1) + Math.exp(2) + Math.exp(3))]);
+    close(run('log_softmax', [T([2], [1e4, 1e4])], {}), [-Math.LN2, -Math.LN2]);
+  });
+  it('layer_norm and rms_norm', () => {
+    // x = [1, 2, 3, 4]: mean 2.5, variance 1.25
+    const r = 1 / Math.sqrt(1.25 + 1e-5);
+    close(run('layer_norm', [T([4], [1, 2, 3, 4]), T([4], [1, 1, 2, 2]), T([4], [0, 0, 0, 1])], { eps: 1e-5 }), [-1.5 * r, -0.5 * r, 1 * r, 3 * r + 1]);
+    const q = 1 / Math.sqrt(7.5 + 1e-6);
+    close(run('rms_norm', [T([4], [1, 2, 3, 4]), T([4], [1, 1, 1, 2])], { eps: 1e-6 }), [q, 2 * q, 3 * q, 8 * q]);
+  });
+  it('cross_entropy: -log softmax at the label, 0 where ignored', () => {
+    const y = run('cross_entropy', [T([3, 2], [0, 0, 0, Math.log(3), 5, 5]), T([3], [0, 1, -100], 'i32')], { ignore_index: -100 });
+    close(y, [Math.LN2, Math.log(4 / 3), 0]);
+  });
+  it('dropout keeps ~1-p, scales by 1/(1-p), reproduces from (seed, stream)', () => {
+    const n = 20000;
+    const x = T([n], new Array(n).fill(1));
+    const seed = { dtype: 'u32' as const, shape: [], data: Uint32Array.of(42) };
+    const a = run('dropout', [x, seed], { p: 0.25, stream: 3 });
+    const kept = vals(a).filter((v) => v !== 0);
+    expect(kept.every((v) => Math.abs(v - 1 / 0.75) < 1e-6)).toBe(true);
+    expect(Math.abs(kept.length / n - 0.75)).toBeLessThan(5 * Math.sqrt(0.75 * 0.25 / n));
+    expect(vals(run('dropout', [x, seed], { p: 0.25, stream: 3 }))).toEqual(vals(a));
+    expect(vals(run('dropout', [x, seed], { p: 0.25, stream: 4 }))).not.toEqual(vals(a));
+  });
+});
+
+describe('numerics', () => {
+  it('Philox4x32-10 matches the Random123 known-answer vectors', () => {
+    const hex = (a: number[]) => a.map((v) => v.toString(16).padStart(8, '0')).join(' ');
+    expect(hex(philox4x32(0, 0, 0, 0, 0, 0))).toBe('6627e8d5 e169c58d bc57ac4c 9b00dbd8');
+    expect(hex(philox4x32(0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff))).toBe('408f276d 41c83b0e a20bc7c6 6d5451fd');
+    expect(hex(philox4x32(0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0))).toBe('d16cfe09 94fdcceb 5001e420 24126ea1');
+  });
+  it('f16 rounding: nearest, ties to even, overflow to inf, subnormals', () => {
+    expect(f32ToF16Bits(1 / 3)).toBe(0x3555);
+    expect(roundF16(65504)).toBe(65504);
+    expect(roundF16(65519)).toBe(65504);
+    expect(roundF16(65520)).toBe(Infinity);
+    expect(roundF16(1 + 2 ** -11)).toBe(1); // tie: to even
+    expect(roundF16(1 + 3 * 2 ** -11)).toBe(1 + 2 ** -9); // tie: to even (up)
+    expect(roundF16(2 ** -24)).toBe(2 ** -24); // smallest subnormal
+    expect(roundF16(2 ** -26)).toBe(0);
+    expect(vals(run('add', [T([1], [1], 'f16'), T([1], [2 ** -12], 'f16')], {}))).toEqual([1]);
+  });
+});
+
+describe('shape rules, verifier and text/JSON forms', () => {
+  it('shape errors name the op and both shapes', () => {
+    const b = new GraphBuilder();
+    const a = b.op('input', [], { name: 'a', dtype: 'f32', shape: [2, 3] });
+    const c = b.op('input', [], { name: 'c', dtype: 'f32', shape: [4, 5] });
+    expect(() => b.op('matmul', [a, c], { transA: false, transB: false })).toThrow(new ShapeError('matmul: inner dimensions differ: 3 vs 4 (operands f32[2, 3], f32[4, 5])'));
+    expect(() => b.op('add', [a, c], {})).toThrow('add: shapes [2, 3] and [4, 5] cannot be broadcast together (dimension -2 is 2 vs 4)');
+    expect(() => b.op('reshape', [a], { shape: [5] })).toThrow('reshape: cannot reshape [2, 3] (6 elements) to [5] (5 elements) (operands f32[2, 3])');
+  });
+  it('the verifier rejects a node whose stored type disagrees with its shape rule, and forward references', () => {
+    const b = new GraphBuilder();
+    const a = b.op('input', [], { name: 'a', dtype: 'f32', shape: [2] });
+    const y = b.op('exp', [a], {});
+    const g = b.build('g', [{ name: 'y', id: y }]);
+    expect(() => verify({ ...g, nodes: g.nodes.map((n) => (n.id === y ? { ...n, type: { dtype: 'f32', shape: [3] } } : n)) })).toThrow(IRError);
+    expect(() => verify({ ...g, nodes: g.nodes.map((n) => (n.id === y ? { ...n, inputs: [5] } : n)) })).toThrow(/not defined before use/);
+    expect(() => verify({ ...g, outputs: [{ name: 'y', id: 9 }] })).toThrow(/missing %9/);
+  });
+  it('text IR round-trips through JSON', () => {
+    const b = new GraphBuilder();
+    const a = b.op('param', [], { name: 'w', dtype: 'f32', shape: [2, 2], init: { kind: 'normal', std: 0.02 } });
+    const y = b.op('softmax', [b.op('matmul', [a, a], { transA: true, transB: false })], {});
+    const g = b.build('rt', [{ name: 'y', id: y }]);
+    const back = graphFromJSON(graphToJSON(g));
+    expect(printGraph(back)).toBe(printGraph(g));
+    expect(printGraph(g)).toContain('%0: f32[2, 2] = param "w" init=normal(std=0.02)');
+  });
+});
