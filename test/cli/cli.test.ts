@@ -1,0 +1,92 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decodeNpy, encodeNpy, readNpy } from '../../src/io/npy.js';
+import { readSafetensors } from '../../src/train/safetensors.js';
+
+const kiln = (...args: string[]) => {
+  const r = spawnSync(process.execPath, [join(process.cwd(), 'bin', 'kiln.js'), ...args], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+const tiny = ['--set', 'd=16,heads=2,layers=1,vocab=32,ctx=8', '--dim', 'B=2,T=8'];
+const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-cli-'));
+
+describe('kiln CLI', () => {
+  it('--help works on every verb', () => {
+    for (const verb of ['check', 'compile', 'run', 'fmt', 'doctor', 'gradcheck', 'grad', 'train', 'sample', 'eval']) {
+      const r = kiln(verb, '--help');
+      expect(r.code, verb).toBe(0);
+      expect(r.out).toContain(`Usage: kiln ${verb}`);
+    }
+  });
+
+  it('check: ok for the library models; a broken file gets file:line:col, a caret and exit 1, no stack trace', () => {
+    for (const m of ['gpt', 'bert', 'prefixlm', 't5']) expect(kiln('check', `src/models/${m}.kiln`).code).toBe(0);
+    const dir = tmp();
+    const f = join(dir, 'bad.kiln');
+    writeFileSync(f, 'model m {\n  d: int = 4\n}\n\nentry forward(x: f32[2, d]) -> y: f32 {\n  return sum(x @ x)\n}\n');
+    const r = kiln('check', f);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`${f}:6:14: error: matmul: inner dimensions differ: 4 vs 2 (operands f32[2, 4], f32[2, 4])`);
+    expect(r.err).toMatch(/\n\s*\^~*/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+    const missing = kiln('check', join(dir, 'nope.kiln'));
+    expect(missing.code).toBe(1);
+    expect(missing.err).not.toMatch(/\n\s+at /);
+  });
+
+  it('compile: text IR, JSON, schedule, memory plan, WGSL and the joint gradient graph', () => {
+    const ir = kiln('compile', 'src/models/gpt.kiln', '--entry', 'loss', ...tiny);
+    expect(ir.code).toBe(0);
+    expect(ir.out).toMatch(/^graph gpt\.loss \{/);
+    const json = JSON.parse(kiln('compile', 'src/models/gpt.kiln', '--emit', 'json', ...tiny).out);
+    expect(json.format).toBe('kiln-ir');
+    expect(kiln('compile', 'src/models/gpt.kiln', '--emit', 'schedule', ...tiny).out).toMatch(/\d+ kernels \(\d+ before fusion/);
+    expect(kiln('compile', 'src/models/gpt.kiln', '--emit', 'memory', ...tiny).out).toMatch(/memory plan:/);
+    expect(kiln('compile', 'src/models/gpt.kiln', '--emit', 'wgsl', ...tiny).out).toContain('@compute');
+    const g = kiln('compile', 'src/models/gpt.kiln', '--entry', 'loss', '--grad', ...tiny);
+    expect(g.out).toContain('grad:wte=%');
+    expect(kiln('compile', 'src/models/gpt.kiln', '--entry', 'loss', '--grad', '--emit', 'saved', ...tiny).out).toMatch(/forward values kept alive/);
+    expect(kiln('compile', 'src/models/gpt.kiln', '--emit', 'bogus').code).toBe(1);
+  });
+
+  it('run: .npy in and out; WebGPU agrees with the interpreter', () => {
+    const dir = tmp();
+    const tokens = { dtype: 'i32' as const, shape: [2, 8], data: Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 32) };
+    writeFileSync(join(dir, 'tokens.npy'), encodeNpy(tokens));
+    expect(Array.from(decodeNpy(encodeNpy(tokens)).data)).toEqual(Array.from(tokens.data));
+    const a = kiln('run', 'src/models/gpt.kiln', '--entry', 'loss', ...tiny, '--input', `tokens=${join(dir, 'tokens.npy')}`, '--save-outputs', join(dir, 'interp'));
+    expect(a.code, a.err).toBe(0);
+    expect(readdirSync(join(dir, 'interp'))).toEqual(['loss.npy']);
+    const b = kiln('run', 'src/models/gpt.kiln', '--entry', 'loss', ...tiny, '--input', `tokens=${join(dir, 'tokens.npy')}`, '--device', 'webgpu', '--save-outputs', join(dir, 'gpu'));
+    expect(b.code, b.err).toBe(0);
+    const li = readNpy(join(dir, 'interp', 'loss.npy')).data[0];
+    const lg = readNpy(join(dir, 'gpu', 'loss.npy')).data[0];
+    expect(Math.abs(li - lg)).toBeLessThan(1e-4 * Math.abs(li));
+    expect(Math.abs(li - Math.log(32))).toBeLessThan(0.3);
+    const wrong = kiln('run', 'src/models/gpt.kiln', '--entry', 'loss', '--input', 'nosuch=random');
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toContain("entry 'loss' has no input 'nosuch'");
+  });
+
+  it('gradcheck passes on a library model; grad writes gradients under parameter names', () => {
+    const r = kiln('gradcheck', 'src/models/gpt.kiln', '--set', 'd=8,heads=2,layers=1,vocab=11,ctx=4', '--dim', 'B=2,T=4');
+    expect(r.code, r.out + r.err).toBe(0);
+    expect(r.out).toMatch(/^ok: worst relative error/m);
+    const dir = tmp();
+    const g = kiln('grad', 'src/models/gpt.kiln', ...tiny, '--save-grads', join(dir, 'g.safetensors'), '--save-outputs', dir);
+    expect(g.code, g.err).toBe(0);
+    const grads = readSafetensors(join(dir, 'g.safetensors'));
+    expect(Object.keys(grads)).toContain('h.0.attn.q.w');
+    expect(grads['h.0.attn.q.w'].shape).toEqual([16, 16]);
+  });
+
+  it('fmt --check accepts the library models; doctor reports the adapter', () => {
+    for (const m of ['gpt', 'bert', 'prefixlm', 't5']) expect(kiln('fmt', '--check', `src/models/${m}.kiln`).code).toBe(0);
+    const d = kiln('doctor');
+    expect(d.code).toBe(0);
+    expect(d.out).toMatch(/adapter/i);
+  });
+});
