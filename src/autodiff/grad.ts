@@ -39,6 +39,7 @@ export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
     ? opts.wrt.map((name) => {
         const p = params.find((n) => leafName(n) === name);
         if (!p) throw new KilnError(`cannot differentiate with respect to '${name}': ${g.name} has no such parameter`);
+        if (!isFloat(p.type.dtype)) throw new KilnError(`cannot differentiate with respect to parameter '${name}': it is ${fmtType(p.type)}, not float`);
         return p;
       })
     : params.filter((n) => isFloat(n.type.dtype));

@@ -10,7 +10,7 @@ import { initParam } from '../ir/init.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
 import { Rng } from '../train/rng.js';
-import { grad, GRAD_PREFIX } from './index.js';
+import { grad, GRAD_PREFIX, INPUT_GRAD_PREFIX } from './index.js';
 
 export interface GradcheckOptions {
   loss?: string;
@@ -23,6 +23,8 @@ export interface GradcheckOptions {
   /** Gradients smaller than this count as absolute errors (default 1e-6). */
   floor?: number;
   maxElementsPerParam?: number;
+  /** Float graph inputs to check as well (reported as `input:<name>`). */
+  wrtInputs?: string[];
   /** Use a precomputed joint graph (e.g. one built from decomposed composites). */
   joint?: Graph;
 }
@@ -56,14 +58,15 @@ export function gradcheck(g: Graph, o: GradcheckOptions): GradcheckResult {
     params[a.name] = toF64(o.params?.[a.name] ?? initParam(a.init, n.type, a.name, seed));
   }
   const inputs = Object.fromEntries(Object.entries(o.inputs).map(([k, v]) => [k, toF64(v)]));
-  const joint = o.joint ?? grad(g, { loss });
+  const joint = o.joint ?? grad(g, { loss, wrtInputs: o.wrtInputs });
   const analytic = interpret(joint, { inputs, params, float64: true });
   const f = () => interpret(g, { inputs, params, float64: true })[loss].data[0];
   const rng = new Rng(seed, 'gradcheck');
+  const targets: [string, HostTensor, HostTensor | undefined][] = [];
+  for (const [name, p] of Object.entries(params)) if (p.dtype === 'f32') targets.push([name, p, analytic[GRAD_PREFIX + name]]);
+  for (const name of o.wrtInputs ?? []) targets.push([`input:${name}`, inputs[name], analytic[INPUT_GRAD_PREFIX + name]]);
   const perParam: ParamCheck[] = [];
-  for (const [name, p] of Object.entries(params)) {
-    if (p.dtype !== 'f32') continue;
-    const gr = analytic[GRAD_PREFIX + name];
+  for (const [name, p, gr] of targets) {
     if (!gr) continue;
     const n = p.data.length;
     const k = Math.min(n, o.maxElementsPerParam ?? 6);

@@ -38,7 +38,7 @@ export function describeSaved(g: Graph): string {
   let bytes = 0;
   const lines = ids.map((id) => {
     const n = g.nodes[id];
-    const size = n.type.shape.reduce((p, d) => p * d, 1) * 4;
+    const size = n.type.shape.reduce((p, d) => p * d, 1) * 4; // the device stores every dtype in 4-byte words
     bytes += size;
     return `  %${id}: ${fmtType(n.type)} = ${n.op}${n.name ? `  # ${n.name}` : ''}${n.scope ? ` ${n.scope.kind}#${n.scope.id}` : ''}`;
   });

@@ -11,6 +11,7 @@ import { interpret } from '../../src/interp/interpreter.js';
 import { initParam } from '../../src/ir/init.js';
 import type { AttrsOf } from '../../src/ir/op.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
+import { tfGptLoss } from '../../bench/peers/tfjs-gpt.js';
 
 const cfg = { vocab: 13, d: 16, heads: 2, layers: 1, d_ff: 32, ctx: 8 };
 const B = 2, T = 6;
@@ -39,34 +40,9 @@ describe('GPT loss and gradients agree with TensorFlow.js', () => {
 
     const names = Object.keys(params);
     const vars = Object.fromEntries(names.map((k) => [k, tf.tensor(Array.from(params[k].data), [...params[k].shape])]));
-    const { d, heads } = cfg;
-    const dh = d / heads;
-    const lossFn = (...ws: tf.Tensor[]) => {
-      const P = Object.fromEntries(names.map((k, i) => [k, ws[i]]));
-      const ln = (x: tf.Tensor, p: string) => {
-        const mean = tf.mean(x, -1, true);
-        const xc = tf.sub(x, mean);
-        const v = tf.mean(tf.square(xc), -1, true);
-        return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(v, 1e-5))), P[`${p}.g`]), P[`${p}.b`]);
-      };
-      const linear = (x: tf.Tensor, p: string) => tf.add(tf.reshape(tf.matMul(tf.reshape(x, [-1, x.shape.at(-1)!]), P[`${p}.w`]), [B, T, -1]), P[`${p}.b`]);
-      const split = (x: tf.Tensor) => tf.transpose(tf.reshape(x, [B, T, heads, dh]), [0, 2, 1, 3]);
-      const gelu = (x: tf.Tensor) => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3)))))));
-      let x = tf.add(tf.gather(P.wte, tf.tensor(Array.from(tokens), [B, T], 'int32')), tf.slice(P.wpe, [0, 0], [T, d]));
-      const causal = tf.greaterEqual(tf.reshape(tf.range(0, T), [T, 1]), tf.reshape(tf.range(0, T), [1, T]));
-      const h = ln(x, 'h.0.ln_1');
-      const [q, k, v] = ['q', 'k', 'v'].map((n) => split(linear(h, `h.0.attn.${n}`)));
-      let s = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(dh));
-      s = tf.where(causal, s, tf.fill(s.shape, -1e9));
-      const o = tf.reshape(tf.transpose(tf.matMul(tf.softmax(s), v), [0, 2, 1, 3]), [B, T, d]);
-      x = tf.add(x, linear(o, 'h.0.attn.proj'));
-      x = tf.add(x, linear(gelu(linear(ln(x, 'h.0.ln_2'), 'h.0.mlp.fc')), 'h.0.mlp.proj'));
-      const logits = tf.matMul(tf.reshape(ln(x, 'ln_f'), [B * T, d]), P.wte, false, true);
-      const valid = Array.from(targets, (t) => (t === -100 ? 0 : 1));
-      const onehot = tf.oneHot(tf.tensor(Array.from(targets, (t) => Math.max(t, 0)), [B * T], 'int32'), cfg.vocab);
-      const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), onehot), -1));
-      return tf.div(tf.sum(tf.mul(nll, tf.tensor(valid))), valid.reduce((a, b) => a + b, 0)) as tf.Scalar;
-    };
+    const tokensT = tf.tensor(Array.from(tokens), [B, T], 'int32');
+    const lossFn = (...ws: tf.Tensor[]) =>
+      tfGptLoss(tf, Object.fromEntries(names.map((k, i) => [k, ws[i]])), tokensT, targets, { ...cfg, B, T });
     const { value, grads } = tf.valueAndGrads(lossFn)(names.map((k) => vars[k]));
     expect(names).toContain('h.0.attn.q.w');
     expect(kiln.loss.data[0]).toBeCloseTo(value.dataSync()[0], 5);

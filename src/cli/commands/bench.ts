@@ -1,0 +1,34 @@
+/** `kiln bench`: Kiln against TF.js (WebGPU and CPU) on the same device, in one process. */
+import type { Command } from 'commander';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KilnError } from '../../errors.js';
+
+export function register(program: Command): void {
+  program
+    .command('bench')
+    .description('benchmark kernels, GPT forward/training steps and compile time against TensorFlow.js on the same device')
+    .option('--json', 'print the report as one JSON document')
+    .option('--quick', 'tiny sizes (checks the harness in seconds)')
+    .option('--only <group>', 'kernels | graphs | compile')
+    .option('--repeats <n>', 'timed runs per figure (after warm-up)', '10')
+    .option('--no-cpu', 'skip the TF.js CPU backend')
+    .option('--out <dir>', 'where ratios.svg, report.json and report.md go', 'out/bench')
+    .action(async (o: { json?: boolean; quick?: boolean; only?: string; repeats: string; cpu: boolean; out: string }) => {
+      if (o.only && !['kernels', 'graphs', 'compile'].includes(o.only)) throw new KilnError(`--only must be kernels, graphs or compile, got '${o.only}'`);
+      const { runBench } = await import('../../../bench/suite.js');
+      const { formatTable, formatMarkdown, ratioChartSvg } = await import('../../../bench/report.js');
+      const rep = await runBench({
+        quick: !!o.quick,
+        only: o.only as never,
+        repeats: Number(o.repeats),
+        cpu: o.cpu,
+        log: o.json ? undefined : (s) => process.stderr.write(`bench: ${s}\n`),
+      });
+      mkdirSync(o.out, { recursive: true });
+      writeFileSync(join(o.out, 'report.json'), JSON.stringify(rep, null, 1));
+      writeFileSync(join(o.out, 'report.md'), formatMarkdown(rep) + '\n');
+      writeFileSync(join(o.out, 'ratios.svg'), ratioChartSvg(rep));
+      process.stdout.write(o.json ? JSON.stringify(rep) + '\n' : formatTable(rep) + `\n\nreport.json, report.md and ratios.svg in ${o.out}\n`);
+    });
+}
