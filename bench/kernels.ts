@@ -68,7 +68,7 @@ export function kernelCases(quick: boolean): KernelCase[] {
       },
     ),
   );
-  const [V, D, NT] = quick ? [50, 16, 64] : [50304, 768, 8 * 1024];
+  const [V, D, NT] = quick ? [50, 16, 64] : [32000, 512, 8 * 1024];
   const ids: HostTensor = { dtype: 'i32', shape: [NT], data: Int32Array.from({ length: NT }, (_, i) => (i * 7919) % Math.min(V, 1000)) };
   cases.push(kernel(`embedding gather [${V}, ${D}] x ${NT}`, { table: rand([V, D], 12), ids }, (b, p) => b.op('gather', [p.table, p.ids], {}), (tf, t) => tf.gather(t.table, t.ids)));
   cases.push(

@@ -8,6 +8,7 @@ import type { ParamInit } from '../../src/ir/op.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { decomposeComposites } from '../../src/passes/decompose.js';
 import { printGraph } from '../../src/ir/print.js';
+import { OP_KINDS, OPS } from '../../src/ir/registry.js';
 
 type Build = (b: GraphBuilder, p: (name: string, shape: number[], init?: ParamInit) => number) => number;
 
@@ -46,6 +47,7 @@ for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, tru
     build: (b, p) => b.op('matmul', [p('a', ta ? [2, 1, 4, 3] : [2, 1, 3, 4]), p('b', tb ? [3, 5, 4] : [3, 4, 5])], { transA: ta, transB: tb }),
   };
 }
+cases['cast f32 -> f32'] = { build: (b, p) => b.op('cast', [p('x', [2, 3])], { to: 'f32' }) };
 cases['reshape + transpose'] = { build: (b, p) => b.op('transpose', [b.reshape(p('x', [6, 4]), [2, 3, 4])], { perm: [2, 0, 1] }) };
 cases['broadcast'] = { build: (b, p) => b.op('broadcast', [p('x', [3, 1])], { shape: [2, 3, 4] }) };
 cases['slice'] = { build: (b, p) => b.op('slice', [p('x', [5, 6])], { starts: [1, 2], ends: [4, 6] }) };
@@ -130,5 +132,30 @@ describe('the joint graph', () => {
     const j = grad(b.build('f', [{ name: 'loss', id: loss }]), { loss: 'loss' });
     expect(j.nodes.filter((n) => n.op === 'exp').length).toBe(1);
     expect(j.nodes.some((n) => n.op === 'sin')).toBe(false);
+  });
+});
+
+describe('coverage and stopping rules', () => {
+  it('the cases above exercise every op that has a vjp and a float operand', () => {
+    const seen = new Set<string>();
+    for (const c of Object.values(cases)) for (const n of lossGraph(c.build).nodes) seen.add(n.op);
+    const noFloatOperand = new Set(['input', 'param', 'constant', 'one_hot']);
+    const missing = OP_KINDS.filter((k) => typeof OPS[k].grad === 'object' && !noFloatOperand.has(k) && !seen.has(k));
+    expect(missing).toEqual([]);
+  });
+
+  it("floor and stop_gradient pass no gradient; the seed's and labels' integer paths get none", () => {
+    const b = new GraphBuilder();
+    const x = b.op('param', [], { name: 'x', dtype: 'f32', shape: [3], init: { kind: 'ones' } });
+    const y = b.add(b.add(b.unary('floor', b.mul(x, x)), b.op('stop_gradient', [b.unary('exp', x)], {})), x);
+    const j = grad(b.build('f', [{ name: 'loss', id: b.sum(y, [0]) }]), { loss: 'loss' });
+    const out = interpret(j, { params: { x: { dtype: 'f32', shape: [3], data: Float32Array.of(0.3, -1.7, 2.2) } } });
+    expect(Array.from(out['grad:x'].data)).toEqual([1, 1, 1]);
+  });
+
+  it('the dropout backward holds no mask tensor of any dtype', () => {
+    const j = grad(lossGraph(cases['dropout reuses its mask'].build), { loss: 'loss' });
+    const masks = j.nodes.filter((n) => n.op !== 'input' && n.type.shape.join() === '4,8' && n.type.dtype !== 'f32');
+    expect(masks).toEqual([]);
   });
 });

@@ -3,6 +3,7 @@ import { IRError, ShapeError } from '../../src/errors.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { AttrsOf, OpKind } from '../../src/ir/op.js';
+import { OP_KINDS, OPS } from '../../src/ir/registry.js';
 import { philox4x32 } from '../../src/ir/philox.js';
 import { graphFromJSON, graphToJSON, printGraph } from '../../src/ir/print.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
@@ -10,8 +11,11 @@ import { f32ToF16Bits, roundF16, tensor } from '../../src/ir/tensor.js';
 import type { DType } from '../../src/ir/types.js';
 import { verify } from '../../src/ir/verify.js';
 
+const covered = new Set<string>(['input']);
+
 /** Runs one op on constant operands through a real graph and the interpreter. */
 function run<K extends OpKind>(op: K, operands: HostTensor[], attrs: AttrsOf<K>): HostTensor {
+  covered.add(op);
   const b = new GraphBuilder();
   const ids = operands.map((t, i) => b.op('input', [], { name: `x${i}`, dtype: t.dtype, shape: t.shape }));
   const y = b.op(op, ids, attrs);
@@ -142,6 +146,7 @@ describe('indexing', () => {
   it('one_hot and iota', () => {
     expect(vals(run('one_hot', [T([3], [0, 2, 5], 'i32')], { depth: 3, dtype: 'f32' }))).toEqual([1, 0, 0, 0, 0, 1, 0, 0, 0]);
     const b = new GraphBuilder();
+    covered.add('iota');
     const i = b.op('iota', [], { dtype: 'i32', shape: [2, 3], axis: 1 });
     expect(vals(interpret(b.build('i', [{ name: 'y', id: i }])).y)).toEqual([0, 1, 2, 0, 1, 2]);
   });
@@ -224,5 +229,136 @@ describe('shape rules, verifier and text/JSON forms', () => {
     const back = graphFromJSON(graphToJSON(g));
     expect(printGraph(back)).toBe(printGraph(g));
     expect(printGraph(g)).toContain('%0: f32[2, 2] = param "w" init=normal(std=0.02)');
+  });
+});
+
+describe('more reference cases', () => {
+  it('reductions over several axes, negative axes, keepdims', () => {
+    const x = T([2, 3, 2], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    const s = run('sum', [x], { axes: [0, 2], keepdims: true });
+    expect(s.shape).toEqual([1, 3, 1]);
+    expect(vals(s)).toEqual([1 + 2 + 7 + 8, 3 + 4 + 9 + 10, 5 + 6 + 11 + 12]);
+    const m = run('mean', [x], { axes: [-1, 0], keepdims: false });
+    expect(m.shape).toEqual([3]);
+    expect(vals(m)).toEqual([4.5, 6.5, 8.5]);
+    const mx = run('max_reduce', [T([2, 3], [3, -1, 2, -5, -4, -6])], { axes: [-1], keepdims: true });
+    expect(mx.shape).toEqual([2, 1]);
+    expect(vals(mx)).toEqual([3, -4]);
+    const am = run('argmax', [T([2, 3], [3, -1, 2, -5, -4, -6])], { axis: 0, keepdims: true });
+    expect(am.shape).toEqual([1, 3]);
+    expect(am.dtype).toBe('i32');
+    expect(vals(am)).toEqual([0, 0, 0]);
+    expect(vals(run('sum', [T([3], [1, 2, 3], 'i32')], { axes: [0], keepdims: false }))).toEqual([6]);
+  });
+
+  it('matmul with both operands transposed, and batch broadcasting across ranks', () => {
+    // A^T stored [3, 2], B^T stored [2, 3]: (A^T)^T (B^T)^T = A B
+    const At = T([3, 2], [1, 4, 2, 5, 3, 6]);
+    const Bt = T([2, 3], [7, 9, 11, 8, 10, 12]);
+    expect(vals(run('matmul', [At, Bt], { transA: true, transB: true }))).toEqual([58, 64, 139, 154]);
+    // [2, 3] @ [2, 3, 1]: the matrix is shared by both batches
+    const y = run('matmul', [T([2, 3], [1, 2, 3, 4, 5, 6]), T([2, 3, 1], [1, 0, 0, 0, 1, -1])], { transA: false, transB: false });
+    expect(y.shape).toEqual([2, 2, 1]);
+    expect(vals(y)).toEqual([1, 4, -1, -1]);
+  });
+
+  it('indexing edge cases: negative gather rows, scatter_add past the last row, one_hot to i32', () => {
+    expect(vals(run('gather', [T([2, 2], [1, 2, 3, 4]), T([3], [-1, 1, 2], 'i32')], {}))).toEqual([0, 0, 3, 4, 0, 0]);
+    expect(vals(run('scatter_add', [T([3], [2, 5, 2], 'i32'), T([3], [1, 100, 2])], { rows: 3 }))).toEqual([0, 0, 3]);
+    const oh = run('one_hot', [T([2], [1, -1], 'i32')], { depth: 2, dtype: 'i32' });
+    expect(oh.dtype).toBe('i32');
+    expect(vals(oh)).toEqual([0, 1, 0, 0]);
+  });
+
+  it('iota along the first axis and constants with one or all values', () => {
+    const b = new GraphBuilder();
+    covered.add('constant');
+    const i = b.op('iota', [], { dtype: 'f32', shape: [3, 2], axis: 0 });
+    const c = b.op('constant', [], { dtype: 'f32', shape: [3, 2], values: [1, 2, 3, 4, 5, 6] });
+    const k = b.op('constant', [], { dtype: 'i32', shape: [2], values: [7] });
+    const out = interpret(b.build('i', [{ name: 'y', id: b.add(i, c) }, { name: 'k', id: k }]));
+    expect(vals(out.y)).toEqual([1, 2, 4, 5, 7, 8]);
+    expect(vals(out.k)).toEqual([7, 7]);
+  });
+
+  it('casts: to bool, to u32 (wrapping), from bool; integer division by zero gives the dividend (WGSL)', () => {
+    const x = T([4], [0, -0.5, 2, -1]);
+    expect(vals(run('cast', [x], { to: 'bool' }))).toEqual([0, 1, 1, 1]);
+    expect(vals(run('cast', [x], { to: 'u32' }))).toEqual([0, 0, 2, 4294967295]);
+    expect(vals(run('cast', [T([2], [1, 0], 'bool')], { to: 'f32' }))).toEqual([1, 0]);
+    expect(vals(run('div', [T([2], [7, -7], 'i32'), T([2], [0, 0], 'i32')], {}))).toEqual([7, -7]);
+  });
+
+  it('the remaining comparisons and logic ops, stop_gradient is the identity', () => {
+    const a = T([3], [1, 2, 3]);
+    const b = T([3], [2, 2, 2]);
+    expect(vals(run('ne', [a, b], {}))).toEqual([1, 0, 1]);
+    expect(vals(run('le', [a, b], {}))).toEqual([1, 1, 0]);
+    expect(vals(run('gt', [a, b], {}))).toEqual([0, 0, 1]);
+    const t = T([2], [1, 0], 'bool');
+    expect(vals(run('or', [t, T([2], [0, 0], 'bool')], {}))).toEqual([1, 0]);
+    expect(vals(run('not', [t], {}))).toEqual([0, 1]);
+    expect(vals(run('stop_gradient', [a], {}))).toEqual([1, 2, 3]);
+  });
+
+  it('cross_entropy counts labels outside [0, V) as ignored; dropout with p = 0 is the identity', () => {
+    close(run('cross_entropy', [T([2, 2], [0, 0, 1, 2]), T([2], [2, 1], 'i32')], { ignore_index: -100 }), [0, Math.log(1 + Math.exp(-1))]);
+    const x = T([5], [1, -2, 3, -4, 5]);
+    expect(vals(run('dropout', [x, { dtype: 'u32', shape: [], data: Uint32Array.of(7) }], { p: 0, stream: 0 }))).toEqual(vals(x));
+  });
+
+  it('f16: subnormal ties round to even, the largest subnormal, signed zero and NaN', () => {
+    expect(roundF16(2 ** -25)).toBe(0); // half the smallest subnormal: tie to even (0)
+    expect(roundF16(3 * 2 ** -25)).toBe(2 ** -23); // 1.5 ulp: tie to even (2 ulp)
+    expect(roundF16(1023 * 2 ** -24)).toBe(1023 * 2 ** -24);
+    expect(f32ToF16Bits(-0)).toBe(0x8000);
+    expect(f32ToF16Bits(65504)).toBe(0x7bff);
+    expect(f32ToF16Bits(-Infinity)).toBe(0xfc00);
+    expect(Number.isNaN(roundF16(NaN))).toBe(true);
+  });
+
+  it('more shape errors name the op and the operand shapes', () => {
+    const b = new GraphBuilder();
+    const x = b.op('input', [], { name: 'x', dtype: 'f32', shape: [2, 4] });
+    const g = b.op('input', [], { name: 'g', dtype: 'f32', shape: [3] });
+    const l = b.op('input', [], { name: 'l', dtype: 'i32', shape: [3] });
+    expect(() => b.op('layer_norm', [x, g, g], { eps: 1e-5 })).toThrow('layer_norm: the gain/bias must have shape [4] (the last axis of x), got [3] (operands f32[2, 4], f32[3], f32[3])');
+    expect(() => b.op('cross_entropy', [x, l], { ignore_index: -1 })).toThrow("cross_entropy: labels must have the logits' shape without the class axis ([2]) (operands f32[2, 4], i32[3])");
+    expect(() => b.op('concat', [x, g], { axis: 0 })).toThrow(/concat: .*\(operands f32\[2, 4\], f32\[3\]\)/);
+    expect(() => b.op('exp', [l], {})).toThrow('exp: operand 1 must be a float tensor, got i32 (operands i32[3])');
+  });
+
+  it('the verifier rejects duplicate parameter names, wrong arity, repeated outputs, misnumbered nodes, unknown ops', () => {
+    const b = new GraphBuilder();
+    const p = b.op('param', [], { name: 'w', dtype: 'f32', shape: [2], init: { kind: 'zeros' } });
+    const y = b.op('exp', [p], {});
+    const g = b.build('v', [{ name: 'y', id: y }]);
+    verify(g);
+    const dup = { ...g, nodes: [...g.nodes, { ...g.nodes[0], id: 2 }] };
+    expect(() => verify(dup)).toThrow("graph v, %2: param 'w' is also defined at %0");
+    expect(() => verify({ ...g, nodes: g.nodes.map((n) => (n.id === y ? { ...n, inputs: [0, 0] } : n)) })).toThrow('exp has 2 operands, expects 1');
+    expect(() => verify({ ...g, outputs: [{ name: 'y', id: y }, { name: 'y', id: 0 }] })).toThrow("output 'y' appears twice");
+    expect(() => verify({ ...g, nodes: g.nodes.map((n) => ({ ...n, id: n.id + 1 })) })).toThrow('node id 1 at position 0');
+    expect(() => verify({ ...g, nodes: g.nodes.map((n) => (n.id === y ? { ...n, op: 'frob' as OpKind } : n)) })).toThrow("unknown op 'frob'");
+    for (const bad of [dup]) expect(() => verify(bad)).toThrow(IRError);
+  });
+});
+
+describe('leaves and coverage', () => {
+  it('parameters read their fed value, or their initialiser when not fed; a wrong feed is a KilnError', () => {
+    covered.add('param');
+    const b = new GraphBuilder();
+    const p = b.op('param', [], { name: 'p', dtype: 'f32', shape: [2], init: { kind: 'constant', value: 3 } });
+    const q = b.op('param', [], { name: 'q', dtype: 'f32', shape: [2], init: { kind: 'zeros' } });
+    const g = b.build('pp', [{ name: 'y', id: b.add(p, q) }]);
+    expect(vals(interpret(g).y)).toEqual([3, 3]);
+    expect(vals(interpret(g, { params: { q: T([2], [1, -1]) } }).y)).toEqual([4, 2]);
+    expect(() => interpret(g, { params: { q: T([3], [1, 2, 3]) } })).toThrow("parameter 'q' expects f32[2], got f32[3]");
+  });
+
+  it("every op's reference implementation is exercised above", () => {
+    const missing = OP_KINDS.filter((k) => !covered.has(k));
+    expect(missing).toEqual([]);
+    expect(Object.keys(OPS).length).toBe(OP_KINDS.length);
   });
 });

@@ -50,7 +50,7 @@ export function register(program: Command): void {
     .option('--schedule <s>', 'constant | linear | cosine | invsqrt (after warmup)', 'cosine')
     .option('--batch <n>', 'sequences per micro-batch', '8')
     .option('--accum <n>', 'micro-batches accumulated per optimizer step', '1')
-    .option('--steps <n>', 'optimizer steps', '300')
+    .option('--steps <n>', 'optimizer steps', '500')
     .option('--clip <x>', 'clip the global gradient norm to this (0: off)', '1.0')
     .option('--weight-decay <x>', 'weight decay (default 0.01 for adamw, 0 otherwise)')
     .option('--seed <n>', 'seed for initialisation, data order, masking and dropout', '0')
