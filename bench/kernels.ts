@@ -17,6 +17,8 @@ export interface KernelCase {
   tf(tf: typeof TF, t: Record<string, TF.Tensor>): TF.Tensor;
   /** Floating-point operations, for GFLOP/s where meaningful. */
   flops?: number;
+  /** Why the TF.js CPU backend is not timed on this case, if it is not. */
+  skipCpu?: string;
 }
 
 function rand(shape: number[], seed: number, lo = -1, hi = 1): HostTensor {
@@ -71,13 +73,14 @@ export function kernelCases(quick: boolean): KernelCase[] {
   const [V, D, NT] = quick ? [50, 16, 64] : [32000, 512, 8 * 1024];
   const ids: HostTensor = { dtype: 'i32', shape: [NT], data: Int32Array.from({ length: NT }, (_, i) => (i * 7919) % Math.min(V, 1000)) };
   cases.push(kernel(`embedding gather [${V}, ${D}] x ${NT}`, { table: rand([V, D], 12), ids }, (b, p) => b.op('gather', [p.table, p.ids], {}), (tf, t) => tf.gather(t.table, t.ids)));
-  cases.push(
-    kernel(
-      `embedding scatter-add backward ${NT} -> [${V}, ${D}]`,
-      { ids, upd: rand([NT, D], 13) },
-      (b, p) => b.op('scatter_add', [p.ids, p.upd], { rows: V }),
-      (tf, t) => tf.unsortedSegmentSum(t.upd, t.ids as TF.Tensor1D, V),
-    ),
+  const scatter = kernel(
+    `embedding scatter-add backward ${NT} -> [${V}, ${D}]`,
+    { ids, upd: rand([NT, D], 13) },
+    (b, p) => b.op('scatter_add', [p.ids, p.upd], { rows: V }),
+    (tf, t) => tf.unsortedSegmentSum(t.upd, t.ids as TF.Tensor1D, V),
   );
+  // TF.js CPU's unsortedSegmentSum makes one pass over the updates per segment: O(rows x n x d), minutes here.
+  if (!quick) scatter.skipCpu = 'TF.js CPU unsortedSegmentSum takes one pass over all updates per row (minutes at this size)';
+  cases.push(scatter);
   return cases;
 }

@@ -109,14 +109,14 @@ async function kernelRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions): Prom
     const wg = await tfTime(tf, 'webgpu', () => c.tf(tf, tg), { warmup: 1, repeats: o.repeats });
     Object.values(tg).forEach((t) => t.dispose());
     let cpu: Stats | null = null;
-    if (o.cpu) {
+    if (o.cpu && !c.skipCpu) {
       await useBackend(tf, 'cpu');
       const tc = mk();
       cpu = (await tfTime(tf, 'cpu', () => c.tf(tf, tc), { warmup: 0, repeats: Math.max(2, Math.ceil(o.repeats / 3)), maxMs: 20_000 })).stats;
       Object.values(tc).forEach((t) => t.dispose());
     }
     const err = relErr(kv.data, wg.value);
-    rows.push({ group: 'kernel', name: c.name, kiln: { stats: kiln, kernels: exe.stats.dispatchesPerRun }, tfWebgpu: { stats: wg.stats }, tfCpu: cpu ? { stats: cpu } : null, check: { ok: err < 1e-3, relErr: err } });
+    rows.push({ group: 'kernel', name: c.name, kiln: { stats: kiln, kernels: exe.stats.dispatchesPerRun }, tfWebgpu: { stats: wg.stats }, tfCpu: cpu ? { stats: cpu } : null, check: { ok: err < 1e-3, relErr: err }, note: c.skipCpu });
     exe.destroy();
   }
   return rows;

@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { KilnError } from '../errors.js';
-import { collectDims, collectPairs, collectSet } from './options.js';
+import { collectPairs, withModelOptions } from './options.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('kiln')
@@ -13,10 +13,7 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError()
     .exitOverride();
 
-  const modelOpts = (c: Command) =>
-    c
-      .option('--set <k=v>', 'override a config value of the model (repeatable)', collectSet, {})
-      .option('--dim <N=v>', 'value of a symbolic dimension such as B or T (repeatable)', collectDims, {});
+  const modelOpts = withModelOptions;
 
   modelOpts(
     program

@@ -1,4 +1,5 @@
 /** Shared option parsing for CLI verbs: --set k=v, --dim N=v, --input name=file.npy|random. */
+import type { Command } from 'commander';
 import { KilnError } from '../errors.js';
 
 export type ConfigValue = string | number | boolean;
@@ -40,4 +41,11 @@ export function collectDims(value: string, prev: Record<string, number> = {}): R
 export function collectPairs(value: string, prev: Record<string, string> = {}): Record<string, string> {
   const [k, v] = splitPair('--input', value);
   return { ...prev, [k]: v };
+}
+
+/** Adds the options every model verb shares: --set (config) and --dim (symbolic dims). */
+export function withModelOptions(c: Command): Command {
+  return c
+    .option('--set <k=v>', 'override a config value of the model (repeatable)', collectSet, {})
+    .option('--dim <N=v>', 'value of a symbolic dimension such as B or T (repeatable)', collectDims, {});
 }

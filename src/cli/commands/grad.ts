@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import type { HostTensor } from '../../ir/tensor.js';
-import { collectDims, collectPairs, collectSet, type ConfigValue } from '../options.js';
+import { collectPairs, withModelOptions, type ConfigValue } from '../options.js';
 
 interface GradOpts {
   set: Record<string, ConfigValue>;
@@ -33,10 +33,8 @@ async function compileWithInputs(file: string, o: GradOpts) {
 
 export function register(program: Command): void {
   const common = (c: Command) =>
-    c
+    withModelOptions(c)
       .option('--entry <name>', 'entry point with a scalar `loss` output', 'loss')
-      .option('--set <k=v>', 'override a config value (repeatable)', collectSet, {})
-      .option('--dim <N=v>', 'value of a symbolic dimension (repeatable)', collectDims, {})
       .option('--input <name=file.npy|random>', 'an input (repeatable; others are random)', collectPairs, {})
       .option('--seed <n>', 'seed for initialisation, random inputs and sampled elements', '0');
 
