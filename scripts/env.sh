@@ -10,6 +10,8 @@ if [ -f "$_kiln_root/.kiln/lavapipe/icd.json" ]; then
   if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/kiln-xdg-$(id -u)"
   fi
+  # 4-wide SIMD: lavapipe compiles shaders ~2.4x faster at the same speed (see src/runtime/device.ts)
+  export LP_NATIVE_VECTOR_WIDTH="${LP_NATIVE_VECTOR_WIDTH:-128}"
   mkdir -p "$XDG_RUNTIME_DIR" 2>/dev/null && chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null
 fi
 unset _kiln_root

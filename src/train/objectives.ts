@@ -67,7 +67,7 @@ export function maskedBatch(seqs: Int32Array[], T: number, tok: Tokenizer, rng: 
   const labels = new Int32Array(B * T).fill(IGNORE);
   seqs.forEach((seq, b) => {
     const row = seq.subarray(0, T);
-    const special = (id: number) => id >= tok.textVocab;
+    const special = (id: number) => id < tok.textStart || id >= tok.textVocab;
     // candidate units: single positions, or whole words (a word start and the tokens that continue it)
     const units: number[][] = [];
     const starts = o.wholeWord ? tok.wordStarts(row) : [];
@@ -84,7 +84,7 @@ export function maskedBatch(seqs: Int32Array[], T: number, tok: Tokenizer, rng: 
         labels[b * T + t] = id;
         const r = rng.next();
         if (r < 0.8) id = tok.special.mask;
-        else if (r < 0.9) id = rng.int(tok.textVocab);
+        else if (r < 0.9) id = tok.textStart + rng.int(tok.textVocab - tok.textStart);
       }
       tokens[b * T + t] = id;
     }

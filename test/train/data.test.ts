@@ -6,7 +6,7 @@ import { Batcher, loadCorpus } from '../../src/train/data.js';
 import { causalBatch, fimRearrange, IGNORE, maskedBatch, prefixBatch, spanBatch, spanTargetLength } from '../../src/train/objectives.js';
 import { Rng } from '../../src/train/rng.js';
 import { learningRate } from '../../src/train/schedule.js';
-import { byteTokenizer, gpt2Tokenizer } from '../../src/train/tokenizers.js';
+import { bertTokenizer, byteTokenizer, gpt2Tokenizer } from '../../src/train/tokenizers.js';
 
 const tok = byteTokenizer();
 const seq = (n: number, off = 0) => Int32Array.from({ length: n }, (_, i) => 97 + ((i + off) % 26));
@@ -25,6 +25,19 @@ describe('tokenizers', () => {
     expect(g.decode(g.encode('Call me Ishmael.'))).toBe('Call me Ishmael.');
     expect(g.vocabSize).toBeGreaterThanOrEqual(50257 + 19);
   });
+  it('BERT WordPiece gives the published bert-base-uncased ids and marks word starts', async () => {
+    const b = await bertTokenizer();
+    // ids from the bert-base-uncased vocabulary: hello 7592, "," 1010, world 2088, "!" 999; una ##ffa ##ble
+    expect(b.encode('Hello, World!')).toEqual([7592, 1010, 2088, 999]);
+    const ids = b.encode('unaffable whale');
+    expect(ids).toEqual([14477, 20961, 3468, 13156]);
+    expect(b.wordStarts(ids)).toEqual([true, false, false, true]);
+    expect(b.decode(b.encode('Call me Ishmael.'))).toBe('call me ishmael.');
+    expect([b.special.pad, b.special.eos, b.special.mask]).toEqual([0, 102, 103]); // [PAD] [SEP] [MASK]
+    expect(b.special.sentinel(0)).toBe(2); // [unused1]
+    expect(b.textStart).toBe(999);
+    expect(b.vocabSize).toBe(30528);
+  });
 });
 
 describe('objectives', () => {
@@ -33,6 +46,34 @@ describe('objectives', () => {
     const b = causalBatch([s], 8, tok, new Rng(0));
     expect(Array.from(b.tokens.data)).toEqual(Array.from(s.subarray(0, 8)));
     expect(Array.from(b.targets.data)).toEqual(Array.from(s.subarray(1, 9)));
+  });
+
+  it('masked LM with BERT WordPiece: whole-word masking masks every piece of a chosen word, random tokens are text pieces', async () => {
+    const b = await bertTokenizer();
+    const text = 'the unaffable harpooneer ate pemmican on the forecastle while ishmael watched';
+    const row = Int32Array.from(b.encode(text));
+    const T = row.length;
+    const starts = b.wordStarts(row);
+    const words: number[][] = [];
+    row.forEach((_, t) => (starts[t] || !words.length ? words.push([t]) : words[words.length - 1].push(t)));
+    expect(words.some((w) => w.length > 1)).toBe(true);
+    let replaced = 0;
+    for (let seed = 0; seed < 200; seed++) {
+      const batch = maskedBatch([row], T, b, new Rng(seed), { wholeWord: true, maskRate: 0.3 });
+      const labels = batch.labels.data;
+      for (const w of words) {
+        const chosen = w.map((t) => labels[t] !== IGNORE);
+        expect(chosen.every((c) => c === chosen[0])).toBe(true);
+      }
+      batch.tokens.data.forEach((id, t) => {
+        if (labels[t] !== IGNORE && id !== b.special.mask && id !== row[t]) {
+          replaced++;
+          expect(id).toBeGreaterThanOrEqual(b.textStart);
+          expect(id).toBeLessThan(b.textVocab);
+        }
+      });
+    }
+    expect(replaced).toBeGreaterThan(0);
   });
 
   it('masked LM: 15% chosen, of those 80% [MASK] / 10% random / 10% kept, labels only at chosen positions', () => {

@@ -17,9 +17,9 @@ function modelSettings(ck: ReturnType<typeof loadCheckpoint>): { set: Record<str
 }
 
 /** Picks the next token from logits: greedy at temperature 0, else softmax(logits / T) over the top k. */
-export function pickToken(logits: ArrayLike<number>, limit: number, temperature: number, topK: number, rng: Rng): number {
-  const idx = Array.from({ length: limit }, (_, i) => i);
-  if (temperature <= 0) return idx.reduce((a, b) => (logits[b] > logits[a] ? b : a), 0);
+export function pickToken(logits: ArrayLike<number>, [lo, hi]: [number, number], temperature: number, topK: number, rng: Rng): number {
+  const idx = Array.from({ length: hi - lo }, (_, i) => lo + i);
+  if (temperature <= 0) return idx.reduce((a, b) => (logits[b] > logits[a] ? b : a), lo);
   idx.sort((a, b) => logits[b] - logits[a]);
   const cand = topK > 0 ? idx.slice(0, topK) : idx;
   const m = logits[cand[0]];
@@ -62,7 +62,7 @@ export async function sample(file: string, o: { checkpoint: string; prompt: stri
       const logits = res[graph.outputs[0].name].data;
       const V = logits.length / T;
       const row = logits.subarray((window.length - 1) * V, window.length * V);
-      const next = pickToken(row, tok.textVocab, Number(o.temperature), Number(o.topK), rng);
+      const next = pickToken(row, [tok.textStart, tok.textVocab], Number(o.temperature), Number(o.topK), rng);
       ids.push(next);
       out.push(next);
       // print whole characters only: byte tokens of one UTF-8 character arrive one at a time

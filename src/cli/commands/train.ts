@@ -55,7 +55,7 @@ export function register(program: Command): void {
     .option('--weight-decay <x>', 'weight decay (default 0.01 for adamw, 0 otherwise)')
     .option('--seed <n>', 'seed for initialisation, data order, masking and dropout', '0')
     .option('--data <path>', 'text file, folder of .txt files, or a built-in corpus: moby-dick | sotu', 'moby-dick')
-    .option('--tokenizer <t>', 'bytes | gpt2', 'bytes')
+    .option('--tokenizer <t>', 'bytes | gpt2 | bert (WordPiece, bert-base-uncased)', 'bytes')
     .option('--out <dir>', 'output folder: checkpoints and the loss curve', 'out/run')
     .option('--resume <dir>', 'continue exactly from a checkpoint (a run folder or a step folder)')
     .option('--eval-every <n>', 'validation every n steps (0: only at the end)', '50')

@@ -30,6 +30,12 @@ export function genMatmul(w: KernelWriter, tiles: TileConfig): KernelPass[] {
   const TX = BN / TN;
   const TY = BM / TM;
   const NT = TX * TY;
+  // Accumulators are vectors along N: lavapipe's LLVM takes ~10 s to compile the same loop over a scalar array.
+  const VW = TN % 4 === 0 ? 4 : TN % 2 === 0 ? 2 : 1;
+  const VT = VW === 1 ? 'f32' : `vec${VW}<f32>`;
+  const NV = TN / VW;
+  const bLane = (j: string) => (VW === 1 ? `Bs[bo + ${j}]` : `${VT}(${Array.from({ length: VW }, (_, c) => `Bs[bo + ${j} * ${VW}u + ${c}u]`).join(', ')})`);
+  const accAt = VW === 1 ? 'acc[i * TN + j]' : `acc[i * ${NV}u + j / ${VW}u][j % ${VW}u]`;
 
   const aBatch = broadcastIndex(as.slice(0, -2), batch, 'bz');
   const bBatch = broadcastIndex(bs.slice(0, -2), batch, 'bz');
@@ -75,9 +81,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
   let tid = lid.y * ${TX}u + lid.x;
-  var acc: array<f32, ${TM * TN}>;
+  var acc: array<${VT}, ${TM * NV}>;
   var ra: array<f32, ${TM}>;
-  var rb: array<f32, ${TN}>;
+  var rb: array<${VT}, ${NV}>;
   for (var k0 = 0u; k0 < K; k0 += BK) {
     for (var e0 = 0u; e0 < BM * BK; e0 += NT) {
       let e = e0 + tid;
@@ -98,9 +104,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
       for (var i = 0u; i < TM; i++) { ra[i] = As[kk * BM + lid.y * TM + i]; }
-      for (var j = 0u; j < TN; j++) { rb[j] = Bs[kk * BN + lid.x * TN + j]; }
+      let bo = kk * BN + lid.x * TN;
+      for (var j = 0u; j < ${NV}u; j++) { rb[j] = ${bLane('j')}; }
       for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { acc[i * TN + j] = fma(ra[i], rb[j], acc[i * TN + j]); }
+        for (var j = 0u; j < ${NV}u; j++) { acc[i * ${NV}u + j] = fma(${VT}(ra[i]), rb[j], acc[i * ${NV}u + j]); }
       }
     }
     workgroupBarrier();
@@ -111,7 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let n = n0 + lid.x * TN + j;
       if (m < M && n < N) {
         let o = bz * ${M * N}u + m * N + n;
-        let val = acc[i * TN + j];
+        let val = ${accAt};
         out[o] = ${outExpr};
       }
     }
