@@ -5,7 +5,7 @@
 import { GraphBuilder } from '../ir/builder.js';
 import { allocData } from '../ir/tensor.js';
 import type { TileConfig } from '../codegen/wgsl/tiles.js';
-import { TILE_CANDIDATES, tileCache, tileKey, validTile } from '../codegen/wgsl/tiles.js';
+import { DIRECT_CANDIDATES, TILE_CANDIDATES, tileCache, tileKey, validTile } from '../codegen/wgsl/tiles.js';
 import type { KilnDevice } from './device.js';
 import { compileGraph, deviceKey } from './executable.js';
 
@@ -32,7 +32,7 @@ export async function autotuneMatmul(
     b: { dtype: 'f32' as const, shape: [batch, K, N], data: allocData('f32', batch * K * N).fill(0.25) },
   };
   const timings: { tiles: TileConfig; ms: number }[] = [];
-  for (const tiles of (opts.candidates ?? TILE_CANDIDATES).filter(validTile)) {
+  for (const tiles of (opts.candidates ?? [...TILE_CANDIDATES, ...DIRECT_CANDIDATES]).filter(validTile)) {
     const exe = await compileGraph(g, dev, { matmulTiles: tiles, seed: null });
     try {
       await exe.run(inputs, { download: [] });

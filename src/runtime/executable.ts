@@ -117,6 +117,12 @@ const opsOf = (g: Graph, k: KernelCode) =>
     .map((n) => `${n.op} %${n.id}`)
     .join(', ');
 
+/** A software (CPU) implementation of WebGPU: lavapipe/llvmpipe, SwiftShader, or an adapter that says it is a fallback. */
+export function isCpuAdapter(dev: KilnDevice): boolean {
+  const i = dev.adapterInfo;
+  return !!i.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test([i.vendor, i.architecture, i.device, i.description].join(' '));
+}
+
 /** A stable key for a device in caches (matmul tiles). */
 export function deviceKey(dev: KilnDevice): string {
   const i = dev.adapterInfo;
@@ -378,7 +384,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
   const plan = planMemory(g, s, { maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize });
   const t2 = now();
   const subgroups = (opts.subgroups ?? true) && device.features.has('subgroups');
-  const kernels = generateKernels(s, { subgroups, matmulTiles: opts.matmulTiles, deviceKey: deviceKey(dev) });
+  const kernels = generateKernels(s, { subgroups, matmulTiles: opts.matmulTiles, deviceKey: deviceKey(dev), strategy: opts.strategy ?? (isCpuAdapter(dev) ? 'thread' : 'workgroup') });
   const t3 = now();
 
   // update:<param> outputs

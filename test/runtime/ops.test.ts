@@ -137,12 +137,34 @@ describe('reductions', () => {
     const i = input(b, 'i', 'i32', [4, 40]);
     outs.push({ name: 'isum', id: b.op('sum', [i], { axes: [1], keepdims: false }) });
     outs.push({ name: 'imax', id: b.op('max_reduce', [i], { axes: [0], keepdims: false }) });
+    // enough outputs (70) and a long enough extent (45) for the one-invocation-per-output strategy
+    const z = input(b, 'z', 'f32', [70, 45]);
+    outs.push({ name: 'zsum', id: b.op('sum', [z], { axes: [1], keepdims: false }) });
+    outs.push({ name: 'zmax0', id: b.op('max_reduce', [b.op('transpose', [z], { perm: [1, 0] })], { axes: [1], keepdims: true }) });
+    outs.push({ name: 'zarg', id: b.op('argmax', [z], { axis: 1, keepdims: false }) });
     const g = b.build('reduce', outs);
     await checkAgainstInterpreter(
       g,
-      { x: randTensor('f32', [3, 37, 5], 1), w: randTensor('f32', [2, 300], 2), i: randTensor('i32', [4, 40], 3, { lo: -1000, hi: 1000 }) },
-      { tol: { rtol: 1e-4, atol: 1e-5 } },
+      { x: randTensor('f32', [3, 37, 5], 1), w: randTensor('f32', [2, 300], 2), i: randTensor('i32', [4, 40], 3, { lo: -1000, hi: 1000 }), z: randTensor('f32', [70, 45], 4) },
+      { tol: { rtol: 1e-4, atol: 1e-5 }, modes: [{ fuse: false }, { fuse: true, strategy: 'workgroup' }, { fuse: true, strategy: 'thread' }] },
     );
+  });
+
+  it('the per-thread strategy (CPU adapters) has no barriers; the workgroup strategy does', async () => {
+    const { sharedDevice } = await import('./helpers.js');
+    const { compileGraph } = await import('../../src/runtime/index.js');
+    const dev = await sharedDevice();
+    const b = new GraphBuilder();
+    const z = input(b, 'z', 'f32', [70, 45]);
+    const g = b.build('strategy', [
+      { name: 's', id: b.op('sum', [z], { axes: [1], keepdims: false }) },
+      { name: 'p', id: b.op('softmax', [z], {}) },
+    ]);
+    for (const [strategy, barriers] of [['thread', false], ['workgroup', true]] as const) {
+      const exe = await compileGraph(g, dev, { strategy });
+      expect(exe.wgsl().includes('workgroupBarrier')).toBe(barriers);
+      exe.destroy();
+    }
   });
 
   it('workgroup reductions with and without subgroup operations agree with the interpreter', async () => {
@@ -200,14 +222,22 @@ describe('matmul', () => {
     );
   });
 
-  it('every tile candidate computes the same result', async () => {
-    const { TILE_CANDIDATES } = await import('../../src/codegen/wgsl/index.js');
+  it('every tile candidate (workgroup tiles and direct) computes the same result, ragged and exact shapes', async () => {
+    const { TILE_CANDIDATES, DIRECT_CANDIDATES } = await import('../../src/codegen/wgsl/index.js');
     const b = new GraphBuilder();
     const a = input(b, 'a', 'f32', [37, 21]);
     const w = input(b, 'w', 'f32', [21, 45]);
-    const g = b.build('tiles', [{ name: 'c', id: b.op('matmul', [a, w], { transA: false, transB: false }) }]);
-    await checkAgainstInterpreter(g, { a: randTensor('f32', [37, 21], 1), w: randTensor('f32', [21, 45], 2) }, {
-      modes: TILE_CANDIDATES.map((t) => ({ matmulTiles: t })),
+    // multiples of every tile: the generator drops the bounds tests there
+    const a2 = input(b, 'a2', 'f32', [64, 32]);
+    const w2 = input(b, 'w2', 'f32', [64, 32]);
+    const g = b.build('tiles', [
+      { name: 'c', id: b.op('matmul', [a, w], { transA: false, transB: false }) },
+      { name: 'c2', id: b.op('matmul', [a2, w2], { transA: false, transB: true }) },
+      { name: 'c3', id: b.op('matmul', [w, a], { transA: true, transB: true }) },
+    ]);
+    const inputs = { a: randTensor('f32', [37, 21], 1), w: randTensor('f32', [21, 45], 2), a2: randTensor('f32', [64, 32], 3), w2: randTensor('f32', [64, 32], 4) };
+    await checkAgainstInterpreter(g, inputs, {
+      modes: [...TILE_CANDIDATES, ...DIRECT_CANDIDATES].map((t) => ({ matmulTiles: t })),
       tol: { rtol: 1e-4, atol: 1e-5 },
     });
   });
@@ -271,7 +301,7 @@ describe('row-wise primitives', () => {
     await checkAgainstInterpreter(
       g,
       { x: randTensor('f32', [3, 4, 37], 1), wide: randTensor('f32', [2, 150], 2, { lo: -10, hi: 10 }), gamma: randTensor('f32', [37], 3), beta: randTensor('f32', [37], 4), labels: lv },
-      { tol: { rtol: 1e-4, atol: 1e-5 } },
+      { tol: { rtol: 1e-4, atol: 1e-5 }, modes: [{ fuse: false, strategy: 'workgroup' }, { fuse: true, strategy: 'workgroup' }, { fuse: true, strategy: 'thread' }] },
     );
   });
 });

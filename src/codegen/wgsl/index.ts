@@ -7,6 +7,7 @@ import { genElementwise } from './elementwise.js';
 import { genMatmul } from './matmul.js';
 import { genReduce } from './reduce.js';
 import { genRowwise } from './rowwise.js';
+import type { KernelStrategy } from './types.js';
 import { genScatter } from './scatter.js';
 import type { TileConfig } from './tiles.js';
 import { chooseMatmulTiles } from './tiles.js';
@@ -20,6 +21,12 @@ export interface CodegenOptions {
   deviceKey?: string;
   /** Forces one tile config for every matmul (the autotuner uses it). */
   matmulTiles?: TileConfig;
+  /**
+   * `workgroup` (default, GPUs): matmul tiles in workgroup memory, a workgroup per row/output with tree (or
+   * subgroup) reductions. `thread`: direct matmul, one invocation per row/output with plain loops and no barriers —
+   * 2-13x faster on CPU-backed adapters (lavapipe). Affects the matmul tile heuristic, not cached/forced tiles.
+   */
+  strategy?: KernelStrategy;
 }
 
 export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}): KernelCode {
@@ -28,9 +35,9 @@ export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}
     case 'elementwise':
       return { kernel: k, passes: genElementwise(w) };
     case 'reduce':
-      return { kernel: k, passes: genReduce(w, { subgroups: !!opts.subgroups }) };
+      return { kernel: k, passes: genReduce(w, { subgroups: !!opts.subgroups, perThread: opts.strategy === 'thread' }) };
     case 'rowwise':
-      return { kernel: k, passes: genRowwise(w) };
+      return { kernel: k, passes: genRowwise(w, opts.strategy) };
     case 'scatter':
       return { kernel: k, passes: genScatter(w) };
     case 'matmul': {
@@ -41,7 +48,7 @@ export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}
       const transA = (s.graph.nodes[k.anchor].attrs as { transA: boolean }).transA;
       const K = transA ? a[a.length - 2] : a[a.length - 1];
       const batch = t.slice(0, -2).reduce((x, y) => x * y, 1);
-      const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch);
+      const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch, opts.strategy === 'thread');
       return { kernel: k, passes: genMatmul(w, tiles) };
     }
   }
@@ -53,5 +60,6 @@ export function generateKernels(s: Schedule, opts: CodegenOptions = {}): KernelC
 
 export { KernelWriter, describeNode, broadcastIndex } from './writer.js';
 export type { KernelCode, KernelPass, BufferBinding } from './writer.js';
-export { chooseMatmulTiles, heuristicTiles, tileCache, tileKey, validTile, TILE_CANDIDATES } from './tiles.js';
+export { chooseMatmulTiles, heuristicTiles, tileCache, tileKey, validTile, TILE_CANDIDATES, DIRECT_CANDIDATES } from './tiles.js';
 export type { TileConfig } from './tiles.js';
+export type { KernelStrategy } from './types.js';

@@ -1,6 +1,7 @@
 /**
  * Batched matmul, tiled: each workgroup computes a BM x BN output tile, staging BK-deep slices of A and B
  * through workgroup memory; each invocation accumulates a TM x TN block in registers (register blocking).
+ * The `direct` variant (CPU-backed adapters) skips the staging and its barriers and reads operands from memory.
  * transA/transB only change how tiles are loaded (loads stay coalesced along the contiguous axis). Batch dims
  * broadcast like numpy: the batch index maps into each operand with broadcast index arithmetic. Operands are
  * read through their value functions, so a transpose or reshape feeding the matmul costs no extra kernel.
@@ -27,6 +28,7 @@ export function genMatmul(w: KernelWriter, tiles: TileConfig): KernelPass[] {
   const ldb = bs[bs.length - 1];
   const nb = numel(batch);
   const { BM, BN, BK, TM, TN } = tiles;
+  const direct = !!tiles.direct;
   const TX = BN / TN;
   const TY = BM / TM;
   const NT = TX * TY;
@@ -47,44 +49,32 @@ export function genMatmul(w: KernelWriter, tiles: TileConfig): KernelPass[] {
   const outExpr = storeExpr(w.k.epilogue ? w.at(root.id, 'o', 'val') : 'val', root.type.dtype);
   w.output();
 
+  // Bounds tests only where a tile can reach past the matrix (shapes are compile-time constants).
+  const aTests = [M % BM ? 'm >= M' : '', !direct && K % BK ? 'k >= K' : ''].filter(Boolean);
+  const bTests = [!direct && K % BK ? 'k >= K' : '', N % BN ? 'n >= N' : ''].filter(Boolean);
+  const guard = (tests: string[]) => (tests.length ? `  if (${tests.join(' || ')}) { return 0.0; }\n` : '');
+  const loads = `fn a_at(bz: u32, m: u32, k: u32) -> f32 {
+${guard(aTests)}  return ${aVal};
+}
+fn b_at(bz: u32, k: u32, n: u32) -> f32 {
+${guard(bTests)}  return ${bVal};
+}`;
+  const bVec = (n: string) => (VW === 1 ? `b_at(bz, k, ${n})` : `${VT}(${Array.from({ length: VW }, (_, c) => `b_at(bz, k, ${n} + ${c}u)`).join(', ')})`);
   // Coalesced staging: consecutive invocations load consecutive addresses of each operand.
   const aLoad = transA ? ['e % BM', 'e / BM'] : ['e / BK', 'e % BK'];
   const bLoad = transB ? ['e % BK', 'e / BK'] : ['e / BN', 'e % BN'];
-  const wgsl = `${w.header('matmul', `${transA ? 'A^T' : 'A'} x ${transB ? 'B^T' : 'B'}, batch ${nb}, tile ${BM}x${BN}x${BK}, ${TM}x${TN} per invocation`)}
-${w.declarations()}
-
-const M: u32 = ${M}u;
-const N: u32 = ${N}u;
-const K: u32 = ${K}u;
-const BM: u32 = ${BM}u;
-const BN: u32 = ${BN}u;
-const BK: u32 = ${BK}u;
-const TM: u32 = ${TM}u;
-const TN: u32 = ${TN}u;
-const NT: u32 = ${NT}u;
-
-var<workgroup> As: array<f32, ${BM * BK}>; // As[k * BM + m]
-var<workgroup> Bs: array<f32, ${BK * BN}>; // Bs[k * BN + n]
-
-fn a_at(bz: u32, m: u32, k: u32) -> f32 {
-  if (m >= M || k >= K) { return 0.0; }
-  return ${aVal};
-}
-fn b_at(bz: u32, k: u32, n: u32) -> f32 {
-  if (k >= K || n >= N) { return 0.0; }
-  return ${bVal};
-}
-
-@compute @workgroup_size(${TX}, ${TY}, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let bz = wid.z;
-  let m0 = wid.y * BM;
-  let n0 = wid.x * BN;
-  let tid = lid.y * ${TX}u + lid.x;
-  var acc: array<${VT}, ${TM * NV}>;
-  var ra: array<f32, ${TM}>;
-  var rb: array<${VT}, ${NV}>;
-  for (var k0 = 0u; k0 < K; k0 += BK) {
+  const mainLoop = direct
+    ? `  // direct: operands straight from memory (the CPU's caches do what workgroup tiles do on a GPU)
+  let mi = m0 + lid.y * TM;
+  let ni = n0 + lid.x * TN;
+  for (var k = 0u; k < K; k++) {
+    for (var j = 0u; j < ${NV}u; j++) { rb[j] = ${bVec(`ni + j * ${VW}u`)}; }
+    for (var i = 0u; i < TM; i++) {
+      let a = ${VT}(a_at(bz, mi + i, k));
+      for (var j = 0u; j < ${NV}u; j++) { acc[i * ${NV}u + j] = fma(a, rb[j], acc[i * ${NV}u + j]); }
+    }
+  }`
+    : `  for (var k0 = 0u; k0 < K; k0 += BK) {
     for (var e0 = 0u; e0 < BM * BK; e0 += NT) {
       let e = e0 + tid;
       if (e < BM * BK) {
@@ -111,7 +101,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       }
     }
     workgroupBarrier();
-  }
+  }`;
+  const wgsl = `${w.header('matmul', `${transA ? 'A^T' : 'A'} x ${transB ? 'B^T' : 'B'}, batch ${nb}, ${direct ? `direct (no workgroup tiles), ${BM}x${BN} per workgroup` : `tile ${BM}x${BN}x${BK}`}, ${TM}x${TN} per invocation`)}
+${w.declarations()}
+
+const M: u32 = ${M}u;
+const N: u32 = ${N}u;
+const K: u32 = ${K}u;
+const BM: u32 = ${BM}u;
+const BN: u32 = ${BN}u;
+const BK: u32 = ${BK}u;
+const TM: u32 = ${TM}u;
+const TN: u32 = ${TN}u;
+const NT: u32 = ${NT}u;
+${direct ? '' : `
+var<workgroup> As: array<f32, ${BM * BK}>; // As[k * BM + m]
+var<workgroup> Bs: array<f32, ${BK * BN}>; // Bs[k * BN + n]
+`}
+${loads}
+
+@compute @workgroup_size(${TX}, ${TY}, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z;
+  let m0 = wid.y * BM;
+  let n0 = wid.x * BN;
+  let tid = lid.y * ${TX}u + lid.x;
+  var acc: array<${VT}, ${TM * NV}>;
+  var ra: array<f32, ${TM}>;
+  var rb: array<${VT}, ${NV}>;
+${mainLoop}
   for (var i = 0u; i < TM; i++) {
     for (var j = 0u; j < TN; j++) {
       let m = m0 + lid.y * TM + i;

@@ -6,6 +6,8 @@
  * one workgroup per output: each invocation folds a strided share, then a tree reduction in workgroup memory,
  * or, when the device has the `subgroups` feature, subgroupAdd/subgroupMax across each subgroup first.
  * Loops have uniform trip counts so barriers and subgroup ops stay in uniform control flow.
+ * With `perThread` (CPU-backed adapters, where barriers are costly) every reduction with enough outputs to fill a
+ * workgroup runs one invocation per output.
  */
 import type { AttrsOf } from '../../ir/op.js';
 import { numel, strides } from '../../ir/types.js';
@@ -18,6 +20,7 @@ export const SMALL_R = 32;
 
 export interface ReduceOptions {
   subgroups: boolean;
+  perThread?: boolean;
 }
 
 function coord(v: string, shape: number[], k: number): string {
@@ -55,7 +58,7 @@ export function genReduce(w: KernelWriter, opts: ReduceOptions): KernelPass[] {
   const root = w.node(w.k.root);
   const result = (o: string, v: string) => storeExpr(w.k.epilogue ? w.at(root.id, o, v) : v, root.type.dtype);
 
-  const small = R <= SMALL_R;
+  const small = R <= SMALL_R || (!!opts.perThread && M >= REDUCE_WG);
   const useSubgroups = opts.subgroups && !isArg && !small;
   let main: string;
   let dispatch: [number, number, number];

@@ -1,6 +1,8 @@
 /**
  * Row-wise primitives over the last axis: softmax, log_softmax, layer_norm, rms_norm, cross_entropy.
- * One workgroup per row; each pass over the row is a strided loop plus a workgroup tree reduction.
+ * Two strategies, same arithmetic: `workgroup` — one workgroup per row, each pass over the row a strided loop plus
+ * a workgroup tree reduction (GPUs); `thread` — one invocation per row, plain loops and no barriers (CPU-backed
+ * adapters such as lavapipe, where every barrier is a coroutine switch per invocation).
  * Numerics: softmax-family subtract the row max before exp; norms compute the mean first and then the centred
  * variance (two passes) rather than E[x^2] - E[x]^2. An elementwise prologue (scale, mask) is recomputed in
  * each pass instead of being stored; the scheduler bounds its cost.
@@ -8,7 +10,7 @@
 import type { AttrsOf } from '../../ir/op.js';
 import { lastAxisRows } from '../../ir/ops/util.js';
 import type { KernelPass, KernelWriter } from './writer.js';
-import { NEG_INF, grid, literal, storeExpr } from './types.js';
+import { NEG_INF, grid, literal, storeExpr, type KernelStrategy } from './types.js';
 
 /** Workgroup size for a row of `width`: enough invocations for ~4 elements each, a power of two in [32, 256]. */
 export function rowWorkgroupSize(width: number): number {
@@ -17,21 +19,29 @@ export function rowWorkgroupSize(width: number): number {
   return wg;
 }
 
-export function genRowwise(w: KernelWriter): KernelPass[] {
+/** Invocations per workgroup in the `thread` strategy (each owns one row). */
+const THREAD_ROWS = 64;
+
+export function genRowwise(w: KernelWriter, strategy: KernelStrategy = 'workgroup'): KernelPass[] {
   const a = w.node(w.k.anchor);
   const x = w.node(a.inputs[0]);
   const { rows, width: W } = lastAxisRows(x.type.shape);
-  const ROW_WG = rowWorkgroupSize(W);
+  const perRow = strategy === 'workgroup';
+  const ROW_WG = perRow ? rowWorkgroupSize(W) : THREAD_ROWS;
   const root = w.node(w.k.root);
   const result = (o: string, v: string) => storeExpr(w.k.epilogue ? w.at(root.id, o, v) : v, root.type.dtype);
   const xv = (j: string) => w.at(x.id, `base + ${j}`);
   const trips = Math.ceil(W / ROW_WG);
-  const loop = (body: string) => `  for (var t = 0u; t < ${trips}u; t++) {
+  const loop = perRow
+    ? (body: string) => `  for (var t = 0u; t < ${trips}u; t++) {
     let j = t * ${ROW_WG}u + lid;
     if (j < W) { ${body} }
-  }`;
-  const rowMax = `  var m = ${NEG_INF};\n${loop(`m = max(m, ${xv('j')});`)}\n  m = wg_max(lid, m);`;
-  const rowSumExp = `  var s = 0.0;\n${loop(`s += exp(${xv('j')} - m);`)}\n  s = wg_sum(lid, s);`;
+  }`
+    : (body: string) => `  for (var j = 0u; j < W; j++) { ${body} }`;
+  const wgSum = (v: string) => (perRow ? `wg_sum(lid, ${v})` : v);
+  const wgMax = (v: string) => (perRow ? `wg_max(lid, ${v})` : v);
+  const rowMax = `  var m = ${NEG_INF};\n${loop(`m = max(m, ${xv('j')});`)}\n  m = ${wgMax('m')};`;
+  const rowSumExp = `  var s = 0.0;\n${loop(`s += exp(${xv('j')} - m);`)}\n  s = ${wgSum('s')};`;
   let body: string;
   switch (a.op) {
     case 'softmax':
@@ -46,10 +56,10 @@ export function genRowwise(w: KernelWriter): KernelPass[] {
       const beta = w.at(a.inputs[2], 'j');
       body = `  var s = 0.0;
 ${loop(`s += ${xv('j')};`)}
-  let mean = wg_sum(lid, s) / f32(W);
+  let mean = ${wgSum('s')} / f32(W);
   var q = 0.0;
 ${loop(`let d = ${xv('j')} - mean; q += d * d;`)}
-  let rstd = inverseSqrt(wg_sum(lid, q) / f32(W) + ${literal(eps, 'f32')});
+  let rstd = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(eps, 'f32')});
 ${loop(`let o = base + j; let val = (${xv('j')} - mean) * rstd * ${gamma} + ${beta}; out[o] = ${result('o', 'val')};`)}`;
       break;
     }
@@ -58,7 +68,7 @@ ${loop(`let o = base + j; let val = (${xv('j')} - mean) * rstd * ${gamma} + ${be
       const gamma = w.at(a.inputs[1], 'j');
       body = `  var q = 0.0;
 ${loop(`let v = ${xv('j')}; q += v * v;`)}
-  let r = inverseSqrt(wg_sum(lid, q) / f32(W) + ${literal(eps, 'f32')});
+  let r = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(eps, 'f32')});
 ${loop(`let o = base + j; let val = ${xv('j')} * r * ${gamma}; out[o] = ${result('o', 'val')};`)}`;
       break;
     }
@@ -69,7 +79,7 @@ ${loop(`let o = base + j; let val = ${xv('j')} * r * ${gamma}; out[o] = ${result
       const ignTest = Number.isInteger(ign) && ign >= -2147483648 && ign <= 2147483647 ? `y == ${literal(ign, 'i32')} || ` : '';
       body = `${rowMax}
 ${rowSumExp}
-  if (lid == 0u) {
+  if (${perRow ? 'lid == 0u' : 'true'}) {
     let y = i32(${label});
     var val = 0.0;
     if (!(${ignTest}y < 0 || y >= i32(W))) { val = m + log(s) - ${w.at(x.id, 'base + u32(y)')}; }
@@ -82,13 +92,7 @@ ${rowSumExp}
       throw new Error(`genRowwise: unexpected op ${a.op}`);
   }
   w.output();
-  const wgsl = `${w.header(a.op, `one workgroup per row, ${rows} rows of ${W}`)}
-${w.declarations()}
-
-const ROWS: u32 = ${rows}u;
-const W: u32 = ${W}u;
-
-var<workgroup> sh: array<f32, ${ROW_WG}>;
+  const reducers = `var<workgroup> sh: array<f32, ${ROW_WG}>;
 
 fn wg_sum(lid: u32, v: f32) -> f32 {
   sh[lid] = v;
@@ -113,14 +117,25 @@ fn wg_max(lid: u32, v: f32) -> f32 {
   workgroupBarrier();
   return r;
 }
-
-@compute @workgroup_size(${ROW_WG})
+`;
+  const entry = perRow
+    ? `@compute @workgroup_size(${ROW_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = wid.x + wid.y * nwg.x;
+  let row = wid.x + wid.y * nwg.x;`
+    : `@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + lid;`;
+  const wgsl = `${w.header(a.op, perRow ? `one workgroup per row, ${rows} rows of ${W}` : `one invocation per row, ${rows} rows of ${W}`)}
+${w.declarations()}
+
+const ROWS: u32 = ${rows}u;
+const W: u32 = ${W}u;
+${perRow ? `\n${reducers}` : ''}
+${entry}
   if (row >= ROWS) { return; }
   let base = row * W;
 ${body}
 }
 `;
-  return [{ label: `k${w.k.id} ${a.op}`, wgsl, bindings: w.bindings, dispatch: grid(rows) }];
+  return [{ label: `k${w.k.id} ${a.op}`, wgsl, bindings: w.bindings, dispatch: grid(perRow ? rows : Math.ceil(rows / ROW_WG)) }];
 }

@@ -12,6 +12,12 @@ export interface TileConfig {
   /** Outputs per invocation (register blocking): each invocation computes TM x TN results. */
   TM: number;
   TN: number;
+  /**
+   * No workgroup-memory staging: each invocation reads its operands straight from memory (BK unused). Slower on
+   * GPUs; on CPU-backed adapters (lavapipe) ~2.4x faster at 1024^3, since the CPU's caches do the tiling and there
+   * are no barriers.
+   */
+  direct?: boolean;
 }
 
 export const TILE_CANDIDATES: TileConfig[] = [
@@ -21,6 +27,13 @@ export const TILE_CANDIDATES: TileConfig[] = [
   { BM: 32, BN: 64, BK: 16, TM: 4, TN: 4 },
   { BM: 64, BN: 32, BK: 16, TM: 4, TN: 4 },
   { BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 },
+];
+
+/** Candidates for CPU-backed adapters (see TileConfig.direct); 8x8 invocations per workgroup. */
+export const DIRECT_CANDIDATES: TileConfig[] = [
+  { BM: 64, BN: 64, BK: 1, TM: 8, TN: 8, direct: true },
+  { BM: 32, BN: 64, BK: 1, TM: 4, TN: 8, direct: true },
+  { BM: 32, BN: 32, BK: 1, TM: 4, TN: 4, direct: true },
 ];
 
 export const tileKey = (deviceKey: string, M: number, N: number, K: number, batch = 1): string => `${deviceKey}|${batch}x${M}x${N}x${K}`;
@@ -39,19 +52,23 @@ export const tileCache = {
 
 export function validTile(c: TileConfig): boolean {
   const threads = (c.BM / c.TM) * (c.BN / c.TN);
-  return [c.BM, c.BN, c.BK, c.TM, c.TN].every((v) => Number.isInteger(v) && v > 0) && c.BM % c.TM === 0 && c.BN % c.TN === 0 && threads <= 256 && threads >= 1;
+  return (c.direct === undefined || typeof c.direct === 'boolean') && [c.BM, c.BN, c.BK, c.TM, c.TN].every((v) => Number.isInteger(v) && v > 0) && c.BM % c.TM === 0 && c.BN % c.TN === 0 && threads <= 256 && threads >= 1;
 }
 
-/** Heuristic: small problems get small tiles so that enough workgroups exist; big ones get 64x64 tiles. */
-export function heuristicTiles(M: number, N: number, _K: number, batch = 1): TileConfig {
+/**
+ * Heuristic: small problems get small tiles so that enough workgroups exist; big ones get 64x64 tiles. On a CPU
+ * adapter: direct kernels, 8x8 per invocation once there is enough work for it.
+ */
+export function heuristicTiles(M: number, N: number, _K: number, batch = 1, cpu = false): TileConfig {
   const work = M * N * batch;
+  if (cpu) return work >= 256 * 256 ? DIRECT_CANDIDATES[0] : work >= 64 * 64 ? DIRECT_CANDIDATES[1] : DIRECT_CANDIDATES[2];
   if (M <= 16 || N <= 16 || work <= 32 * 32) return TILE_CANDIDATES[0];
   if (work <= 256 * 256) return TILE_CANDIDATES[1];
   return TILE_CANDIDATES[2];
 }
 
 /** The tile config for a matmul shape on a device: the autotuner's choice if cached, else the heuristic. */
-export function chooseMatmulTiles(M: number, N: number, K: number, device: { key: string } | string, batch = 1): TileConfig {
+export function chooseMatmulTiles(M: number, N: number, K: number, device: { key: string } | string, batch = 1, cpu = false): TileConfig {
   const key = typeof device === 'string' ? device : device.key;
-  return cache.get(tileKey(key, M, N, K, batch)) ?? heuristicTiles(M, N, K, batch);
+  return cache.get(tileKey(key, M, N, K, batch)) ?? heuristicTiles(M, N, K, batch, cpu);
 }

@@ -70,3 +70,10 @@ export function grid(groups: number, maxPerDim = 65535): [number, number, number
   const y = Math.ceil(groups / maxPerDim);
   return [Math.ceil(groups / y), y, 1];
 }
+
+/**
+ * How kernels use a workgroup: `workgroup` — cooperatively (workgroup-memory matmul tiles, tree reductions; GPUs);
+ * `thread` — each invocation on its own (direct matmul, one row or output per invocation; CPU-backed adapters, where
+ * a workgroup runs on one CPU thread and every barrier is a coroutine switch per invocation).
+ */
+export type KernelStrategy = 'workgroup' | 'thread';
