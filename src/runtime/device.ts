@@ -205,8 +205,9 @@ async function configureVulkanEnv(root: string): Promise<string | undefined> {
   }
   // lavapipe JIT-compiles each shader with LLVM on its first dispatch; 4-wide instead of 8-wide SIMD code cuts that
   // cold-start cost ~2.4x (a tiny GPT training step: 124 s -> 51 s with an empty shader cache) at the same steady-state
-  // speed. Only llvmpipe/lavapipe read it.
-  if (icd && env.LP_NATIVE_VECTOR_WIDTH === undefined) env.LP_NATIVE_VECTOR_WIDTH = '128';
+  // speed. Only llvmpipe/lavapipe read it. KILN_STOCK_DRIVER=1 keeps the driver's defaults (`kiln bench` does, so
+  // that a peer sharing the process runs as it would by itself: TF.js's matmul is slower with 4-wide code).
+  if (icd && env.LP_NATIVE_VECTOR_WIDTH === undefined && env.KILN_STOCK_DRIVER !== '1') env.LP_NATIVE_VECTOR_WIDTH = '128';
   if (icd && !env.XDG_RUNTIME_DIR) {
     const uid = typeof process.getuid === 'function' ? process.getuid() : 0;
     const dir = path.join(os.tmpdir(), `kiln-xdg-${uid}`);
