@@ -118,20 +118,16 @@ fn wg_max(lid: u32, v: f32) -> f32 {
   return r;
 }
 `;
-  const entry = perRow
-    ? `@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = wid.x + wid.y * nwg.x;`
-    : `@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let row = (wid.x + wid.y * nwg.x) * ${ROW_WG}u + lid;`;
+  const row = perRow ? 'wid.x + wid.y * nwg.x' : `(wid.x + wid.y * nwg.x) * ${ROW_WG}u + lid`;
   const wgsl = `${w.header(a.op, perRow ? `one workgroup per row, ${rows} rows of ${W}` : `one invocation per row, ${rows} rows of ${W}`)}
 ${w.declarations()}
 
 const ROWS: u32 = ${rows}u;
 const W: u32 = ${W}u;
 ${perRow ? `\n${reducers}` : ''}
-${entry}
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = ${row};
   if (row >= ROWS) { return; }
   let base = row * W;
 ${body}
