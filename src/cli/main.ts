@@ -86,6 +86,7 @@ async function optionalVerbs(): Promise<((p: Command) => void)[]> {
     import('./commands/grad.js').catch(() => null),
     import('./commands/train.js').catch(() => null),
     import('./commands/bench.js').catch(() => null),
+    import('./commands/tune.js').catch(() => null),
   ]);
   return mods.filter((m): m is { register: (p: Command) => void } => !!m && typeof m.register === 'function').map((m) => m.register);
 }

@@ -226,6 +226,8 @@ async function nodeGpu(): Promise<GpuEntry> {
   const { fileURLToPath } = await import('node:url');
   const root = fileURLToPath(new URL('../../', import.meta.url));
   const vulkanIcd = await configureVulkanEnv(root);
+  // matmul tiles that `kiln tune` measured on this machine
+  await (await import('./tune.js')).loadTileCacheFile();
   // A variable specifier keeps browser bundlers from trying to resolve the native module.
   const spec = 'webgpu';
   let mod: { create: (flags: string[]) => GPU; globals: object };

@@ -1,4 +1,7 @@
 /** Fusion on the device, parameters and state updates, profiling and error reporting. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import { interpret } from '../../src/interp/interpreter.js';
@@ -148,5 +151,42 @@ describe('profiling, WGSL dump, errors', () => {
     const r = await autotuneMatmul(dev, 24, 20, 16, { reps: 1, candidates: [{ BM: 16, BN: 16, BK: 16, TM: 2, TN: 2 }, { BM: 32, BN: 32, BK: 8, TM: 4, TN: 4 }] });
     expect(r.timings.length).toBe(2);
     expect(chooseMatmulTiles(24, 20, 16, deviceKey(dev))).toEqual(r.best);
+  });
+
+  it('tuneGraph times each distinct matmul shape once, saves the winners to a file, and compiles use them', async () => {
+    const { tuneGraph, saveTileCacheFile, loadTileCacheFile, tileCache } = await import('../../src/runtime/index.js');
+    const { GraphBuilder } = await import('../../src/ir/builder.js');
+    const dev = await sharedDevice();
+    const b = new GraphBuilder();
+    const x = b.op('input', [], { name: 'x', dtype: 'f32', shape: [3, 12, 20] });
+    const w = b.op('input', [], { name: 'w', dtype: 'f32', shape: [20, 28] });
+    const v = b.op('input', [], { name: 'v', dtype: 'f32', shape: [28, 9] });
+    const h = b.op('matmul', [x, w], { transA: false, transB: false });
+    const g = b.build('tune', [
+      { name: 'y', id: b.op('matmul', [h, v], { transA: false, transB: false }) },
+      { name: 'h2', id: b.op('matmul', [b.op('input', [], { name: 'x2', dtype: 'f32', shape: [3, 12, 20] }), w], { transA: false, transB: false }) },
+    ]);
+    const candidates = [
+      { BM: 16, BN: 16, BK: 16, TM: 2, TN: 2 },
+      { BM: 32, BN: 32, BK: 1, TM: 4, TN: 4, direct: true },
+    ];
+    tileCache.clear();
+    const res = await tuneGraph(g, dev, { reps: 1, candidates });
+    expect(res.map((r) => [r.batch, r.M, r.N, r.K])).toEqual([[3, 12, 28, 20], [3, 12, 9, 28]]); // the repeated shape once
+    expect(res.every((r) => r.timings.length === 2 && !r.cached)).toBe(true);
+    const file = join(mkdtempSync(join(tmpdir(), 'kiln-tiles-')), 'tiles.json');
+    await saveTileCacheFile(file);
+    tileCache.clear();
+    expect(await loadTileCacheFile(file)).toBe(2);
+    expect(chooseMatmulTiles(12, 9, 28, deviceKey(dev), 3)).toEqual(res[1].best);
+    const again = await tuneGraph(g, dev, { reps: 1, candidates });
+    expect(again.every((r) => r.cached)).toBe(true);
+    const exe = await compileGraph(g, dev, { seed: null });
+    const best = res[0].best;
+    expect(exe.wgsl()).toContain(best.direct ? `direct (no workgroup tiles), ${best.BM}x${best.BN} per workgroup` : `tile ${best.BM}x${best.BN}x${best.BK}`);
+    exe.destroy();
+    writeFileSync(file, '{ not json');
+    await expect(loadTileCacheFile(file)).rejects.toThrow(/not valid JSON/);
+    tileCache.clear();
   });
 });

@@ -2,6 +2,8 @@
  * WGSL code generation: one generator per kernel kind. Input is a Schedule (what is fused is already decided);
  * output is, per kernel, one or more passes (WGSL source + buffer bindings + dispatch size).
  */
+import type { Graph } from '../../ir/graph.js';
+import type { AttrsOf } from '../../ir/op.js';
 import type { Kernel, Schedule } from '../../schedule/schedule.js';
 import { genElementwise } from './elementwise.js';
 import { genMatmul } from './matmul.js';
@@ -29,6 +31,15 @@ export interface CodegenOptions {
   strategy?: KernelStrategy;
 }
 
+/** The problem size of matmul node `id`: output rows M, columns N, contraction K, and the batch count. */
+export function matmulDims(g: Graph, id: number): { M: number; N: number; K: number; batch: number } {
+  const n = g.nodes[id];
+  const t = n.type.shape;
+  const a = g.nodes[n.inputs[0]].type.shape;
+  const transA = (n.attrs as AttrsOf<'matmul'>).transA;
+  return { M: t[t.length - 2], N: t[t.length - 1], K: transA ? a[a.length - 2] : a[a.length - 1], batch: t.slice(0, -2).reduce((x, y) => x * y, 1) };
+}
+
 export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}): KernelCode {
   const w = new KernelWriter(s.graph, k, s.storage);
   switch (k.kind) {
@@ -41,13 +52,7 @@ export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}
     case 'scatter':
       return { kernel: k, passes: genScatter(w) };
     case 'matmul': {
-      const t = s.graph.nodes[k.anchor].type.shape;
-      const M = t[t.length - 2];
-      const N = t[t.length - 1];
-      const a = s.graph.nodes[s.graph.nodes[k.anchor].inputs[0]].type.shape;
-      const transA = (s.graph.nodes[k.anchor].attrs as { transA: boolean }).transA;
-      const K = transA ? a[a.length - 2] : a[a.length - 1];
-      const batch = t.slice(0, -2).reduce((x, y) => x * y, 1);
+      const { M, N, K, batch } = matmulDims(s.graph, k.anchor);
       const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch, opts.strategy === 'thread');
       return { kernel: k, passes: genMatmul(w, tiles) };
     }
