@@ -5,7 +5,10 @@
  *
  * Liveness is measured in kernel steps: a tensor is alive from the kernel that writes it to the last kernel
  * that reads it, both inclusive, so a kernel's output never shares a slot with one of its own inputs.
- * Slots are assigned best-fit: the smallest free slot that is big enough, else the largest free slot grown.
+ * Two assignments are computed and the one with fewer allocated bytes kept: online best-fit in kernel order (the
+ * smallest free slot that is big enough, else the largest free slot grown), and offline greedy-by-size (largest
+ * tensors first, each into the smallest slot that fits and is free for its whole lifetime), which packs the small
+ * tensors of a backward pass into the gaps between big ones.
  */
 import { IRError, KilnError } from '../errors.js';
 import { fmtType, numel } from '../ir/types.js';
@@ -102,6 +105,14 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
     }
   });
 
+  const packed = packBySize(tensors);
+  const online = slots.reduce((a, b) => a + b, 0);
+  const offline = packed.slots.reduce((a, b) => a + b, 0);
+  if (offline < online) {
+    slots.splice(0, slots.length, ...packed.slots);
+    tensors.forEach((t, i) => (t.slot = packed.slotOf[i]));
+  }
+
   const sumOf = (pred: (id: number) => boolean) =>
     g.nodes.filter((n) => s.storage[n.id] !== 'dead' && pred(n.id)).reduce((a, n) => a + deviceBytes(n.type.shape), 0);
   return {
@@ -115,6 +126,30 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
     constBytes: sumOf((id) => s.storage[id] === 'const'),
     outputBytes: [...outputs].filter((id) => s.storage[id] === 'kernel').reduce((a, id) => a + deviceBytes(g.nodes[id].type.shape), 0),
   };
+}
+
+/** Greedy-by-size packing: biggest tensors first, each into the smallest slot that fits and is free throughout. */
+function packBySize(tensors: readonly TensorAlloc[]): { slots: number[]; slotOf: number[] } {
+  const order = tensors.map((_, i) => i).sort((a, b) => tensors[b].bytes - tensors[a].bytes || tensors[a].start - tensors[b].start);
+  const slots: number[] = [];
+  const busy: { start: number; end: number }[][] = [];
+  const slotOf = new Array<number>(tensors.length);
+  for (const i of order) {
+    const t = tensors[i];
+    let best = -1;
+    for (let sl = 0; sl < slots.length; sl++) {
+      if (slots[sl] < t.bytes || (best >= 0 && slots[sl] >= slots[best])) continue;
+      if (busy[sl].every((u) => u.end < t.start || t.end < u.start)) best = sl;
+    }
+    if (best < 0) {
+      best = slots.length;
+      slots.push(t.bytes);
+      busy.push([]);
+    }
+    busy[best].push({ start: t.start, end: t.end });
+    slotOf[i] = best;
+  }
+  return { slots, slotOf };
 }
 
 /** Throws an IRError if two tensors alive at the same kernel step share a slot, or a slot is too small. */

@@ -82,6 +82,18 @@ describe('memory plan', () => {
     expect(pu.slotBytes).toBeLessThan(pu.totalIntermediateBytes / 2);
   });
 
+  it('on a GPT training step, packing by size keeps allocated bytes within 25% of the peak live bytes', async () => {
+    const { compileModel } = await import('../../src/frontend/index.js');
+    const { grad } = await import('../../src/autodiff/index.js');
+    const { buildTrainStep } = await import('../../src/train/optimizers.js');
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { vocab: 64, d: 32, heads: 2, layers: 2, ctx: 16 }, dims: { B: 4, T: 16 } });
+    const step = buildTrainStep(grad(graph, { loss: 'loss' }), { kind: 'adamw' });
+    const plan = planMemory(step, schedule(step));
+    verifyMemoryPlan(plan);
+    expect(plan.slotBytes).toBeGreaterThanOrEqual(plan.peakLiveBytes);
+    expect(plan.slotBytes).toBeLessThanOrEqual(1.25 * plan.peakLiveBytes);
+  });
+
   it('detects a corrupted plan (two live tensors in one slot)', () => {
     const g = tinyGpt();
     const plan = planMemory(g, schedule(g, { fuse: false }));
