@@ -121,7 +121,7 @@ export async function bertTokenizer(): Promise<Tokenizer> {
   const hf = new HfTokenizer(json, { do_lower_case: true });
   const byId: string[] = [];
   for (const [t, i] of Object.entries(vocab)) byId[i] = t;
-  // text pieces start after the last reserved [..] slot below the first real piece
+  // text pieces begin at the first entry after [MASK] that is not a reserved [..] slot (999 in bert-base-uncased)
   const textStart = byId.findIndex((t, i) => i > id('[MASK]') && !/^\[.+\]$/.test(t));
   const base = byId.length;
   const special: SpecialTokens = {
