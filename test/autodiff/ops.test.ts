@@ -47,6 +47,10 @@ for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, tru
     build: (b, p) => b.op('matmul', [p('a', ta ? [2, 1, 4, 3] : [2, 1, 3, 4]), p('b', tb ? [3, 5, 4] : [3, 4, 5])], { transA: ta, transB: tb }),
   };
 }
+for (const tb of [false, true]) {
+  // a weight shared across the batch: its gradient folds the batch into one matmul
+  cases[`matmul batched x shared weight transB=${tb}`] = { build: (b, p) => b.op('matmul', [p('x', [2, 3, 4]), p('w', tb ? [5, 4] : [4, 5])], { transA: false, transB: tb }) };
+}
 cases['cast f32 -> f32'] = { build: (b, p) => b.op('cast', [p('x', [2, 3])], { to: 'f32' }) };
 cases['reshape + transpose'] = { build: (b, p) => b.op('transpose', [b.reshape(p('x', [6, 4]), [2, 3, 4])], { perm: [2, 0, 1] }) };
 cases['broadcast'] = { build: (b, p) => b.op('broadcast', [p('x', [3, 1])], { shape: [2, 3, 4] }) };

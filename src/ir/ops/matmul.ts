@@ -64,10 +64,20 @@ export const matmulOp: OpRule<'matmul'> = {
       const dA = transA
         ? b.op('matmul', [y, g], { transA: transB, transB: true })
         : b.op('matmul', [g, y], { transA: false, transB: !transB });
+      const xs = b.type(x).shape;
+      const gs = b.type(g).shape;
+      if (!transA && b.type(y).shape.length === 2 && xs.length > 2 && xs.length === gs.length) {
+        // A weight shared across the batch (x[..., M, K] @ W[K, N]): fold the batch into the contraction,
+        // dW = X^T G over all B*M rows in one matmul, instead of one product per batch entry summed afterwards.
+        const rows = xs.slice(0, -1).reduce((p, q) => p * q, 1);
+        const X = b.reshape(x, [rows, xs[xs.length - 1]]);
+        const G = b.reshape(g, [rows, gs[gs.length - 1]]);
+        return [b.unbroadcast(dA, xs), transB ? b.op('matmul', [G, X], { transA: true, transB: false }) : b.op('matmul', [X, G], { transA: true, transB: false })];
+      }
       const dB = transB
         ? b.op('matmul', [g, x], { transA: true, transB: transA })
         : b.op('matmul', [x, g], { transA: !transA, transB: false });
-      return [b.unbroadcast(dA, b.type(x).shape), b.unbroadcast(dB, b.type(y).shape)];
+      return [b.unbroadcast(dA, xs), b.unbroadcast(dB, b.type(y).shape)];
     },
   },
   lower: { kernel: 'matmul' },
