@@ -294,7 +294,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o)));
   if (!o.only || o.only === 'graphs') rows.push(...(await graphRows(dev, tf, o, profile)));
   if (!o.only || o.only === 'compile') rows.push(...(await compileRows(dev, o)));
-  const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ""} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
+  const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ''} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
   return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows), profile: profile.text };
 }
 

@@ -17,15 +17,13 @@ export async function tileCachePath(): Promise<string> {
   return fileURLToPath(new URL('../../.kiln/tiles.json', import.meta.url));
 }
 
-/** Loads the tile cache file into the in-memory cache, if there is one; returns how many entries it held. */
+/** Loads the tile cache file into the in-memory cache, if there is one; returns how many valid entries it held. */
 export async function loadTileCacheFile(path?: string): Promise<number> {
   const fs = await import('node:fs');
   const file = path ?? (await tileCachePath());
   if (!fs.existsSync(file)) return 0;
   try {
-    const json = fs.readFileSync(file, 'utf8');
-    tileCache.load(json);
-    return Object.keys(JSON.parse(json) as object).length;
+    return tileCache.load(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     throw new KilnError(`the matmul tile cache ${file} is not valid JSON (${(e as Error).message}); delete it or run kiln tune again`);
   }

@@ -125,9 +125,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let bz = wid.z;
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
-  let tid = lid.y * ${TX}u + lid.x;
-  var acc: array<${VT}, ${TM * NV}>;
-  var ra: array<f32, ${TM}>;
+${direct ? '' : `  let tid = lid.y * ${TX}u + lid.x;\n  var ra: array<f32, ${TM}>;\n`}  var acc: array<${VT}, ${TM * NV}>;
   var rb: array<${VT}, ${NV}>;
 ${mainLoop}
   for (var i = 0u; i < TM; i++) {

@@ -45,8 +45,11 @@ export const tileCache = {
   set: (key: string, cfg: TileConfig): void => void cache.set(key, cfg),
   clear: (): void => cache.clear(),
   toJSON: (): string => JSON.stringify(Object.fromEntries(cache), null, 1),
-  load(json: string): void {
-    for (const [k, v] of Object.entries(JSON.parse(json) as Record<string, TileConfig>)) if (validTile(v)) cache.set(k, v);
+  /** Adds the valid entries of a toJSON() document; returns how many it took. */
+  load(json: string): number {
+    let n = 0;
+    for (const [k, v] of Object.entries(JSON.parse(json) as Record<string, TileConfig>)) if (validTile(v)) (cache.set(k, v), n++);
+    return n;
   },
 };
 
