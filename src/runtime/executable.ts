@@ -438,6 +438,14 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
   }
   const slotBuffers = plan.slots.map((bytes, i) => make(`slot ${i}`, bytes, rw));
   for (const t of plan.tensors) nodeBuffer.set(t.node, slotBuffers[t.slot]);
+  // kernel-private work space (scatter_add's duplicate chains), one buffer per kernel and name
+  const scratch = new Map<string, GPUBuffer>();
+  for (const k of kernels) {
+    for (const b of k.passes.flatMap((p) => p.bindings)) {
+      const key = b.scratch && `k${k.kernel.id} ${b.scratch.name}`;
+      if (key && !scratch.has(key)) scratch.set(key, make(`scratch ${key}`, b.scratch!.words * 4, BufferUsage.STORAGE));
+    }
+  }
   const validation = await device.popErrorScope();
   const oom = await device.popErrorScope();
   const totalBytes = all.reduce((a, b) => a + b.size, 0);
@@ -463,6 +471,10 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
         label: p.label,
         layout: cp.layout,
         entries: p.bindings.map((b) => {
+          if (b.scratch) {
+            const buffer = scratch.get(`k${k.kernel.id} ${b.scratch.name}`)!;
+            return { binding: b.binding, resource: { buffer, offset: 0, size: buffer.size } };
+          }
           const buffer = nodeBuffer.get(b.node);
           if (!buffer) throw new KilnRuntimeError(`internal error: no buffer for %${b.node} in ${p.label}`);
           return { binding: b.binding, resource: { buffer, offset: 0, size: deviceBytes(g.nodes[b.node].type.shape) } };

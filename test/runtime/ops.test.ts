@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { BinaryKind, UnaryKind } from '../../src/ir/op.js';
 import type { DType } from '../../src/ir/types.js';
-import { checkAgainstInterpreter } from './helpers.js';
+import { checkAgainstInterpreter, sharedDevice } from './helpers.js';
+import { compileGraph } from '../../src/runtime/index.js';
 import { randTensor } from './graphs.js';
 
 const input = (b: GraphBuilder, name: string, dtype: DType, shape: number[]) => b.op('input', [], { name, dtype, shape });
@@ -274,6 +275,23 @@ describe('indexing', () => {
     const iv = randTensor('i32', [500], 1, { lo: -1, hi: 7 }); // ~500/8 hits per row, some out of range
     const iv2 = randTensor('i32', [4, 50], 3, { lo: 0, hi: 3 });
     await checkAgainstInterpreter(g, { idx: iv, upd: randTensor('f32', [500, 3], 2), idx2: iv2, upd2: randTensor('f32', [4, 50], 4) }, { tol: { rtol: 1e-5, atol: 1e-5 } });
+  });
+
+  it('scatter_add is deterministic: duplicates are summed in index order, bit for bit', async () => {
+    // Magnitudes spread over 8 decades, so any other summation order changes the last bits.
+    const n = 30000; // float atomics summed in another order in ~1 run of 10 at this size on lavapipe
+    const rows = 3;
+    const b = new GraphBuilder();
+    const g = b.build('scatter_order', [{ name: 's', id: b.op('scatter_add', [input(b, 'idx', 'i32', [n]), input(b, 'upd', 'f32', [n, 2])], { rows }) }]);
+    const idx = randTensor('i32', [n], 11, { lo: 0, hi: rows });
+    const upd = randTensor('f32', [n, 2], 12);
+    for (let i = 0; i < upd.data.length; i++) upd.data[i] = Math.fround(upd.data[i] * 10 ** ((i * 7) % 9 - 3));
+    const want = new Float32Array(rows * 2); // the sequential f32 sum, in index order
+    for (let i = 0; i < n; i++) for (let c = 0; c < 2; c++) want[idx.data[i] * 2 + c] = Math.fround(want[idx.data[i] * 2 + c] + upd.data[i * 2 + c]);
+    const dev = await sharedDevice();
+    const exe = await compileGraph(g, dev, { seed: null });
+    for (let rep = 0; rep < 4; rep++) expect(Array.from((await exe.run({ idx, upd })).outputs.s.data), `run ${rep}`).toEqual(Array.from(want));
+    exe.destroy();
   });
 });
 

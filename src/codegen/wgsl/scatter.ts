@@ -1,8 +1,14 @@
 /**
- * scatter_add: out[rows, ...r] = sum of upd[i, ...r] over every i with idx[i] == row. Two passes: zero the
- * output, then one invocation per update element adds it in with a float atomic add. WGSL has atomics on
- * i32/u32 only, so the add is a compare-exchange loop on the f32's bit pattern: correct under any number of
- * duplicate indices (the summation order, and so the last bits, depend on scheduling).
+ * scatter_add: out[rows, ...r] = sum of upd[i, ...r] over every i with idx[i] == row, summed in increasing i, so
+ * the result is the same bits on every run (training resumes exactly; a float atomic add would make the order,
+ * and so the last bits, depend on scheduling).
+ *
+ * Pass 1, one invocation per index position j: zero the output, and link j to the next position with the same
+ * row (a u32 work buffer: bit 31 marks the first position of a row, the rest is the next position or END).
+ * Pass 2, one invocation per update element (j, c) where j is a row's first position: walk the row's chain,
+ * sum, and write the output element, which nothing else writes. Pass 1 scans earlier indices until it meets the
+ * row and later ones until the next occurrence: O(positions²) compares at worst (all rows distinct), which is
+ * fine for the ~10⁴ token positions of a training micro-batch (docs/codegen.md has the measurement).
  */
 import type { AttrsOf } from '../../ir/op.js';
 import { numel } from '../../ir/types.js';
@@ -11,54 +17,72 @@ import { KernelWriter as Writer } from './writer.js';
 import { grid } from './types.js';
 
 const WG = 256;
+const END = 0x7fffffff;
 
 export function genScatter(w: KernelWriter): KernelPass[] {
   const a = w.node(w.k.anchor);
   const [idx, upd] = a.inputs.map((q) => w.node(q));
   const rows = (a.attrs as AttrsOf<'scatter_add'>).rows;
   const row = numel(a.type.shape.slice(1));
-  const nUpd = numel(upd.type.shape);
+  const nIdx = numel(idx.type.shape);
   const nOut = numel(a.type.shape);
-
-  // Pass 1: zero the output (a separate writer so the pass binds only the output buffer).
-  const z = new Writer(w.g, w.k, w.storage);
-  z.output();
-  const zero = `${z.header('scatter_add', 'zero fill')}
-${z.declarations()}
-
-@compute @workgroup_size(${WG})
+  const main = `@compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
-  if (i < ${nOut}u) { out[i] = 0.0; }
+  let e = (wid.x + wid.y * nwg.x) * ${WG}u + lid;`;
+
+  const l = new Writer(w.g, w.k, w.storage);
+  const rowAt = (k: string) => `i32(${l.at(idx.id, k)})`;
+  const r = rowAt('j');
+  const rk = rowAt('k');
+  l.scratch('link', nIdx);
+  l.output();
+  const links = `${l.header('scatter_add', `link the ${nIdx} positions row by row, zero the output`)}
+${l.declarations()}
+
+${main}
+  if (e < ${nOut}u) { out[e] = 0.0; }
+  if (e >= ${nIdx}u) { return; }
+  let j = e;
+  let r = ${r};
+  if (r < 0 || r >= ${rows}) { link[j] = ${END}u; return; } // out-of-range indices are dropped
+  var first = 1u;
+  var next = ${END}u;
+  for (var k = 0u; k < ${nIdx}u; k++) {
+    if (${rk} == r) {
+      if (k < j) { first = 0u; k = j; } // an earlier position leads this row; go on looking after j
+      else if (k > j) { next = k; break; }
+    }
+  }
+  link[j] = (first << 31u) | next;
 }
 `;
 
-  const label = w.at(idx.id, row === 1 ? 'e' : `e / ${row}u`);
-  const value = w.at(upd.id, 'e');
-  w.output(true);
-  const add = `${w.header('scatter_add', `${nUpd} updates into ${rows} rows of ${row}, atomic f32 add`)}
-${w.declarations()}
+  const s = new Writer(w.g, w.k, w.storage);
+  const value = (k: string) => s.at(upd.id, row === 1 ? k : `${k} * ${row}u + c`);
+  const v = value('k');
+  const target = s.at(idx.id, 'j');
+  s.scratch('link', nIdx);
+  s.output();
+  const sum = `${s.header('scatter_add', `${nIdx} positions into ${rows} rows of ${row}, each row summed in index order`)}
+${s.declarations()}
 
-fn atomic_add_f32(p: u32, v: f32) {
-  var old = atomicLoad(&out[p]);
+${main}
+  if (e >= ${nIdx * row}u) { return; }
+  let j = e / ${row}u;
+  let c = e % ${row}u;
+  if ((link[j] >> 31u) == 0u) { return; } // not a row's first position
+  var acc = 0.0;
+  var k = j;
   loop {
-    let r = atomicCompareExchangeWeak(&out[p], old, bitcast<u32>(bitcast<f32>(old) + v));
-    if (r.exchanged) { break; }
-    old = r.old_value;
+    acc = acc + ${v};
+    k = link[k] & ${END}u;
+    if (k == ${END}u) { break; }
   }
-}
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let e = (wid.x + wid.y * nwg.x) * ${WG}u + lid;
-  if (e >= ${nUpd}u) { return; }
-  let r = i32(${label});
-  if (r < 0 || r >= ${rows}) { return; } // out-of-range indices are dropped
-  atomic_add_f32(u32(r) * ${row}u${row === 1 ? '' : ` + e % ${row}u`}, ${value});
+  out[u32(${target}) * ${row}u + c] = acc;
 }
 `;
   return [
-    { label: `k${w.k.id} scatter_add zero`, wgsl: zero, bindings: z.bindings, dispatch: grid(Math.ceil(nOut / WG)) },
-    { label: `k${w.k.id} scatter_add`, wgsl: add, bindings: w.bindings, dispatch: grid(Math.ceil(nUpd / WG)) },
+    { label: `k${w.k.id} scatter_add links`, wgsl: links, bindings: l.bindings, dispatch: grid(Math.ceil(Math.max(nOut, nIdx) / WG)) },
+    { label: `k${w.k.id} scatter_add sum`, wgsl: sum, bindings: s.bindings, dispatch: grid(Math.ceil((nIdx * row) / WG)) },
   ];
 }

@@ -23,8 +23,11 @@ export interface BufferBinding {
   /** The IR node whose buffer is bound. */
   node: number;
   access: 'read' | 'read_write';
-  /** Declared as array<atomic<u32>> (scatter accumulation). */
-  atomic?: boolean;
+  /**
+   * A kernel-private u32 work buffer instead of a node's buffer (`node` is then the kernel's root): the runtime
+   * allocates one per kernel and name, shared by the kernel's passes.
+   */
+  scratch?: { name: string; words: number };
 }
 
 export interface KernelPass {
@@ -107,9 +110,15 @@ export class KernelWriter {
   }
 
   /** Binds the kernel's output buffer; call after reading every value the kernel needs. */
-  output(atomic = false): string {
-    this.bindings.push({ binding: this.bindings.length, node: this.k.root, access: 'read_write', atomic });
+  output(): string {
+    this.bindings.push({ binding: this.bindings.length, node: this.k.root, access: 'read_write' });
     return 'out';
+  }
+
+  /** Binds a kernel-private array<u32> of `words` elements named `name`. */
+  scratch(name: string, words: number): string {
+    this.bindings.push({ binding: this.bindings.length, node: this.k.root, access: 'read_write', scratch: { name, words } });
+    return name;
   }
 
   /** Whether the kernel computes node %id itself (rather than loading it). */
@@ -251,8 +260,9 @@ export class KernelWriter {
   declarations(): string {
     const decl = this.bindings.map((b) => {
       const n = this.node(b.node);
+      if (b.scratch) return `@group(0) @binding(${b.binding}) var<storage, read_write> ${b.scratch.name}: array<u32>; // ${b.scratch.words} words of work space`;
       const name = b.access === 'read' ? this.bufName.get(b.node)! : 'out';
-      const elem = b.atomic ? 'atomic<u32>' : storageType(n.type.dtype);
+      const elem = storageType(n.type.dtype);
       const access = b.access === 'read' ? 'read' : 'read_write';
       return `@group(0) @binding(${b.binding}) var<storage, ${access}> ${name}: array<${elem}>; // %${n.id} ${n.op} ${fmtType(n.type)}${n.name ? ` (${n.name})` : ''}`;
     });
