@@ -29,6 +29,9 @@ export interface GraphOutput {
   id: number;
 }
 
+/** An output named `update:<param>` is that parameter's value after the run (an optimizer step, an accumulator). */
+export const UPDATE_PREFIX = 'update:';
+
 export interface Graph {
   name: string;
   nodes: Node[];

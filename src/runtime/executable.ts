@@ -10,7 +10,7 @@
  * kernel when profiling), the update copies, the download copies, one submit. Runs are serialised.
  */
 import { KilnError } from '../errors.js';
-import type { Graph, Node } from '../ir/graph.js';
+import { UPDATE_PREFIX, type Graph, type Node } from '../ir/graph.js';
 import { initParam } from '../ir/init.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
@@ -28,7 +28,6 @@ import { KilnRuntimeError } from './errors.js';
 import type { CompiledPipeline } from './pipelines.js';
 import { BufferUsage, createPipelines } from './pipelines.js';
 
-export const UPDATE_PREFIX = 'update:';
 
 export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'deviceKey'> {
   /** Seed for the params' initialisers (same values as the interpreter's); null leaves params zero. Default 0. */
@@ -419,6 +418,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
   };
   const rw = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
   const nodeBuffer = new Map<number, GPUBuffer>();
+  const inPlace = new Map(s.kernels.filter((k) => k.inPlace !== undefined).map((k) => [k.root, k.inPlace!]));
   const outputIds = new Set(g.outputs.map((o) => o.id));
   for (const n of g.nodes) {
     const st = storage[n.id];
@@ -434,8 +434,9 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
       const d = toDeviceData(host);
       device.queue.writeBuffer(b, 0, d.buffer, d.byteOffset, d.byteLength);
       nodeBuffer.set(n.id, b);
-    } else if (st === 'kernel' && outputIds.has(n.id)) nodeBuffer.set(n.id, make(`output %${n.id}`, bytes, rw));
+    } else if (st === 'kernel' && outputIds.has(n.id) && !inPlace.has(n.id)) nodeBuffer.set(n.id, make(`output %${n.id}`, bytes, rw));
   }
+  for (const [o, p] of inPlace) nodeBuffer.set(o, nodeBuffer.get(p)!);
   const slotBuffers = plan.slots.map((bytes, i) => make(`slot ${i}`, bytes, rw));
   for (const t of plan.tensors) nodeBuffer.set(t.node, slotBuffers[t.slot]);
   // kernel-private work space (scatter_add's duplicate chains), one buffer per kernel and name

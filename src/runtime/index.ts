@@ -1,5 +1,6 @@
 /** The WebGPU runtime's public API. */
-export { compileGraph, Executable, formatProfile, deviceKey, UPDATE_PREFIX } from './executable.js';
+export { compileGraph, Executable, formatProfile, deviceKey } from './executable.js';
+export { UPDATE_PREFIX } from '../ir/graph.js';
 export type { CompileOptions, RunOptions, RunResult, KernelTiming, ExecutableStats } from './executable.js';
 export { createPipelineChecked, createPipelines } from './pipelines.js';
 export type { PipelineRequest, CompiledPipeline } from './pipelines.js';

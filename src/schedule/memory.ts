@@ -39,7 +39,10 @@ export interface MemoryPlan {
   inputBytes: number;
   paramBytes: number;
   constBytes: number;
+  /** Graph outputs with buffers of their own (not those written in place over a parameter). */
   outputBytes: number;
+  /** Bytes of `update:` outputs written in place over their parameters: what in-place updates save. */
+  inPlaceBytes: number;
 }
 
 export interface DeviceMemoryLimits {
@@ -113,6 +116,7 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
     tensors.forEach((t, i) => (t.slot = packed.slotOf[i]));
   }
 
+  const inPlace = new Set(s.kernels.filter((k) => k.inPlace !== undefined).map((k) => k.root));
   const sumOf = (pred: (id: number) => boolean) =>
     g.nodes.filter((n) => s.storage[n.id] !== 'dead' && pred(n.id)).reduce((a, n) => a + deviceBytes(n.type.shape), 0);
   return {
@@ -124,7 +128,8 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
     inputBytes: sumOf((id) => g.nodes[id].op === 'input'),
     paramBytes: sumOf((id) => g.nodes[id].op === 'param'),
     constBytes: sumOf((id) => s.storage[id] === 'const'),
-    outputBytes: [...outputs].filter((id) => s.storage[id] === 'kernel').reduce((a, id) => a + deviceBytes(g.nodes[id].type.shape), 0),
+    outputBytes: [...outputs].filter((id) => s.storage[id] === 'kernel' && !inPlace.has(id)).reduce((a, id) => a + deviceBytes(g.nodes[id].type.shape), 0),
+    inPlaceBytes: [...inPlace].reduce((a, id) => a + deviceBytes(g.nodes[id].type.shape), 0),
   };
 }
 
@@ -180,7 +185,7 @@ export function describeMemory(plan: MemoryPlan, s?: Schedule): string {
   const lines = [
     `memory plan: ${plan.tensors.length} intermediates in ${plan.slots.length} slots`,
     `  intermediates: ${kib(plan.slotBytes)} allocated (peak live ${kib(plan.peakLiveBytes)}) vs ${kib(plan.totalIntermediateBytes)} without reuse`,
-    `  own buffers: inputs ${kib(plan.inputBytes)}, params ${kib(plan.paramBytes)}, constants ${kib(plan.constBytes)}, outputs ${kib(plan.outputBytes)}`,
+    `  own buffers: inputs ${kib(plan.inputBytes)}, params ${kib(plan.paramBytes)}, constants ${kib(plan.constBytes)}, outputs ${kib(plan.outputBytes)}${plan.inPlaceBytes ? ` (+ ${kib(plan.inPlaceBytes)} of updates written in place over their parameters)` : ''}`,
   ];
   plan.slots.forEach((bytes, sl) => {
     const users = plan.tensors.filter((t) => t.slot === sl);

@@ -20,6 +20,7 @@ import { OPS } from '../ir/registry.js';
 import { fmtType, numel, sameShape } from '../ir/types.js';
 import type { AnchorKind } from './classify.js';
 import { anchorKind, isConstBuffer, isLeafBuffer, ownCost } from './classify.js';
+import { markInPlaceUpdates } from './inplace.js';
 
 export type KernelKind = 'elementwise' | AnchorKind;
 export type Storage = 'leaf' | 'const' | 'kernel' | 'inline' | 'dead';
@@ -37,6 +38,8 @@ export interface Kernel {
   inputs: number[];
   /** True when root !== anchor: the anchor's value goes through an epilogue before it is stored. */
   epilogue: boolean;
+  /** A parameter the kernel overwrites with its root (an in-place `update:` output; see inplace.ts). */
+  inPlace?: number;
 }
 
 export interface ScheduleOptions {
@@ -121,7 +124,7 @@ export function schedule(g: Graph, options: ScheduleOptions = {}): Schedule {
   for (let iter = 0; ; iter++) {
     const s = attempt(g, opts, forced);
     const over = s.kernels.find((k) => k.inputs.length + 1 > opts.maxStorageBuffers);
-    if (!over) return s;
+    if (!over) return markInPlaceUpdates(s);
     // Too many buffers for one shader stage: materialise the inlined subtree that reads the most of them.
     const victim = splitCandidate(g, s, over);
     if (victim === null || iter > g.nodes.length) {
@@ -249,7 +252,8 @@ export function describeSchedule(s: Schedule): string {
     const ops = k.nodes
       .filter((id) => !['input', 'param', 'constant', 'iota'].includes(g.nodes[id].op))
       .map((id) => `${g.nodes[id].op} %${id}`);
-    lines.push(`  k${k.id} ${k.kind.padEnd(11)} -> %${k.root} ${fmtType(root.type)}${root.name ? ` (${root.name})` : ''}`);
+    const over = k.inPlace === undefined ? '' : ` in place over %${k.inPlace}`;
+    lines.push(`  k${k.id} ${k.kind.padEnd(11)} -> %${k.root} ${fmtType(root.type)}${root.name ? ` (${root.name})` : ''}${over}`);
     lines.push(`      ops: ${ops.join(', ')}`);
     lines.push(`      reads: ${k.inputs.map((q) => `%${q}`).join(' ') || '(nothing)'}`);
   }

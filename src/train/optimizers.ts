@@ -11,13 +11,12 @@
 import { KilnError } from '../errors.js';
 import { GRAD_PREFIX } from '../autodiff/grad.js';
 import { GraphBuilder } from '../ir/builder.js';
-import type { Graph, Node } from '../ir/graph.js';
+import { UPDATE_PREFIX, type Graph, type Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { isFloat } from '../ir/types.js';
 
 export const OPTIMIZERS = ['adamw', 'adam', 'sgd', 'adafactor'] as const;
 export type OptimizerKind = (typeof OPTIMIZERS)[number];
-export const UPDATE = 'update:';
 
 export interface OptimizerConfig {
   kind: OptimizerKind;
@@ -72,7 +71,7 @@ function clipGrads(b: GraphBuilder, grads: Map<Node, number>, clip: number): { n
 /** Appends one optimizer step for every (param, gradient) pair; returns the update outputs. */
 function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: OptimizerConfig, io: StepInputs): { name: string; id: number }[] {
   const out: { name: string; id: number }[] = [];
-  const upd = (name: string, id: number) => out.push({ name: UPDATE + name, id });
+  const upd = (name: string, id: number) => out.push({ name: UPDATE_PREFIX + name, id });
   const wd = cfg.weightDecay ?? (cfg.kind === 'adamw' ? 0.01 : 0);
   for (const [p, g0] of grads) {
     const name = pname(p);
@@ -186,14 +185,14 @@ export function buildAccumTrainStep(joint: Graph, cfg: OptimizerConfig, loss = '
   for (const p of trainableParams(joint)) {
     const acc = b.add(state(b, 'acc.', p), b.mul(w, gradOf(joint, p)));
     grads.set(p, acc);
-    accUpdates.push({ name: `${UPDATE}acc.${pname(p)}`, id: b.op('select', [apply, b.full(0, p.type), acc], {}) });
+    accUpdates.push({ name: `${UPDATE_PREFIX}acc.${pname(p)}`, id: b.op('select', [apply, b.full(0, p.type), acc], {}) });
   }
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
   const raw = applyOptimizer(b, clipped, cfg, io);
   const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
   const updates = raw.map((u) => ({
     name: u.name,
-    id: b.op('select', [apply, u.id, byName.get(u.name.slice(UPDATE.length))!], {}),
+    id: b.op('select', [apply, u.id, byName.get(u.name.slice(UPDATE_PREFIX.length))!], {}),
   }));
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
   return b.build(joint.name + '.accum_step', [{ name: 'loss', id: lossId }, { name: 'grad_norm', id: norm }, ...updates, ...accUpdates]);

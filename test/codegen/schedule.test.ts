@@ -94,6 +94,53 @@ describe('memory plan', () => {
     expect(plan.slotBytes).toBeLessThanOrEqual(1.25 * plan.peakLiveBytes);
   });
 
+  it('writes optimizer updates in place over their parameters when nothing reads the old value later', async () => {
+    const { compileModel } = await import('../../src/frontend/index.js');
+    const { grad } = await import('../../src/autodiff/index.js');
+    const { buildTrainStep, buildAccumTrainStep } = await import('../../src/train/optimizers.js');
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { vocab: 64, d: 32, heads: 2, layers: 1, ctx: 16 }, dims: { B: 2, T: 16 } });
+    const joint = grad(graph, { loss: 'loss' });
+    for (const kind of ['sgd', 'adam', 'adafactor'] as const) {
+      for (const g of [buildTrainStep(joint, { kind }), buildAccumTrainStep(joint, { kind })]) {
+        // Adafactor's factored row/column statistics come out of reductions: those (small) updates keep a copy,
+        // except in the accumulation step, where a select between old and new state makes them elementwise
+        const factored = (name: string) => /^update:opt\.[rc]\./.test(name) && !g.name.endsWith('accum_step');
+        const ups = g.outputs.filter((o) => o.name.startsWith('update:') && !factored(o.name));
+        expect(schedule(g).kernels.filter((k) => k.inPlace !== undefined).length, `${g.name} ${kind}`).toBe(ups.length);
+      }
+    }
+    const step = buildTrainStep(joint, { kind: 'adamw' });
+    const s = schedule(step);
+    const updates = step.outputs.filter((o) => o.name.startsWith('update:'));
+    const inPlace = s.kernels.filter((k) => k.inPlace !== undefined);
+    expect(inPlace.length).toBe(updates.length); // every weight, first and second moment
+    const plan = planMemory(step, s);
+    expect(plan.outputBytes).toBe(8); // only the loss and the gradient norm have buffers of their own
+    expect(plan.inPlaceBytes).toBe(updates.reduce((a, o) => a + 4 * step.nodes[o.id].type.shape.reduce((x, y) => x * y, 1), 0));
+    expect(describeSchedule(s)).toMatch(/in place over %\d+/);
+    // the kernel reads the parameter through its output binding, never binds it a second time
+    for (const k of generateKernels(s).filter((c) => c.kernel.inPlace !== undefined)) {
+      expect(k.passes[0].bindings.map((b) => b.node)).not.toContain(k.kernel.inPlace);
+    }
+  });
+
+  it('does not write in place when a later kernel reads the old value or the update reads other elements', () => {
+    const b = new GraphBuilder();
+    const p = (name: string) => b.op('param', [], { name, dtype: 'f32', shape: [4, 4], init: { kind: 'normal', std: 1 } });
+    const [u, v, w] = [p('u'), p('v'), p('w')];
+    const updU = b.mul(u, b.scalar(2));
+    const laterRead = b.op('sum', [b.mul(u, u)], { axes: [0, 1], keepdims: false }); // a kernel after the update's reads u
+    const g = b.build('upd', [
+      { name: 'update:u', id: updU },
+      { name: 'total', id: laterRead },
+      { name: 'update:v', id: b.add(b.op('transpose', [v], { perm: [1, 0] }), v) }, // reads v[j, i] while writing [i, j]
+      { name: 'update:w', id: b.sub(w, b.scalar(1)) },
+    ]);
+    const s = schedule(g);
+    const over = new Set(s.kernels.filter((k) => k.inPlace !== undefined).map((k) => g.nodes[k.inPlace!].attrs));
+    expect([...over].map((a) => (a as { name: string }).name)).toEqual(['w']);
+  });
+
   it('detects a corrupted plan (two live tensors in one slot)', () => {
     const g = tinyGpt();
     const plan = planMemory(g, schedule(g, { fuse: false }));

@@ -6,7 +6,8 @@ import type { Graph } from '../../src/ir/graph.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { initParam } from '../../src/ir/init.js';
 import type { AttrsOf } from '../../src/ir/op.js';
-import { buildAccumTrainStep, buildTrainStep, stateParams, UPDATE, type OptimizerConfig } from '../../src/train/optimizers.js';
+import { buildAccumTrainStep, buildTrainStep, stateParams, type OptimizerConfig } from '../../src/train/optimizers.js';
+import { UPDATE_PREFIX as UPDATE } from '../../src/ir/graph.js';
 import { Rng } from '../../src/train/rng.js';
 
 /** A tiny classifier: logits = x @ W + b, mean cross-entropy over labels (-100 ignored). */

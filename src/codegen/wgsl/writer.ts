@@ -100,6 +100,7 @@ export class KernelWriter {
 
   /** Binds node %id's buffer (read-only) and returns its variable name. */
   input(id: number): string {
+    if (id === this.k.inPlace) return 'out'; // the kernel overwrites this parameter element by element
     let name = this.bufName.get(id);
     if (!name) {
       name = `in${this.bufName.size}_${id}`;
