@@ -2,9 +2,10 @@
  * compileGraph: schedule -> memory plan -> WGSL -> pipelines, once; then `run` many times.
  *
  * Device-resident state: every `param` leaf has a persistent buffer. A graph output named `update:<param>`
- * (same type as the param) is copied into that param's buffer at the end of each run, in the same command
- * encoder, so optimizer steps keep weights and optimizer state (also params, e.g. `opt.m.<name>`) on the device.
- * Such outputs are not downloaded unless asked for.
+ * (same type as the param) becomes that param's value: its kernel writes the param's buffer directly where the
+ * schedule marked it in place (src/schedule/inplace.ts), else it is copied there at the end of each run, in the
+ * same command encoder. So optimizer steps keep weights and optimizer state (also params, e.g. `opt.m.<name>`)
+ * on the device. Such outputs are not downloaded unless asked for.
  *
  * One run = uploads of the inputs, one command encoder with every dispatch (one compute pass; one pass per
  * kernel when profiling), the update copies, the download copies, one submit. Runs are serialised.
@@ -27,7 +28,6 @@ import type { KilnDevice } from './device.js';
 import { KilnRuntimeError } from './errors.js';
 import type { CompiledPipeline } from './pipelines.js';
 import { BufferUsage, createPipelines } from './pipelines.js';
-
 
 export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'deviceKey'> {
   /** Seed for the params' initialisers (same values as the interpreter's); null leaves params zero. Default 0. */
