@@ -193,12 +193,14 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
       await stepOnce();
       const sFirst = performance.now() - q1;
       const sStats = await measure(stepOnce, { warmup: 1, repeats, maxMs: 60_000 });
-      const mem = tf.memory() as TF.MemoryInfo & { numBytesInGPU?: number; numBytesInGPUAllocated?: number };
-      const kernels = backend === 'webgpu' ? (await tf.profile(async () => stepOnce())).kernels.length : undefined;
+      // tf.profile's peakBytes: the most bytes of live tensors (weights and Adam state included) at any point of
+      // a step, the counterpart of Kiln's allocated bytes; tf.memory() after the step would miss the intermediates.
+      const prof = backend === 'webgpu' ? await tf.profile(async () => stepOnce()) : undefined;
+      const kernels = prof?.kernels.length;
       Object.values(vars).forEach((v) => v.dispose());
       tok.dispose();
       opt.dispose();
-      return { loss: first.value[0], fStats, fFirst, sStats, sFirst, bytes: mem.numBytesInGPUAllocated ?? mem.numBytesInGPU ?? mem.numBytes, kernels };
+      return { loss: first.value[0], fStats, fFirst, sStats, sFirst, bytes: prof?.peakBytes, kernels };
     };
     const wg = await side('webgpu', o.repeats);
     const cpu = o.cpu ? await side('cpu', Math.max(2, Math.ceil(o.repeats / 3))) : null;
