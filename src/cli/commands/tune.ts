@@ -30,9 +30,13 @@ export function register(program: Command): void {
     if (o.grad) graph = await differentiate(graph);
     const { acquireDevice } = await import('../../runtime/device.js');
     const { tuneGraph, loadTileCacheFile, saveTileCacheFile } = await import('../../runtime/tune.js');
-    const dev = await acquireDevice();
+    const { tileCache } = await import('../../codegen/wgsl/index.js');
+    const dev = await acquireDevice(); // loads the default cache file
     try {
-      if (o.cache) await loadTileCacheFile(o.cache);
+      if (o.cache) {
+        tileCache.clear(); // --cache FILE holds this file's entries and this run's, not the default file's
+        await loadTileCacheFile(o.cache);
+      }
       const res = await tuneGraph(graph, dev, { reps: Number(o.reps), force: o.force, log: (s) => process.stderr.write(`tune: ${s}\n`) });
       const tile = (t: { BM: number; BN: number; BK: number; TM: number; TN: number; direct?: boolean }) =>
         `${t.direct ? 'direct' : 'tiled'} ${t.BM}x${t.BN}${t.direct ? '' : `x${t.BK}`}, ${t.TM}x${t.TN}/invocation`;
