@@ -14,12 +14,11 @@ import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/index.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
-import { UPDATE_PREFIX, type Graph } from '../../src/ir/graph.js';
-import { initParam } from '../../src/ir/init.js';
-import type { AttrsOf } from '../../src/ir/op.js';
+import { UPDATE_PREFIX } from '../../src/ir/graph.js';
 import { graphToJSON } from '../../src/ir/print.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { buildTrainStep } from '../../src/train/optimizers.js';
+import { initialParams } from '../runtime/graphs.js';
 import { expectClose } from '../runtime/helpers.js';
 import type { Wire } from './entry.js';
 
@@ -28,16 +27,6 @@ if (!chromium) console.warn('browser test skipped: no Chromium (run scripts/setu
 
 const wire = (t: HostTensor): Wire => ({ dtype: t.dtype, shape: [...t.shape], data: Array.from(t.data) });
 const fromWire = (w: Wire): HostTensor => ({ dtype: w.dtype, shape: w.shape, data: w.dtype === 'f32' || w.dtype === 'f16' ? Float32Array.from(w.data) : Int32Array.from(w.data) });
-
-function initialParams(g: Graph, seed: number): Record<string, HostTensor> {
-  const out: Record<string, HostTensor> = {};
-  for (const n of g.nodes) {
-    if (n.op !== 'param') continue;
-    const a = n.attrs as AttrsOf<'param'>;
-    out[a.name] = initParam(a.init, n.type, a.name, seed);
-  }
-  return out;
-}
 
 async function serve(files: Record<string, string>) {
   const server = createServer((req, res) => {

@@ -1,6 +1,8 @@
 /** Small hand-built graphs for codegen/runtime tests (independent of the frontend). */
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { Graph } from '../../src/ir/graph.js';
+import { initParam } from '../../src/ir/init.js';
+import type { AttrsOf } from '../../src/ir/op.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { allocData } from '../../src/ir/tensor.js';
 import type { DType, Shape } from '../../src/ir/types.js';
@@ -77,4 +79,15 @@ export function gptInputs(opts: { B?: number; T?: number; V?: number } = {}, see
   const labels = randTensor('i32', [B, T], seed + 1, { lo: 0, hi: V });
   labels.data[0] = -1; // one ignored position
   return { tokens: randTensor('i32', [B, T], seed, { lo: 0, hi: V }), labels };
+}
+
+/** Every parameter of `g` from its initialiser, as the interpreter and `Executable.initParams(seed)` make them. */
+export function initialParams(g: Graph, seed: number): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {};
+  for (const n of g.nodes) {
+    if (n.op !== 'param') continue;
+    const a = n.attrs as AttrsOf<'param'>;
+    out[a.name] = initParam(a.init, n.type, a.name, seed);
+  }
+  return out;
 }

@@ -4,10 +4,9 @@ import { interpret } from '../../src/interp/interpreter.js';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { Graph } from '../../src/ir/graph.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
-import { initParam } from '../../src/ir/init.js';
-import type { AttrsOf } from '../../src/ir/op.js';
 import { buildAccumTrainStep, buildTrainStep, stateParams, type OptimizerConfig } from '../../src/train/optimizers.js';
 import { UPDATE_PREFIX as UPDATE } from '../../src/ir/graph.js';
+import { initialParams } from '../runtime/graphs.js';
 import { Rng } from '../../src/train/rng.js';
 
 /** A tiny classifier: logits = x @ W + b, mean cross-entropy over labels (-100 ignored). */
@@ -181,12 +180,3 @@ function f32(a: Float64Array, shape: number[]): HostTensor {
   return { dtype: 'f32', shape, data: Float32Array.from(a) };
 }
 
-function initialParams(g: Graph, seed: number): Record<string, HostTensor> {
-  const out: Record<string, HostTensor> = {};
-  for (const nd of g.nodes) {
-    if (nd.op !== 'param') continue;
-    const a = nd.attrs as AttrsOf<'param'>;
-    out[a.name] = initParam(a.init, nd.type, a.name, seed);
-  }
-  return out;
-}
