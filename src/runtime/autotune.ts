@@ -1,10 +1,11 @@
 /**
- * Matmul autotuner: times each tile candidate on the device for one shape and records the fastest in the tile
+ * Matmul autotuner: times each tile candidate on the device for one shape and layout (which operands are
+ * transposed: the kernels read memory differently) and records the fastest in the tile
  * cache, which `chooseMatmulTiles` consults on later compiles (persist it with tileCache.toJSON()/load()).
  */
 import { GraphBuilder } from '../ir/builder.js';
 import { allocData } from '../ir/tensor.js';
-import type { TileConfig } from '../codegen/wgsl/tiles.js';
+import type { MatmulLayout, TileConfig } from '../codegen/wgsl/tiles.js';
 import { DIRECT_CANDIDATES, TILE_CANDIDATES, tileCache, tileKey, validTile } from '../codegen/wgsl/tiles.js';
 import type { KilnDevice } from './device.js';
 import { compileGraph, deviceKey } from './executable.js';
@@ -19,17 +20,21 @@ export async function autotuneMatmul(
   M: number,
   N: number,
   K: number,
-  opts: { batch?: number; candidates?: TileConfig[]; reps?: number } = {},
+  opts: { batch?: number; layout?: MatmulLayout; candidates?: TileConfig[]; reps?: number } = {},
 ): Promise<AutotuneResult> {
   const batch = opts.batch ?? 1;
   const reps = opts.reps ?? 3;
+  const layout = opts.layout ?? 'NN';
+  const [transA, transB] = [layout[0] === 'T', layout[1] === 'T'];
+  const aShape = [batch, ...(transA ? [K, M] : [M, K])];
+  const bShape = [batch, ...(transB ? [N, K] : [K, N])];
   const b = new GraphBuilder();
-  const a = b.op('input', [], { name: 'a', dtype: 'f32', shape: [batch, M, K] });
-  const w = b.op('input', [], { name: 'b', dtype: 'f32', shape: [batch, K, N] });
-  const g = b.build('autotune', [{ name: 'c', id: b.op('matmul', [a, w], { transA: false, transB: false }) }]);
+  const a = b.op('input', [], { name: 'a', dtype: 'f32', shape: aShape });
+  const w = b.op('input', [], { name: 'b', dtype: 'f32', shape: bShape });
+  const g = b.build('autotune', [{ name: 'c', id: b.op('matmul', [a, w], { transA, transB }) }]);
   const inputs = {
-    a: { dtype: 'f32' as const, shape: [batch, M, K], data: allocData('f32', batch * M * K).fill(0.5) },
-    b: { dtype: 'f32' as const, shape: [batch, K, N], data: allocData('f32', batch * K * N).fill(0.25) },
+    a: { dtype: 'f32' as const, shape: aShape, data: allocData('f32', batch * M * K).fill(0.5) },
+    b: { dtype: 'f32' as const, shape: bShape, data: allocData('f32', batch * K * N).fill(0.25) },
   };
   const timings: { tiles: TileConfig; ms: number }[] = [];
   for (const tiles of (opts.candidates ?? [...TILE_CANDIDATES, ...DIRECT_CANDIDATES]).filter(validTile)) {
@@ -48,6 +53,6 @@ export async function autotuneMatmul(
     }
   }
   const best = timings.reduce((p, c) => (c.ms < p.ms ? c : p)).tiles;
-  tileCache.set(tileKey(deviceKey(dev), M, N, K, batch), best);
+  tileCache.set(tileKey(deviceKey(dev), M, N, K, batch, layout), best);
   return { best, timings };
 }

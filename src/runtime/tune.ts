@@ -5,7 +5,7 @@
  */
 import type { Graph } from '../ir/graph.js';
 import { KilnError } from '../errors.js';
-import { matmulDims, tileCache, tileKey, type TileConfig } from '../codegen/wgsl/index.js';
+import { matmulDims, tileCache, tileKey, type MatmulLayout, type TileConfig } from '../codegen/wgsl/index.js';
 import { autotuneMatmul } from './autotune.js';
 import type { KilnDevice } from './device.js';
 import { deviceKey } from './executable.js';
@@ -51,6 +51,7 @@ export interface TunedShape {
   N: number;
   K: number;
   batch: number;
+  layout: MatmulLayout;
   best: TileConfig;
   timings: { tiles: TileConfig; ms: number }[];
   /** Already in the cache: not timed again. */
@@ -68,18 +69,18 @@ export async function tuneGraph(
   const key = deviceKey(dev);
   for (const n of g.nodes) {
     if (n.op !== 'matmul') continue;
-    const { M, N, K, batch } = matmulDims(g, n.id);
-    const k = tileKey(key, M, N, K, batch);
+    const { M, N, K, batch, layout } = matmulDims(g, n.id);
+    const k = tileKey(key, M, N, K, batch, layout);
     if (seen.has(k)) continue;
     seen.add(k);
     const known = tileCache.get(k);
     if (known && !opts.force) {
-      out.push({ M, N, K, batch, best: known, timings: [], cached: true });
+      out.push({ M, N, K, batch, layout, best: known, timings: [], cached: true });
       continue;
     }
-    opts.log?.(`matmul ${batch > 1 ? `${batch}x` : ''}${M}x${N}x${K}`);
-    const r = await autotuneMatmul(dev, M, N, K, { batch, reps: opts.reps, candidates: opts.candidates });
-    out.push({ M, N, K, batch, best: r.best, timings: r.timings, cached: false });
+    opts.log?.(`matmul ${batch > 1 ? `${batch}x` : ''}${M}x${N}x${K} ${layout}`);
+    const r = await autotuneMatmul(dev, M, N, K, { batch, layout, reps: opts.reps, candidates: opts.candidates });
+    out.push({ M, N, K, batch, layout, best: r.best, timings: r.timings, cached: false });
   }
   return out;
 }

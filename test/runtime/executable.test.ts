@@ -165,6 +165,8 @@ describe('profiling, WGSL dump, errors', () => {
     const g = b.build('tune', [
       { name: 'y', id: b.op('matmul', [h, v], { transA: false, transB: false }) },
       { name: 'h2', id: b.op('matmul', [b.op('input', [], { name: 'x2', dtype: 'f32', shape: [3, 12, 20] }), w], { transA: false, transB: false }) },
+      // the same dimensions with B transposed: another kernel, timed on its own
+      { name: 'h3', id: b.op('matmul', [x, b.op('input', [], { name: 'wt', dtype: 'f32', shape: [28, 20] })], { transA: false, transB: true }) },
     ]);
     const candidates = [
       { BM: 16, BN: 16, BK: 16, TM: 2, TN: 2 },
@@ -172,13 +174,14 @@ describe('profiling, WGSL dump, errors', () => {
     ];
     tileCache.clear();
     const res = await tuneGraph(g, dev, { reps: 1, candidates });
-    expect(res.map((r) => [r.batch, r.M, r.N, r.K])).toEqual([[3, 12, 28, 20], [3, 12, 9, 28]]); // the repeated shape once
+    expect(res.map((r) => [r.batch, r.M, r.N, r.K, r.layout])).toEqual([[3, 12, 28, 20, 'NN'], [3, 12, 9, 28, 'NN'], [3, 12, 28, 20, 'NT']]); // the repeated shape once
     expect(res.every((r) => r.timings.length === 2 && !r.cached)).toBe(true);
     const file = join(mkdtempSync(join(tmpdir(), 'kiln-tiles-')), 'tiles.json');
     await saveTileCacheFile(file);
     tileCache.clear();
-    expect(await loadTileCacheFile(file)).toBe(2);
+    expect(await loadTileCacheFile(file)).toBe(3);
     expect(chooseMatmulTiles(12, 9, 28, deviceKey(dev), 3)).toEqual(res[1].best);
+    expect(chooseMatmulTiles(12, 28, 20, deviceKey(dev), 3, false, 'NT')).toEqual(res[2].best);
     const again = await tuneGraph(g, dev, { reps: 1, candidates });
     expect(again.every((r) => r.cached)).toBe(true);
     const exe = await compileGraph(g, dev, { seed: null });

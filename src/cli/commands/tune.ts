@@ -41,7 +41,7 @@ export function register(program: Command): void {
       const tile = (t: { BM: number; BN: number; BK: number; TM: number; TN: number; direct?: boolean }) =>
         `${t.direct ? 'direct' : 'tiled'} ${t.BM}x${t.BN}${t.direct ? '' : `x${t.BK}`}, ${t.TM}x${t.TN}/invocation`;
       for (const r of res) {
-        const shape = `${r.batch > 1 ? `${r.batch} x ` : ''}${r.M}x${r.N}x${r.K}`.padEnd(22);
+        const shape = `${r.batch > 1 ? `${r.batch} x ` : ''}${r.M}x${r.N}x${r.K} ${r.layout}`.padEnd(25);
         const best = r.timings.find((t) => t.tiles === r.best);
         const worst = r.timings.reduce((m, t) => Math.max(m, t.ms), 0);
         process.stdout.write(`${shape} ${tile(r.best)}${r.cached ? ' (cached)' : `  ${best!.ms.toFixed(2)} ms (slowest candidate ${worst.toFixed(2)} ms)`}\n`);

@@ -11,8 +11,8 @@ import { genReduce } from './reduce.js';
 import { genRowwise } from './rowwise.js';
 import type { KernelStrategy } from './types.js';
 import { genScatter } from './scatter.js';
-import type { TileConfig } from './tiles.js';
-import { chooseMatmulTiles } from './tiles.js';
+import type { MatmulLayout, TileConfig } from './tiles.js';
+import { chooseMatmulTiles, matmulLayout } from './tiles.js';
 import type { KernelCode } from './writer.js';
 import { KernelWriter } from './writer.js';
 
@@ -32,12 +32,13 @@ export interface CodegenOptions {
 }
 
 /** The problem size of matmul node `id`: output rows M, columns N, contraction K, and the batch count. */
-export function matmulDims(g: Graph, id: number): { M: number; N: number; K: number; batch: number } {
+export function matmulDims(g: Graph, id: number): { M: number; N: number; K: number; batch: number; layout: MatmulLayout } {
   const n = g.nodes[id];
   const t = n.type.shape;
   const a = g.nodes[n.inputs[0]].type.shape;
-  const transA = (n.attrs as AttrsOf<'matmul'>).transA;
-  return { M: t[t.length - 2], N: t[t.length - 1], K: transA ? a[a.length - 2] : a[a.length - 1], batch: t.slice(0, -2).reduce((x, y) => x * y, 1) };
+  const { transA, transB } = n.attrs as AttrsOf<'matmul'>;
+  const batch = t.slice(0, -2).reduce((x, y) => x * y, 1);
+  return { M: t[t.length - 2], N: t[t.length - 1], K: transA ? a[a.length - 2] : a[a.length - 1], batch, layout: matmulLayout(transA, transB) };
 }
 
 export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}): KernelCode {
@@ -52,8 +53,8 @@ export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}
     case 'scatter':
       return { kernel: k, passes: genScatter(w) };
     case 'matmul': {
-      const { M, N, K, batch } = matmulDims(s.graph, k.anchor);
-      const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch, opts.strategy === 'thread');
+      const { M, N, K, batch, layout } = matmulDims(s.graph, k.anchor);
+      const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch, opts.strategy === 'thread', layout);
       return { kernel: k, passes: genMatmul(w, tiles) };
     }
   }
@@ -65,6 +66,6 @@ export function generateKernels(s: Schedule, opts: CodegenOptions = {}): KernelC
 
 export { KernelWriter, describeNode, broadcastIndex } from './writer.js';
 export type { KernelCode, KernelPass, BufferBinding } from './writer.js';
-export { chooseMatmulTiles, heuristicTiles, tileCache, tileKey, validTile, TILE_CANDIDATES, DIRECT_CANDIDATES } from './tiles.js';
-export type { TileConfig } from './tiles.js';
+export { chooseMatmulTiles, heuristicTiles, matmulLayout, tileCache, tileKey, validTile, TILE_CANDIDATES, DIRECT_CANDIDATES } from './tiles.js';
+export type { MatmulLayout, TileConfig } from './tiles.js';
 export type { KernelStrategy } from './types.js';

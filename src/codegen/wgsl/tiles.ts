@@ -36,7 +36,12 @@ export const DIRECT_CANDIDATES: TileConfig[] = [
   { BM: 32, BN: 32, BK: 1, TM: 4, TN: 4, direct: true },
 ];
 
-export const tileKey = (deviceKey: string, M: number, N: number, K: number, batch = 1): string => `${deviceKey}|${batch}x${M}x${N}x${K}`;
+/** Which operands a matmul reads transposed: 'NN', 'TN' (A^T), 'NT' (B^T) or 'TT'. Kernels differ by layout. */
+export type MatmulLayout = 'NN' | 'TN' | 'NT' | 'TT';
+export const matmulLayout = (transA: boolean, transB: boolean): MatmulLayout => `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}` as MatmulLayout;
+
+export const tileKey = (deviceKey: string, M: number, N: number, K: number, batch = 1, layout: MatmulLayout = 'NN'): string =>
+  `${deviceKey}|${batch}x${M}x${N}x${K}|${layout}`;
 
 const cache = new Map<string, TileConfig>();
 
@@ -71,7 +76,7 @@ export function heuristicTiles(M: number, N: number, _K: number, batch = 1, cpu 
 }
 
 /** The tile config for a matmul shape on a device: the autotuner's choice if cached, else the heuristic. */
-export function chooseMatmulTiles(M: number, N: number, K: number, device: { key: string } | string, batch = 1, cpu = false): TileConfig {
+export function chooseMatmulTiles(M: number, N: number, K: number, device: { key: string } | string, batch = 1, cpu = false, layout: MatmulLayout = 'NN'): TileConfig {
   const key = typeof device === 'string' ? device : device.key;
-  return cache.get(tileKey(key, M, N, K, batch)) ?? heuristicTiles(M, N, K, batch, cpu);
+  return cache.get(tileKey(key, M, N, K, batch, layout)) ?? heuristicTiles(M, N, K, batch, cpu);
 }
