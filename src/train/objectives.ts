@@ -161,6 +161,14 @@ export function spanBatch(seqs: Int32Array[], S: number, T: number, tok: Tokeniz
   return { src: i32([B, S], src), dec_in: i32([B, T], dec), targets: i32([B, T], tgt) };
 }
 
+/** The inputs of a model's `loss` entry that each objective's batches provide (besides `rng_seed`). */
+export const OBJECTIVE_INPUTS: Record<Objective, readonly string[]> = {
+  clm: ['tokens', 'targets'],
+  mlm: ['tokens', 'labels'],
+  prefix: ['tokens', 'targets', 'prefix_len'],
+  span: ['src', 'dec_in', 'targets'],
+};
+
 export function makeBatch(obj: Objective, seqs: Int32Array[], dims: { T: number; S?: number }, tok: Tokenizer, rng: Rng, o: ObjectiveOptions = {}): Record<string, HostTensor> {
   switch (obj) {
     case 'clm':

@@ -6,7 +6,7 @@
 import { basename } from 'node:path';
 import { grad } from '../autodiff/index.js';
 import { KilnError } from '../errors.js';
-import { compileModel, loadModelInfo } from '../frontend/index.js';
+import { compileModel, loadModelInfo, type ModelInfo } from '../frontend/index.js';
 import type { Graph } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { hashString } from '../ir/philox.js';
@@ -15,7 +15,7 @@ import type { DType } from '../ir/types.js';
 import type { ConfigValue } from '../cli/options.js';
 import { loadCheckpoint, saveCheckpoint, type ExpectedShapes } from './checkpoint.js';
 import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
-import { IGNORE, makeBatch, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
+import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
 import { buildAccumTrainStep, buildTrainStep, isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
 import { Rng, type RngState } from './rng.js';
 import type { StepRunner } from './runner.js';
@@ -79,6 +79,7 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   if (!(cfg.batch >= 1 && cfg.accum >= 1 && cfg.steps >= 1)) throw new KilnError('--batch, --accum and --steps must be positive');
   const tok = await makeTokenizer(cfg.tokenizer);
   const info0 = loadModelInfo(cfg.file, { set: cfg.set });
+  checkObjectiveFits(objective, info0);
   const vocab = cfg.set.vocab ?? tok.vocabSize;
   if (typeof vocab !== 'number' || vocab < tok.vocabSize) throw new KilnError(`--set vocab=${vocab} is smaller than the ${tok.name} tokenizer's ${tok.vocabSize} tokens`);
   const set = { ...cfg.set, vocab };
@@ -90,6 +91,20 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const stepGraph = cfg.accum > 1 ? buildAccumTrainStep(joint, cfg.optimizer) : buildTrainStep(joint, cfg.optimizer);
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
+}
+
+/** The objective must make exactly the inputs the model's loss entry takes; anything else is refused up front. */
+function checkObjectiveFits(objective: Objective, model: ModelInfo): void {
+  const loss = model.entries.find((e) => e.name === 'loss');
+  if (!loss) throw new KilnError(`model '${model.name}' (${model.file}) has no 'loss' entry to train`);
+  const wanted = loss.inputs.map((i) => i.name).filter((name) => name !== 'rng_seed');
+  const fits = (o: Objective) => wanted.length === OBJECTIVE_INPUTS[o].length && wanted.every((name) => OBJECTIVE_INPUTS[o].includes(name));
+  if (fits(objective)) return;
+  const others = OBJECTIVES.filter(fits);
+  throw new KilnError(
+    `objective '${objective}' makes batches of ${OBJECTIVE_INPUTS[objective].join(', ')}, but the loss entry of model '${model.name}' takes ${wanted.join(', ')}` +
+      (others.length ? `: use --objective ${others.join(' or ')}` : ''),
+  );
 }
 
 export function paramShapes(g: Graph, filter: (name: string) => boolean): Record<string, { dtype: DType; shape: number[] }> {

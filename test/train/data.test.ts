@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Batcher, loadCorpus } from '../../src/train/data.js';
-import { causalBatch, fimRearrange, IGNORE, maskedBatch, prefixBatch, spanBatch, spanTargetLength } from '../../src/train/objectives.js';
+import { causalBatch, fimRearrange, IGNORE, makeBatch, maskedBatch, OBJECTIVE_INPUTS, OBJECTIVES, prefixBatch, spanBatch, spanTargetLength } from '../../src/train/objectives.js';
+import { prepareJob } from '../../src/train/trainer.js';
 import { Rng } from '../../src/train/rng.js';
 import { learningRate } from '../../src/train/schedule.js';
 import { bertTokenizer, byteTokenizer, gpt2Tokenizer } from '../../src/train/tokenizers.js';
@@ -41,6 +42,22 @@ describe('tokenizers', () => {
 });
 
 describe('objectives', () => {
+  it("each objective's batches hold exactly the inputs it declares; a model whose loss takes others is refused up front", async () => {
+    for (const o of OBJECTIVES) {
+      const b = makeBatch(o, [seq(40), seq(40, 3)], { T: 16, S: 16 }, tok, new Rng(1));
+      expect(Object.keys(b).sort(), o).toEqual([...OBJECTIVE_INPUTS[o]].sort());
+    }
+    const job = (file: string, objective: 'mlm' | 'clm') =>
+      prepareJob({
+        file, objective, set: {}, optimizer: { kind: 'adamw' }, schedule: { kind: 'constant', peak: 1e-3, warmup: 0, total: 1 },
+        batch: 1, accum: 1, steps: 1, seed: 0, data: 'moby-dick', tokenizer: 'bytes', evalEvery: 0, evalBatches: 1, saveEvery: 0,
+      });
+    await expect(job('src/models/gpt.kiln', 'mlm')).rejects.toThrow(
+      "objective 'mlm' makes batches of tokens, labels, but the loss entry of model 'gpt' takes tokens, targets: use --objective clm",
+    );
+    await expect(job('src/models/t5.kiln', 'clm')).rejects.toThrow(/model 't5' takes src, dec_in, targets: use --objective span$/);
+  });
+
   it('causal LM: targets are the tokens shifted by one', () => {
     const s = seq(9);
     const b = causalBatch([s], 8, tok, new Rng(0));
