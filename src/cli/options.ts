@@ -4,6 +4,17 @@ import { KilnError } from '../errors.js';
 
 export type ConfigValue = string | number | boolean;
 
+/** A numeric option's value, or a KilnError naming the flag: `int` wants an integer, `min` a lower bound. */
+export function num(flag: string, v: string, o: { int?: boolean; min?: number; max?: number; above?: number } = {}): number {
+  const n = Number(v);
+  const what = o.int ? 'an integer' : 'a number';
+  if (v.trim() === '' || !Number.isFinite(n) || (o.int && !Number.isInteger(n))) throw new KilnError(`${flag} expects ${what}, got '${v}'`);
+  if (o.min !== undefined && n < o.min) throw new KilnError(`${flag} must be at least ${o.min}, got ${v}`);
+  if (o.max !== undefined && n > o.max) throw new KilnError(`${flag} must be at most ${o.max}, got ${v}`);
+  if (o.above !== undefined && !(n > o.above)) throw new KilnError(`${flag} must be greater than ${o.above}, got ${v}`);
+  return n;
+}
+
 export function parseValue(v: string): ConfigValue {
   if (v === 'true') return true;
   if (v === 'false') return false;

@@ -72,7 +72,7 @@ export function saveCheckpoint(
 }
 
 export interface ExpectedShapes {
-  params: Record<string, { dtype: DType; shape: readonly number[] }>;
+  params?: Record<string, { dtype: DType; shape: readonly number[] }>;
   optim?: Record<string, { dtype: DType; shape: readonly number[] }>;
   modelName?: string;
 }
@@ -110,6 +110,9 @@ export function loadCheckpoint(path: string, expected?: ExpectedShapes): Checkpo
     throw new KilnError(`checkpoint ${dir}: state.json is unreadable or not valid JSON (corrupt checkpoint)`);
   }
   if (state?.format !== 'kiln-checkpoint' || state.version !== 1 || !state.files) throw new KilnError(`checkpoint ${dir}: state.json is not a Kiln checkpoint v1`);
+  if (expected?.modelName && state.model?.name !== expected.modelName) {
+    throw new KilnError(`checkpoint ${dir} is of model '${state.model?.name}', not '${expected.modelName}'`);
+  }
   const read = (f: 'params' | 'optim') => {
     const file = join(dir, `${f}.safetensors`);
     if (!existsSync(file)) throw new KilnError(`checkpoint ${dir}: ${f}.safetensors is missing`);
@@ -119,12 +122,7 @@ export function loadCheckpoint(path: string, expected?: ExpectedShapes): Checkpo
   };
   const params = read('params');
   const optim = read('optim');
-  if (expected) {
-    if (expected.modelName && state.model?.name !== expected.modelName) {
-      throw new KilnError(`checkpoint ${dir} is of model '${state.model?.name}', not '${expected.modelName}'`);
-    }
-    checkShapes('parameter', dir, params, expected.params);
-    if (expected.optim) checkShapes('optimizer state', dir, optim, expected.optim);
-  }
+  if (expected?.params) checkShapes('parameter', dir, params, expected.params);
+  if (expected?.optim) checkShapes('optimizer state', dir, optim, expected.optim);
   return { dir, state, params, optim };
 }

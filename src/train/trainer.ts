@@ -19,7 +19,7 @@ import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, wind
 import { buildAccumTrainStep, buildTrainStep, isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
 import { Rng, type RngState } from './rng.js';
 import type { StepRunner } from './runner.js';
-import { learningRate, type LrSchedule } from './schedule.js';
+import { learningRate, SCHEDULES, type LrSchedule } from './schedule.js';
 import { makeTokenizer, type Tokenizer } from './tokenizers.js';
 
 export interface TrainConfig {
@@ -75,6 +75,7 @@ export interface PreparedJob {
 export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const objective = cfg.objective ?? defaultObjective(cfg.file);
   if (!OBJECTIVES.includes(objective)) throw new KilnError(`unknown objective '${objective}' (expected ${OBJECTIVES.join(', ')})`);
+  if (!SCHEDULES.includes(cfg.schedule.kind)) throw new KilnError(`unknown schedule '${cfg.schedule.kind}' (expected ${SCHEDULES.join(', ')})`);
   if (!OPTIMIZERS.includes(cfg.optimizer.kind)) throw new KilnError(`unknown optimizer '${cfg.optimizer.kind}' (expected ${OPTIMIZERS.join(', ')})`);
   if (!(cfg.batch >= 1 && cfg.accum >= 1 && cfg.steps >= 1)) throw new KilnError('--batch, --accum and --steps must be positive');
   const tok = await makeTokenizer(cfg.tokenizer);

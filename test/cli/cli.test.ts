@@ -83,6 +83,27 @@ describe('kiln CLI', () => {
     expect(grads['h.0.attn.q.w'].shape).toEqual([16, 16]);
   });
 
+  it('train, sample and eval refuse bad options and mismatched checkpoints before any device work, without a stack trace', async () => {
+    const { saveCheckpoint } = await import('../../src/train/checkpoint.js');
+    const ck = tmp();
+    saveCheckpoint(ck, 1, {}, {}, { model: { file: 'src/models/gpt.kiln', name: 'gpt', config: {} }, train: {} });
+    const cases: [string[], string][] = [
+      [['train', 'src/models/gpt.kiln', '--lr', '-1'], 'error: --lr must be greater than 0, got -1'],
+      [['train', 'src/models/gpt.kiln', '--schedule', 'weird'], "error: unknown schedule 'weird' (expected constant, linear, cosine, invsqrt)"],
+      [['train', 'src/models/gpt.kiln', '--batch', '2.5'], "error: --batch expects an integer, got '2.5'"],
+      [['train', 'src/models/gpt.kiln', '--objective', 'mlm'], "error: objective 'mlm' makes batches of tokens, labels, but the loss entry of model 'gpt' takes tokens, targets: use --objective clm"],
+      [['sample', 'src/models/gpt.kiln', '--checkpoint', ck, '--temperature', '-1'], 'error: --temperature must be at least 0, got -1'],
+      [['sample', 'src/models/gpt.kiln', '--checkpoint', ck, '--top-k', 'abc'], "error: --top-k expects an integer, got 'abc'"],
+      [['sample', 'src/models/bert.kiln', '--checkpoint', ck], `error: checkpoint ${join(ck, 'step-0000001')} is of model 'gpt', not 'bert'`],
+      [['eval', 'src/models/t5.kiln', '--checkpoint', ck], `error: checkpoint ${join(ck, 'step-0000001')} is of model 'gpt', not 't5'`],
+    ];
+    for (const [args, message] of cases) {
+      const r = kiln(...args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.err.trim()).toBe(message);
+    }
+  });
+
   it('fmt --check accepts the library models; doctor reports the adapter', () => {
     for (const m of ['gpt', 'bert', 'prefixlm', 't5']) expect(kiln('fmt', '--check', `src/models/${m}.kiln`).code).toBe(0);
     const d = kiln('doctor');

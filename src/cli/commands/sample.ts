@@ -1,12 +1,12 @@
 /** `kiln sample` (text generation from a causal model) and `kiln eval` (validation loss / perplexity) of a checkpoint. */
 import { KilnError } from '../../errors.js';
-import { compileModel } from '../../frontend/index.js';
+import { compileModel, loadModelInfo } from '../../frontend/index.js';
 import type { HostTensor } from '../../ir/tensor.js';
 import { loadCheckpoint } from '../../train/checkpoint.js';
 import { Rng } from '../../train/rng.js';
 import { makeTokenizer } from '../../train/tokenizers.js';
 import { paramShapes } from '../../train/trainer.js';
-import type { ConfigValue } from '../options.js';
+import { num, type ConfigValue } from '../options.js';
 import { makeRunners } from './runners.js';
 
 function modelSettings(ck: ReturnType<typeof loadCheckpoint>): { set: Record<string, ConfigValue>; tokenizer: string; seed: number } {
@@ -33,7 +33,11 @@ export function pickToken(logits: ArrayLike<number>, [lo, hi]: [number, number],
 }
 
 export async function sample(file: string, o: { checkpoint: string; prompt: string; tokens: string; temperature: string; topK: string; seed: string; device: string }): Promise<void> {
-  const ck = loadCheckpoint(o.checkpoint);
+  const n = num('--tokens', o.tokens, { int: true, min: 0 });
+  const temperature = num('--temperature', o.temperature, { min: 0 });
+  const topK = num('--top-k', o.topK, { int: true, min: 0 });
+  const seed = num('--seed', o.seed, { int: true, min: 0 });
+  const ck = loadCheckpoint(o.checkpoint, { modelName: loadModelInfo(file).name });
   const { set, tokenizer } = modelSettings(ck);
   const tok = await makeTokenizer(tokenizer);
   const T = Number(set.ctx ?? 64);
@@ -46,10 +50,9 @@ export async function sample(file: string, o: { checkpoint: string; prompt: stri
   const { runner } = await makeRunners({ stepGraph: graph, evalGraph: graph, cfg: { seed: 0 } }, o.device);
   try {
     await runner.setParams(ck.params);
-    const rng = new Rng(Number(o.seed) >>> 0, 'sample');
+    const rng = new Rng(seed >>> 0, 'sample');
     const ids = tok.encode(o.prompt);
     if (!ids.length) ids.push(tok.special.eos);
-    const n = Number(o.tokens);
     process.stdout.write(o.prompt);
     const out: number[] = [];
     let pending: number[] = [];
@@ -62,7 +65,7 @@ export async function sample(file: string, o: { checkpoint: string; prompt: stri
       const logits = res[graph.outputs[0].name].data;
       const V = logits.length / T;
       const row = logits.subarray((window.length - 1) * V, window.length * V);
-      const next = pickToken(row, [tok.textStart, tok.textVocab], Number(o.temperature), Number(o.topK), rng);
+      const next = pickToken(row, [tok.textStart, tok.textVocab], temperature, topK, rng);
       ids.push(next);
       out.push(next);
       // print whole characters only: byte tokens of one UTF-8 character arrive one at a time
@@ -81,7 +84,8 @@ export async function sample(file: string, o: { checkpoint: string; prompt: stri
 
 export async function evaluate(file: string, o: { checkpoint: string; data: string; batches: string; device: string }): Promise<void> {
   const { prepareJob, Trainer } = await import('../../train/trainer.js');
-  const ck = loadCheckpoint(o.checkpoint);
+  const batches = num('--batches', o.batches, { int: true, min: 1 });
+  const ck = loadCheckpoint(o.checkpoint, { modelName: loadModelInfo(file).name });
   const { set, tokenizer, seed } = modelSettings(ck);
   const t = ck.state.train as { objective?: string; dims?: { B: number } };
   const job = await prepareJob({
@@ -97,7 +101,7 @@ export async function evaluate(file: string, o: { checkpoint: string; data: stri
     data: o.data,
     tokenizer,
     evalEvery: 0,
-    evalBatches: Number(o.batches),
+    evalBatches: batches,
     saveEvery: 0,
   });
   // The evaluation graph serves as the "step" runner too: evaluate() copies parameters from it.
@@ -105,7 +109,7 @@ export async function evaluate(file: string, o: { checkpoint: string; data: stri
   try {
     await runner.setParams(ck.params);
     const trainer = new Trainer(job, runner, evalRunner);
-    const loss = await trainer.evaluate(Number(o.batches));
+    const loss = await trainer.evaluate(batches);
     process.stdout.write(`${o.data} (held-out split, ${o.batches} batches): loss ${loss.toFixed(4)} nats/token, perplexity ${Math.exp(loss).toFixed(3)}\n`);
   } finally {
     runner.destroy();

@@ -2,8 +2,7 @@
 import type { Command } from 'commander';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KilnError } from '../../errors.js';
-import { collectSet, type ConfigValue } from '../options.js';
+import { collectSet, num, type ConfigValue } from '../options.js';
 
 interface TrainOpts {
   set: Record<string, ConfigValue>;
@@ -31,11 +30,6 @@ interface TrainOpts {
   fim: string;
 }
 
-const num = (flag: string, v: string, int = false): number => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new KilnError(`${flag} expects ${int ? 'an integer' : 'a number'}, got '${v}'`);
-  return n;
-};
 
 export function register(program: Command): void {
   program
@@ -96,23 +90,23 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
   const { lossCurveSvg } = await import('../../train/plot.js');
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
-  const steps = num('--steps', o.steps, true);
+  const steps = num('--steps', o.steps, { int: true, min: 1 });
   const job = await prepareJob({
     file,
     set: o.set,
     objective: o.objective as never,
-    optimizer: { kind: o.optimizer as never, clip: num('--clip', o.clip), weightDecay: o.weightDecay === undefined ? undefined : num('--weight-decay', o.weightDecay) },
-    schedule: { kind: o.schedule as never, peak: num('--lr', o.lr), warmup: num('--warmup', o.warmup, true), total: steps },
-    batch: num('--batch', o.batch, true),
-    accum: num('--accum', o.accum, true),
+    optimizer: { kind: o.optimizer as never, clip: num('--clip', o.clip, { min: 0 }), weightDecay: o.weightDecay === undefined ? undefined : num('--weight-decay', o.weightDecay, { min: 0 }) },
+    schedule: { kind: o.schedule as never, peak: num('--lr', o.lr, { above: 0 }), warmup: num('--warmup', o.warmup, { int: true, min: 0 }), total: steps },
+    batch: num('--batch', o.batch, { int: true, min: 1 }),
+    accum: num('--accum', o.accum, { int: true, min: 1 }),
     steps,
-    seed: num('--seed', o.seed, true),
+    seed: num('--seed', o.seed, { int: true, min: 0 }),
     data: o.data,
     tokenizer: o.tokenizer,
-    objectiveOptions: { wholeWord: !!o.wholeWord, fimRate: num('--fim', o.fim) },
-    evalEvery: num('--eval-every', o.evalEvery, true),
-    evalBatches: num('--eval-batches', o.evalBatches, true),
-    saveEvery: num('--save-every', o.saveEvery, true),
+    objectiveOptions: { wholeWord: !!o.wholeWord, fimRate: num('--fim', o.fim, { min: 0, max: 1 }) },
+    evalEvery: num('--eval-every', o.evalEvery, { int: true, min: 0 }),
+    evalBatches: num('--eval-batches', o.evalBatches, { int: true, min: 1 }),
+    saveEvery: num('--save-every', o.saveEvery, { int: true, min: 0 }),
     out: o.out,
   });
   const log = (s: string) => (o.json ? process.stdout.write(JSON.stringify({ type: 'info', message: s }) + '\n') : process.stdout.write(s + '\n'));
