@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
+import { num } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -21,7 +22,7 @@ export function register(program: Command): void {
       const rep = await runBench({
         quick: !!o.quick,
         only: o.only as never,
-        repeats: Number(o.repeats),
+        repeats: num('--repeats', o.repeats, { int: true, min: 1 }),
         cpu: o.cpu,
         log: o.json ? undefined : (s) => process.stderr.write(`bench: ${s}\n`),
       });

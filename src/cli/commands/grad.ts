@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import type { HostTensor } from '../../ir/tensor.js';
-import { collectPairs, withModelOptions, type ConfigValue } from '../options.js';
+import { collectPairs, num, withModelOptions, type ConfigValue } from '../options.js';
 
 interface GradOpts {
   set: Record<string, ConfigValue>;
@@ -26,7 +26,7 @@ async function compileWithInputs(file: string, o: GradOpts) {
   for (const n of graph.nodes) {
     if (n.op !== 'input') continue;
     const name = (n.attrs as { name: string }).name;
-    inputs[name] = files[name] ?? randomInput(name, n.type, Number(o.seed) >>> 0, model.config);
+    inputs[name] = files[name] ?? randomInput(name, n.type, num('--seed', o.seed, { int: true, min: 0 }) >>> 0, model.config);
   }
   return { graph, inputs };
 }
@@ -50,7 +50,7 @@ export function register(program: Command): void {
     const { gradcheck } = await import('../../autodiff/gradcheck.js');
     const { lossOutput } = await import('./compile.js');
     const { graph, inputs } = await compileWithInputs(file, o);
-    const r = gradcheck(graph, { loss: lossOutput(graph), inputs, seed: Number(o.seed), tol: Number(o.tol), eps: Number(o.eps), maxElementsPerParam: Number(o.elements) });
+    const r = gradcheck(graph, { loss: lossOutput(graph), inputs, seed: num('--seed', o.seed, { int: true, min: 0 }), tol: num('--tol', o.tol, { above: 0 }), eps: num('--eps', o.eps, { above: 0 }), maxElementsPerParam: num('--elements', o.elements, { int: true, min: 1 }) });
     const w = Math.max(9, ...r.perParam.map((p) => p.name.length));
     process.stdout.write(`${'parameter'.padEnd(w)}  checked  max rel err  max abs err\n`);
     for (const p of r.perParam) {
@@ -81,7 +81,7 @@ export function register(program: Command): void {
     const unknown = Object.keys(params).filter((k) => !known.has(k));
     if (unknown.length) throw new KilnError(`${o.params} has tensors the model does not: ${unknown.slice(0, 5).join(', ')}`);
     const joint = grad(graph, { loss: lossOutput(graph) });
-    const out = interpret(joint, { inputs, params, seed: Number(o.seed) });
+    const out = interpret(joint, { inputs, params, seed: num('--seed', o.seed, { int: true, min: 0 }) });
     const grads: Record<string, HostTensor> = {};
     const outputs: Record<string, HostTensor> = {};
     for (const [k, v] of Object.entries(out)) (k.startsWith(GRAD_PREFIX) ? ((grads[k.slice(GRAD_PREFIX.length)] = v), 0) : (outputs[k] = v));

@@ -10,7 +10,7 @@ import { allocData } from '../../ir/tensor.js';
 import type { TensorType } from '../../ir/types.js';
 import { fmtType, isFloat, numel } from '../../ir/types.js';
 import { readNpy, writeNpy } from '../../io/npy.js';
-import type { ConfigValue } from '../options.js';
+import { num, type ConfigValue } from '../options.js';
 
 export interface RunOpts {
   set: Record<string, ConfigValue>;
@@ -60,7 +60,7 @@ export function summarize(name: string, t: HostTensor): string {
 }
 
 export async function run(file: string, o: RunOpts): Promise<void> {
-  const seed = Number(o.seed) >>> 0;
+  const seed = num('--seed', o.seed, { int: true, min: 0 }) >>> 0;
   const files: Record<string, HostTensor> = {};
   for (const [name, src] of Object.entries(o.input)) if (src !== 'random') files[name] = readNpy(src);
   const inputShapes = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v.shape]]));

@@ -30,7 +30,6 @@ interface TrainOpts {
   fim: string;
 }
 
-
 export function register(program: Command): void {
   program
     .command('train')

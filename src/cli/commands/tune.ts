@@ -1,7 +1,7 @@
 /** `kiln tune FILE`: times the matmul tile candidates for every matmul shape of a model's graph on this device. */
 import type { Command } from 'commander';
 import { compileModel } from '../../frontend/index.js';
-import { withModelOptions, type ConfigValue } from '../options.js';
+import { num, withModelOptions, type ConfigValue } from '../options.js';
 import { differentiate } from './compile.js';
 
 interface TuneOpts {
@@ -37,7 +37,7 @@ export function register(program: Command): void {
         tileCache.clear(); // --cache FILE holds this file's entries and this run's, not the default file's
         await loadTileCacheFile(o.cache);
       }
-      const res = await tuneGraph(graph, dev, { reps: Number(o.reps), force: o.force, log: (s) => process.stderr.write(`tune: ${s}\n`) });
+      const res = await tuneGraph(graph, dev, { reps: num('--reps', o.reps, { int: true, min: 1 }), force: o.force, log: (s) => process.stderr.write(`tune: ${s}\n`) });
       const tile = (t: { BM: number; BN: number; BK: number; TM: number; TN: number; direct?: boolean }) =>
         `${t.direct ? 'direct' : 'tiled'} ${t.BM}x${t.BN}${t.direct ? '' : `x${t.BK}`}, ${t.TM}x${t.TN}/invocation`;
       for (const r of res) {
