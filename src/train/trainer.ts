@@ -13,7 +13,7 @@ import { hashString } from '../ir/philox.js';
 import type { HostTensor } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
 import type { ConfigValue } from '../cli/options.js';
-import { loadCheckpoint, saveCheckpoint, type ExpectedShapes } from './checkpoint.js';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint, type ExpectedShapes } from './checkpoint.js';
 import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
 import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
 import { buildAccumTrainStep, buildTrainStep, isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
@@ -94,6 +94,19 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }
 
+/** Loads a checkpoint to resume `job` from, refusing one of another model, shape, optimizer state or objective. */
+export function loadResumeCheckpoint(job: PreparedJob, path: string): Checkpoint {
+  const expected: ExpectedShapes = {
+    params: paramShapes(job.stepGraph, (n) => !isStateParam(n)),
+    optim: paramShapes(job.stepGraph, isStateParam),
+    modelName: job.modelName,
+  };
+  const ck = loadCheckpoint(path, expected);
+  const objective = (ck.state.train as { objective?: string }).objective;
+  if (objective !== job.objective) throw new KilnError(`checkpoint ${ck.dir} was trained with objective '${objective}', not '${job.objective}'`);
+  return ck;
+}
+
 /** The objective must make exactly the inputs the model's loss entry takes; anything else is refused up front. */
 function checkObjectiveFits(objective: Objective, model: ModelInfo): void {
   const loss = model.entries.find((e) => e.name === 'loss');
@@ -163,16 +176,13 @@ export class Trainer {
     return makeBatch(this.job.objective, seqs, this.job.dims, this.job.tok, rng, this.job.cfg.objectiveOptions);
   }
 
-  /** Restores parameters, optimizer state, data position and RNGs from a checkpoint (validated before any change). */
-  async resume(path: string): Promise<void> {
-    const expected: ExpectedShapes = {
-      params: paramShapes(this.job.stepGraph, (n) => !isStateParam(n)),
-      optim: paramShapes(this.job.stepGraph, isStateParam),
-      modelName: this.job.modelName,
-    };
-    const ck = loadCheckpoint(path, expected);
-    const t = ck.state.train as unknown as TrainState & { objective: string; optimizer: string };
-    if (t.objective !== this.job.objective) throw new KilnError(`checkpoint ${ck.dir} was trained with objective '${t.objective}', not '${this.job.objective}'`);
+  /**
+   * Restores parameters, optimizer state, data position and RNGs from a checkpoint: a path, or one that
+   * `loadResumeCheckpoint` already validated (so a mismatch is refused before any device work).
+   */
+  async resume(from: string | Checkpoint): Promise<void> {
+    const ck = typeof from === 'string' ? loadResumeCheckpoint(this.job, from) : from;
+    const t = ck.state.train as unknown as TrainState;
     await this.runner.setParams({ ...ck.params, ...ck.optim });
     this.train.restore(t.batcher);
     this.rng = Rng.from(t.rng);

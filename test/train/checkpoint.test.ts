@@ -137,12 +137,13 @@ describe('kiln train --resume continues exactly, also after SIGKILL', () => {
     rmSync(base, { recursive: true, force: true });
   });
 
-  it('a corrupt checkpoint is refused before training starts, and nothing in it changes', () => {
+  it('a corrupt or differently shaped checkpoint is refused before training starts, and nothing in it changes', () => {
     const base = fresh();
     const out = join(base, 'run');
     const first = spawnSync(process.execPath, args(out, ['--steps', '4']), { encoding: 'utf8' });
     expect(first.status, first.stderr).toBe(0);
     const step = resolveCheckpoint(out);
+    const optim = readFileSync(join(step, 'optim.safetensors'));
     writeFileSync(join(step, 'optim.safetensors'), 'not a tensor file');
     const before = readFileSync(join(step, 'params.safetensors'));
     const r = spawnSync(process.execPath, args(out, ['--resume', out]), { encoding: 'utf8' });
@@ -151,6 +152,12 @@ describe('kiln train --resume continues exactly, also after SIGKILL', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
     expect(readFileSync(join(step, 'params.safetensors')).equals(before)).toBe(true);
     expect(readFileSync(join(out, 'latest'), 'utf8').trim()).toBe('step-0000004');
+    // a checkpoint of another shape: refused before the device is touched (no "device:" line yet)
+    writeFileSync(join(step, 'optim.safetensors'), optim);
+    const other = spawnSync(process.execPath, [...args(join(base, 'other'), ['--resume', out]).map((a) => (a === 'd=32,heads=2,layers=1,ctx=16' ? 'd=32,heads=2,layers=2,ctx=16' : a))], { encoding: 'utf8' });
+    expect(other.status).toBe(1);
+    expect(other.stderr).toMatch(/does not match the model: parameter 'h\.1\.[\w.]+' is missing/);
+    expect(other.stdout).not.toMatch(/device:/);
     rmSync(base, { recursive: true, force: true });
   });
 });

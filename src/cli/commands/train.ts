@@ -85,7 +85,7 @@ export function register(program: Command): void {
 }
 
 async function trainCommand(file: string, o: TrainOpts): Promise<void> {
-  const { prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
+  const { loadResumeCheckpoint, prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
   const { lossCurveSvg } = await import('../../train/plot.js');
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
@@ -113,13 +113,15 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
   log(
     `model ${job.modelName} (${file}), objective ${job.objective}, ${job.tok.name} tokenizer (vocab ${job.tok.vocabSize}), data ${o.data}: ${job.streams.train.length} train / ${job.streams.val.length} validation tokens; unigram entropy ${h.toFixed(3)} nats/token`,
   );
+  // a checkpoint that does not fit is refused before the device is touched
+  const resumeFrom = o.resume ? loadResumeCheckpoint(job, o.resume) : undefined;
   const t0 = performance.now();
   const { runner, evalRunner, describe } = await makeRunners(job, o.device);
   log(describe);
   const trainer = new Trainer(job, runner, evalRunner);
   try {
-    if (o.resume) {
-      await trainer.resume(o.resume);
+    if (resumeFrom) {
+      await trainer.resume(resumeFrom);
       log(`resumed from ${o.resume} at step ${trainer.state.step}`);
     }
     const progress = makeProgress(steps, trainer.state.step, o.json ? 'json' : process.stdout.isTTY ? 'bar' : 'lines');
@@ -165,7 +167,7 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
     if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else
       log(
-        `done: ${summary.steps} steps, loss ${summary.firstLoss?.toFixed(3)} -> ${summary.lastLoss?.toFixed(3)}, validation ${final?.toFixed(3)} (unigram entropy ${h.toFixed(3)}), ${summary.tokensPerSec} tokens/s; checkpoint and loss.svg in ${o.out}`,
+        `done: ${summary.steps} steps, loss ${summary.firstLoss?.toFixed(3)} -> ${summary.lastLoss?.toFixed(3)}, ${final === undefined ? 'no validation' : `validation ${final.toFixed(3)}`} (unigram entropy ${h.toFixed(3)}), ${summary.tokensPerSec} tokens/s; checkpoint and loss.svg in ${o.out}`,
       );
   } finally {
     runner.destroy();
