@@ -164,6 +164,20 @@ describe('acquireDevice', () => {
     expect(() => kd.throwIfFailed()).not.toThrow();
   });
 
+  it('a lost device makes an executable refuse to run with a clear error instead of hanging', async () => {
+    const { compileGraph } = await import('../../src/runtime/index.js');
+    const { GraphBuilder } = await import('../../src/ir/builder.js');
+    const own = await acquireDevice({ fresh: true });
+    const b = new GraphBuilder();
+    const x = b.op('input', [], { name: 'x', dtype: 'f32', shape: [4] });
+    const exe = await compileGraph(b.build('lost', [{ name: 'y', id: b.mul(x, x) }]), own);
+    const x4 = { dtype: 'f32' as const, shape: [4], data: Float32Array.of(1, 2, 3, 4) };
+    expect(Array.from((await exe.run({ x: x4 })).outputs.y.data)).toEqual([1, 4, 9, 16]);
+    own.destroy();
+    await expect(exe.run({ x: x4 })).rejects.toThrow(/the GPU device was lost/);
+    await expect(exe.run({ x: x4 })).rejects.toBeInstanceOf(KilnRuntimeError);
+  });
+
   it('rejects features the adapter does not have', async () => {
     await expect(acquireDevice({ fresh: true, requireFeatures: ['no-such-feature'] })).rejects.toThrow(/lacks required feature/);
   });
