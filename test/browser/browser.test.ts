@@ -5,7 +5,7 @@
  * Chromium comes from Debian's package (scripts/setup-browser.sh, which `npm test` runs); where it cannot be
  * installed the test is skipped with a message saying so.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -111,6 +111,7 @@ describe.skipIf(!chromium)('in a browser (headless Chromium, WebGPU on SwiftShad
     } finally {
       await browser.close();
       site.close();
+      rmSync(out, { recursive: true, force: true });
     }
   });
 });
