@@ -123,18 +123,21 @@ export function schedule(g: Graph, options: ScheduleOptions = {}): Schedule {
   const forced = new Set<number>();
   for (let iter = 0; ; iter++) {
     const s = attempt(g, opts, forced);
-    const over = s.kernels.find((k) => k.inputs.length + 1 > opts.maxStorageBuffers);
+    const over = s.kernels.find((k) => storageBuffers(k) > opts.maxStorageBuffers);
     if (!over) return markInPlaceUpdates(s);
     // Too many buffers for one shader stage: materialise the inlined subtree that reads the most of them.
     const victim = splitCandidate(g, s, over);
     if (victim === null || iter > g.nodes.length) {
       throw new IRError(
-        `schedule: kernel for %${over.root} (${g.nodes[over.root].op}) needs ${over.inputs.length + 1} storage buffers, over the device limit of ${opts.maxStorageBuffers}`,
+        `schedule: kernel for %${over.root} (${g.nodes[over.root].op}) needs ${storageBuffers(over)} storage buffers, over the device limit of ${opts.maxStorageBuffers}`,
       );
     }
     forced.add(victim);
   }
 }
+
+/** Storage buffers a kernel binds: its inputs, its output, and scatter-add's work buffer of duplicate chains. */
+const storageBuffers = (k: Kernel): number => k.inputs.length + 1 + (k.kind === 'scatter' ? 1 : 0);
 
 function splitCandidate(g: Graph, s: Schedule, k: Kernel): number | null {
   const inKernel = new Set(k.nodes);

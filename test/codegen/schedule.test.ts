@@ -55,6 +55,19 @@ describe('schedule', () => {
     for (const k of s.kernels) expect(k.inputs.length + 1).toBeLessThanOrEqual(4);
   });
 
+  it("counts scatter-add's work buffer against the limit: every pass binds at most the device's storage buffers", () => {
+    const b = new GraphBuilder();
+    const idx = b.op('input', [], { name: 'idx', dtype: 'i32', shape: [6] });
+    const us = Array.from({ length: 3 }, (_, i) => b.op('input', [], { name: `u${i}`, dtype: 'f32', shape: [6, 2] }));
+    const upd = us.slice(1).reduce((acc, u) => b.add(acc, u), us[0]); // inlines into the scatter: idx + 3 inputs
+    const g = b.build('scatter_wide', [{ name: 's', id: b.op('scatter_add', [idx, upd], { rows: 4 }) }]);
+    const s = schedule(g, { maxStorageBuffers: 5 }); // 4 inputs + output + work buffer = 6: must split
+    expect(s.kernels.length).toBeGreaterThan(1);
+    for (const k of generateKernels(s)) for (const p of k.passes) expect(p.bindings.length, p.label).toBeLessThanOrEqual(5);
+    const fits = schedule(g, { maxStorageBuffers: 6 });
+    expect(fits.kernels.length).toBe(1);
+  });
+
   it('generates WGSL that names the IR ops', () => {
     const g = biasGeluResidual();
     const [code] = generateKernels(schedule(g));
