@@ -2,7 +2,7 @@
  * How the scheduler sees each op. "Pointwise" ops can compute any one element of their result from a flat
  * index alone (elementwise math, layout remaps, gather, one_hot, dropout, iota, constants), so they inline
  * into whatever kernel consumes them. "Anchor" ops (reductions, matmul, row-wise primitives, scatter) own a
- * kernel: they need loops, workgroup cooperation or atomics.
+ * kernel: they need loops, workgroup cooperation or several passes.
  */
 import type { Node } from '../ir/graph.js';
 import type { OpKind } from '../ir/op.js';
