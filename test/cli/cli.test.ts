@@ -66,6 +66,14 @@ describe('kiln CLI', () => {
     const lg = readNpy(join(dir, 'gpu', 'loss.npy')).data[0];
     expect(Math.abs(li - lg)).toBeLessThan(1e-4 * Math.abs(li));
     expect(Math.abs(li - Math.log(32))).toBeLessThan(0.3);
+    // ids past the vocabulary are defined (zero rows, zero loss) but almost always a mistake: a warning names them
+    const ids = (v: number[]) => ({ dtype: 'i32' as const, shape: [2, 8], data: Int32Array.from({ length: 16 }, (_, i) => v[i] ?? 1) });
+    writeFileSync(join(dir, 'big.npy'), encodeNpy(ids([3, 40])));
+    writeFileSync(join(dir, 'targets.npy'), encodeNpy(ids([-100, 2, 33])));
+    const w = kiln('run', 'src/models/gpt.kiln', '--entry', 'loss', ...tiny, '--input', `tokens=${join(dir, 'big.npy')}`, '--input', `targets=${join(dir, 'targets.npy')}`);
+    expect(w.code, w.err).toBe(0);
+    expect(w.err).toMatch(/warning: input 'tokens' holds 40 at flat position 1, outside the 32 rows of gather %\d+ \(it reads as zeros\)/);
+    expect(w.err).toMatch(/warning: input 'targets' holds 33 at flat position 2, outside the 32 classes of cross_entropy %\d+ \(its loss counts as 0\)/);
     const wrong = kiln('run', 'src/models/gpt.kiln', '--entry', 'loss', '--input', 'nosuch=random');
     expect(wrong.code).toBe(1);
     expect(wrong.err).toContain("entry 'loss' has no input 'nosuch'");

@@ -17,7 +17,7 @@ interface GradOpts {
 async function compileWithInputs(file: string, o: GradOpts) {
   const { compileModel } = await import('../../frontend/index.js');
   const { readNpy } = await import('../../io/npy.js');
-  const { randomInput } = await import('./run.js');
+  const { outOfRangeIds, randomInput } = await import('./run.js');
   const files: Record<string, HostTensor> = {};
   for (const [name, src] of Object.entries(o.input)) if (src !== 'random') files[name] = readNpy(src);
   const inputShapes = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v.shape]]));
@@ -28,6 +28,7 @@ async function compileWithInputs(file: string, o: GradOpts) {
     const name = (n.attrs as { name: string }).name;
     inputs[name] = files[name] ?? randomInput(name, n.type, num('--seed', o.seed, { int: true, min: 0 }) >>> 0, model.config);
   }
+  for (const w of outOfRangeIds(graph, inputs)) process.stderr.write(`warning: ${w}\n`);
   return { graph, inputs };
 }
 

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import { compileModel } from '../../frontend/index.js';
 import { interpret } from '../../interp/interpreter.js';
-import { inputsOf } from '../../ir/graph.js';
+import { inputsOf, type Graph } from '../../ir/graph.js';
+import type { AttrsOf } from '../../ir/op.js';
 import { hashString, philox4x32, u32ToUnit } from '../../ir/philox.js';
 import type { HostTensor } from '../../ir/tensor.js';
 import { allocData } from '../../ir/tensor.js';
@@ -59,6 +60,33 @@ export function summarize(name: string, t: HostTensor): string {
   return `${name}: ${fmtType(t)} = [${head}${n > 6 ? ', ...' : ''}]${extra}`;
 }
 
+/**
+ * Ids in a user's input that an embedding lookup (gather), one_hot or cross_entropy's labels take outside their
+ * range: the ops define them (zero rows, zero loss), but they are almost always a mistake — a tokenizer with a
+ * larger vocabulary than the model — so say so.
+ */
+export function outOfRangeIds(g: Graph, inputs: Record<string, HostTensor>): string[] {
+  const out: string[] = [];
+  for (const n of g.nodes) {
+    let pos = -1;
+    let range = 0;
+    let ignore: number | undefined;
+    if (n.op === 'gather') [pos, range] = [1, g.nodes[n.inputs[0]].type.shape[0]];
+    else if (n.op === 'one_hot') [pos, range] = [0, (n.attrs as AttrsOf<'one_hot'>).depth];
+    else if (n.op === 'cross_entropy') {
+      [pos, range] = [1, g.nodes[n.inputs[0]].type.shape.at(-1)!];
+      ignore = (n.attrs as AttrsOf<'cross_entropy'>).ignore_index;
+    }
+    const src = pos < 0 ? undefined : g.nodes[n.inputs[pos]];
+    if (src?.op !== 'input') continue;
+    const name = (src.attrs as AttrsOf<'input'>).name;
+    const data = inputs[name]?.data;
+    const bad = data ? data.findIndex((v) => (v < 0 || v >= range) && v !== ignore) : -1;
+    if (bad >= 0) out.push(`input '${name}' holds ${data![bad]} at flat position ${bad}, outside the ${range} ${n.op === 'cross_entropy' ? 'classes' : 'rows'} of ${n.op} %${n.id} (${n.op === 'cross_entropy' ? 'its loss counts as 0' : 'it reads as zeros'})`);
+  }
+  return out;
+}
+
 export async function run(file: string, o: RunOpts): Promise<void> {
   const seed = num('--seed', o.seed, { int: true, min: 0 }) >>> 0;
   const files: Record<string, HostTensor> = {};
@@ -72,6 +100,7 @@ export async function run(file: string, o: RunOpts): Promise<void> {
   for (const name of Object.keys(o.input)) {
     if (!(name in inputs)) throw new KilnError(`entry '${o.entry}' has no input '${name}' (inputs: ${Object.keys(inputs).join(', ') || 'none'})`);
   }
+  for (const w of outOfRangeIds(graph, inputs)) process.stderr.write(`warning: ${w}\n`);
   const params = o.params ? (await import('../../train/safetensors.js')).readSafetensors(o.params) : undefined;
   let outputs: Record<string, HostTensor>;
   if (o.device === 'interp') {
