@@ -6,8 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { BinaryKind, UnaryKind } from '../../src/ir/op.js';
 import type { DType } from '../../src/ir/types.js';
-import { checkAgainstInterpreter, sharedDevice } from './helpers.js';
+import { DIRECT_CANDIDATES, TILE_CANDIDATES } from '../../src/codegen/wgsl/index.js';
+import { interpret } from '../../src/interp/interpreter.js';
 import { compileGraph } from '../../src/runtime/index.js';
+import { checkAgainstInterpreter, sharedDevice } from './helpers.js';
 import { randTensor } from './graphs.js';
 
 const input = (b: GraphBuilder, name: string, dtype: DType, shape: number[]) => b.op('input', [], { name, dtype, shape });
@@ -152,8 +154,6 @@ describe('reductions', () => {
   });
 
   it('the per-thread strategy (CPU adapters) has no barriers; the workgroup strategy does', async () => {
-    const { sharedDevice } = await import('./helpers.js');
-    const { compileGraph } = await import('../../src/runtime/index.js');
     const dev = await sharedDevice();
     const b = new GraphBuilder();
     const z = input(b, 'z', 'f32', [70, 45]);
@@ -169,7 +169,6 @@ describe('reductions', () => {
   });
 
   it('workgroup reductions with and without subgroup operations agree with the interpreter', async () => {
-    const { sharedDevice } = await import('./helpers.js');
     const dev = await sharedDevice();
     const b = new GraphBuilder();
     const x = input(b, 'x', 'f32', [3, 517]);
@@ -181,7 +180,6 @@ describe('reductions', () => {
     const modes = [{ subgroups: false }];
     if (dev.device.features.has('subgroups')) modes.push({ subgroups: true });
     expect(dev.device.features.has('subgroups')).toBe(true); // lavapipe has them; keep both paths covered
-    const { compileGraph } = await import('../../src/runtime/index.js');
     const withSg = await compileGraph(g, dev, { subgroups: true });
     expect(withSg.wgsl()).toContain('subgroupAdd');
     withSg.destroy();
@@ -224,7 +222,6 @@ describe('matmul', () => {
   });
 
   it('every tile candidate (workgroup tiles and direct) computes the same result, ragged and exact shapes', async () => {
-    const { TILE_CANDIDATES, DIRECT_CANDIDATES } = await import('../../src/codegen/wgsl/index.js');
     const b = new GraphBuilder();
     const a = input(b, 'a', 'f32', [37, 21]);
     const w = input(b, 'w', 'f32', [21, 45]);
@@ -338,9 +335,6 @@ describe('dropout', () => {
     // values agree to an ulp or two (x * f32(1/(1-p)) vs f64 rounded once; GPU exp); the mask is compared exactly below
     await checkAgainstInterpreter(g, { x: xs, seed: seedT }, { tol: { rtol: 1e-6, atol: 0 } });
     // the kept pattern itself, exactly
-    const { sharedDevice } = await import('./helpers.js');
-    const { compileGraph } = await import('../../src/runtime/index.js');
-    const { interpret } = await import('../../src/interp/interpreter.js');
     const exe = await compileGraph(g, await sharedDevice());
     const got = (await exe.run({ x: xs, seed: seedT })).outputs;
     const want = interpret(g, { inputs: { x: xs, seed: seedT } });
