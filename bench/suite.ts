@@ -3,8 +3,6 @@
  * same adapter, and CPU) in one process. Every timed pair is first checked for agreement of results.
  */
 import type * as TF from '@tensorflow/tfjs-core';
-import { grad } from '../src/autodiff/index.js';
-import { generateKernels } from '../src/codegen/wgsl/index.js';
 import { KilnError } from '../src/errors.js';
 import { compileModel } from '../src/frontend/index.js';
 import type { Graph } from '../src/ir/graph.js';
@@ -12,9 +10,11 @@ import { initParam } from '../src/ir/init.js';
 import type { AttrsOf } from '../src/ir/op.js';
 import type { HostTensor } from '../src/ir/tensor.js';
 import { acquireDevice, type KilnDevice } from '../src/runtime/device.js';
+import { compileIR, runPipeline } from '../src/passes/index.js';
 import { compileGraph, formatProfile, type Executable } from '../src/runtime/index.js';
-import { planMemory, schedule } from '../src/schedule/index.js';
-import { buildTrainStep } from '../src/train/optimizers.js';
+import { targetOf } from '../src/runtime/executable.js';
+import { programKey } from '../src/runtime/pipelines.js';
+import { planMemory } from '../src/schedule/index.js';
 import { kernelCases } from './kernels.js';
 import { loadTf, useBackend } from './peers/tfjs.js';
 import { tfGptLoss, type GptShape } from './peers/tfjs-gpt.js';
@@ -128,14 +128,14 @@ interface GptConfig extends GptShape {
 
 function gptGraphs(c: GptConfig): { loss: Graph; step: Graph; params: Record<string, HostTensor> } {
   const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { vocab: c.vocab, d: c.d, heads: c.heads, layers: c.layers, ctx: c.ctx, dropout: 0 }, dims: { B: c.B, T: c.T } });
-  const step = buildTrainStep(grad(graph, { loss: 'loss' }), { kind: 'adamw', clip: 0 });
+  const step = compileIR(graph, { train: { optimizer: { kind: 'adamw', clip: 0 } } });
   const params: Record<string, HostTensor> = {};
   for (const n of graph.nodes) {
     if (n.op !== 'param') continue;
     const a = n.attrs as AttrsOf<'param'>;
     params[a.name] = initParam(a.init, n.type, a.name, 0);
   }
-  return { loss: graph, step, params };
+  return { loss: compileIR(graph), step, params };
 }
 
 async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profile: { text?: string }): Promise<Row[]> {
@@ -241,21 +241,25 @@ async function compileRows(dev: KilnDevice, o: BenchOptions): Promise<Row[]> {
     o.log?.(`compile: ${name}`);
     const samples: number[] = [];
     let kernels = 0;
+    let pipelines = 0;
     let note: string | undefined;
     for (let i = 0; i < (o.quick ? 1 : 3); i++) {
       const t0 = performance.now();
       const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { ...set, dropout: 0 }, dims });
-      const step = buildTrainStep(grad(graph, { loss: 'loss' }), { kind: 'adamw' });
-      const s = schedule(step);
-      kernels = generateKernels(s, { subgroups: dev.features.has('subgroups') }).length;
+      // the whole pipeline for this device's kernels (no pipelines or buffers); size limits checked after timing
+      const target = targetOf(dev);
+      const st = runPipeline(graph, { train: { optimizer: { kind: 'adamw' } }, target: { ...target, maxStorageBufferBindingSize: Infinity, maxBufferSize: Infinity } });
       samples.push(performance.now() - t0);
+      kernels = st.kernels!.length;
+      pipelines = new Set(st.kernels!.flatMap((k) => k.passes.map((p) => programKey(p.wgsl)))).size;
       try {
-        planMemory(step, s, dev.limits);
+        planMemory(st.graph, st.schedule!, dev.limits);
       } catch (e) {
         if (!(e instanceof KilnError)) throw e;
         note = `refused on this device: ${e.message}`;
       }
     }
+    note = [`${pipelines} distinct programs (pipelines)`, note].filter(Boolean).join('; ');
     const { stats } = await import('./timing.js');
     rows.push({ group: 'compile', name, kiln: { stats: stats(samples), kernels }, tfWebgpu: null, tfCpu: null, check: null, note });
   }

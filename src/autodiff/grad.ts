@@ -1,11 +1,12 @@
 /**
  * Reverse-mode automatic differentiation as an IR -> IR pass. The result is one joint graph: the forward
  * computation, then the backward one built from each op's gradient rule (declared beside the op in
- * src/ir/ops/), with outputs `grad:<param>` (and `grad:input:<name>`) next to the original outputs.
+ * src/ir/ops/), with outputs `grad:<param>` (and `grad:input:<name>`) next to the original outputs. The outputs carry
+ * roles (`loss`, `grad` of a parameter, `input-grad`): later passes read those, the names are for people.
  */
 import { KilnError } from '../errors.js';
 import { GraphBuilder } from '../ir/builder.js';
-import type { Graph, Node } from '../ir/graph.js';
+import type { Graph, GraphOutput, Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { OPS } from '../ir/registry.js';
 import { fmtType, isFloat, sameShape } from '../ir/types.js';
@@ -89,7 +90,8 @@ export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
   }
   b.loc = undefined;
 
-  const outputs = opts.keepOutputs === false ? [{ name: opts.loss, id: lossNode.id }] : [...g.outputs];
+  const asLoss = (o: GraphOutput): GraphOutput => (o.name === opts.loss ? { ...o, role: { kind: 'loss' } } : o);
+  const outputs = opts.keepOutputs === false ? [asLoss(lossOut)] : g.outputs.map(asLoss);
   // Differentiating a joint graph again (composability) must not clash with its existing gradient outputs.
   const taken = new Set(outputs.map((o) => o.name));
   const unique = (name: string) => {
@@ -97,7 +99,11 @@ export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
     taken.add(name);
     return name;
   };
-  for (const p of wrtParams) outputs.push({ name: unique(GRAD_PREFIX + leafName(p)), id: cot.get(p.id) ?? b.full(0, p.type) });
-  for (const p of wrtInputs) outputs.push({ name: unique(INPUT_GRAD_PREFIX + leafName(p)), id: cot.get(p.id) ?? b.full(0, p.type) });
+  for (const p of wrtParams) {
+    outputs.push({ name: unique(GRAD_PREFIX + leafName(p)), id: cot.get(p.id) ?? b.full(0, p.type), role: { kind: 'grad', param: leafName(p) } });
+  }
+  for (const p of wrtInputs) {
+    outputs.push({ name: unique(INPUT_GRAD_PREFIX + leafName(p)), id: cot.get(p.id) ?? b.full(0, p.type), role: { kind: 'input-grad', input: leafName(p) } });
+  }
   return b.build(g.name, outputs);
 }

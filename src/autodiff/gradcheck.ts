@@ -9,8 +9,8 @@ import type { Graph } from '../ir/graph.js';
 import { initParam } from '../ir/init.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { Rng } from '../train/rng.js';
-import { grad, GRAD_PREFIX, INPUT_GRAD_PREFIX } from './index.js';
+import { Rng } from '../ir/rng.js';
+import { grad } from './index.js';
 
 export interface GradcheckOptions {
   loss?: string;
@@ -57,14 +57,19 @@ export function gradcheck(g: Graph, o: GradcheckOptions): GradcheckResult {
     const a = n.attrs as AttrsOf<'param'>;
     params[a.name] = toF64(o.params?.[a.name] ?? initParam(a.init, n.type, a.name, seed));
   }
+  const rng = new Rng(seed, 'gradcheck');
   const inputs = Object.fromEntries(Object.entries(o.inputs).map(([k, v]) => [k, toF64(v)]));
   const joint = o.joint ?? grad(g, { loss, wrtInputs: o.wrtInputs });
   const analytic = interpret(joint, { inputs, params, float64: true });
   const f = () => interpret(g, { inputs, params, float64: true })[loss].data[0];
-  const rng = new Rng(seed, 'gradcheck');
   const targets: [string, HostTensor, HostTensor | undefined][] = [];
-  for (const [name, p] of Object.entries(params)) if (p.dtype === 'f32') targets.push([name, p, analytic[GRAD_PREFIX + name]]);
-  for (const name of o.wrtInputs ?? []) targets.push([`input:${name}`, inputs[name], analytic[INPUT_GRAD_PREFIX + name]]);
+  const gradOut = new Map<string, HostTensor>();
+  for (const out of joint.outputs) {
+    if (out.role?.kind === 'grad') gradOut.set(out.role.param, analytic[out.name]);
+    if (out.role?.kind === 'input-grad') gradOut.set(`input:${out.role.input}`, analytic[out.name]);
+  }
+  for (const [name, p] of Object.entries(params)) if (p.dtype === 'f32') targets.push([name, p, gradOut.get(name)]);
+  for (const name of o.wrtInputs ?? []) targets.push([`input:${name}`, inputs[name], gradOut.get(`input:${name}`)]);
   const perParam: ParamCheck[] = [];
   for (const [name, p, gr] of targets) {
     if (!gr) continue;

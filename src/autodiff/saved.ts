@@ -9,7 +9,7 @@ import { fmtType } from '../ir/types.js';
 /** Nodes are forward if every output of the original entry depends only on them: those before the first node only the backward reaches. */
 function forwardMask(g: Graph): boolean[] {
   const fwd = new Array<boolean>(g.nodes.length).fill(false);
-  const stack = g.outputs.filter((o) => !o.name.startsWith('grad:')).map((o) => o.id);
+  const stack = g.outputs.filter((o) => o.role?.kind !== 'grad' && o.role?.kind !== 'input-grad').map((o) => o.id);
   while (stack.length) {
     const id = stack.pop()!;
     if (fwd[id]) continue;

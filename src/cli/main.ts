@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { KilnError } from '../errors.js';
-import { collectPairs, withModelOptions } from './options.js';
+import { collectList, collectPairs, withModelOptions } from './options.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('kiln')
@@ -25,12 +25,19 @@ export async function main(argv: string[]): Promise<void> {
   modelOpts(
     program
       .command('compile')
-      .description('compile an entry point and print the IR or what later stages make of it')
-      .argument('<file>', '.kiln model file')
+      .description('compile an entry point through the pipeline and print the IR or what a stage makes of it')
+      .argument('[file]', '.kiln model file')
       .option('--entry <name>', 'entry point', 'forward')
-      .option('--emit <what>', 'ir | json | schedule | memory | wgsl | saved', 'ir')
+      .option('--emit <what>', 'ir | json | saved | schedule | memory | wgsl, or any pipeline stage (see --passes)', 'ir')
       .option('--grad', 'differentiate the entry (its scalar output `loss` or the first output) w.r.t. all parameters')
-      .option('--print-ir-after <passes>', 'dump the IR after these passes (comma-separated, or "all") to stderr')
+      .option('--train', 'the whole training step: the entry differentiated plus the optimizer update')
+      .option('--optimizer <o>', 'with --train: adamw | adam | sgd | adafactor', 'adamw')
+      .option('--accum', 'with --train: the gradient-accumulation form of the step')
+      .option('--passes', 'list the pipeline: every registered pass with its summary and options')
+      .option('--print-ir-after <passes>', 'dump the IR (or schedule, memory plan, WGSL) after these stages (comma-separated, or "all") to stderr')
+      .option('--print-ir-before <passes>', 'the same, before these stages')
+      .option('--pass-option <pass.option=value>', 'set a pass option (value as JSON, else a string; repeatable)', collectList, [])
+      .option('--disable-pass <pass>', 'leave a pass out of the pipeline (repeatable)', collectList, [])
       .option('-o, --output <file>', 'write to a file instead of stdout'),
   ).action(async (file, o) => (await import('./commands/compile.js')).compile(file, o));
 

@@ -60,3 +60,8 @@ export function withModelOptions(c: Command): Command {
     .option('--set <k=v>', 'override a config value of the model (repeatable)', collectSet, {})
     .option('--dim <N=v>', 'value of a symbolic dimension such as B or T (repeatable)', collectDims, {});
 }
+
+/** Commander collector for a repeatable option whose values are kept as a list. */
+export function collectList(value: string, prev: string[] = []): string[] {
+  return [...prev, value];
+}

@@ -3,8 +3,11 @@
  * directly; tensor arguments emit IR nodes; a number mixed with a tensor becomes a constant of the tensor's dtype.
  * softmax / log_softmax take any axis by transposing around the IR's last-axis primitive.
  */
-import type { ParamInit } from '../ir/op.js';
-import { erf } from '../ir/ops/util.js';
+import type { OpRule, ParamInit, UnaryKind } from '../ir/op.js';
+import { unaryOps } from '../ir/ops/elementwise.js';
+import { OPS } from '../ir/registry.js';
+import type { HostTensor } from '../ir/tensor.js';
+import { withFloat64 } from '../ir/tensor.js';
 import { DTYPES, type DType, isFloat, isInt } from '../ir/types.js';
 import type { IndexItem, Span } from './ast.js';
 import type { Env, Lowerer } from './lower.js';
@@ -217,16 +220,35 @@ for (const [name, kind] of [['logical_and', 'and'], ['logical_or', 'or']] as con
 
 // ---- elementwise math ----
 
-const SCALAR_MATH: Record<string, (x: number) => number> = {
-  exp: Math.exp, log: Math.log, sqrt: Math.sqrt, rsqrt: (x) => 1 / Math.sqrt(x), tanh: Math.tanh, sin: Math.sin, cos: Math.cos,
-  abs: Math.abs, floor: Math.floor, erf, sigmoid: (x) => 1 / (1 + Math.exp(-x)), relu: (x) => Math.max(0, x),
+/**
+ * The unary math builtins come from the op table: every unary op is a builtin of the same name (except `neg` and
+ * `not`, which are the operators `-` and `!`), and on a number it is the op's own reference implementation,
+ * evaluated in double precision — so a config expression such as `silu(2.0)` means what the op means on tensors.
+ */
+const OPERATOR_ONLY: readonly UnaryKind[] = ['neg', 'not'];
+/** Unary ops whose result on an integer is an integer. */
+const KEEPS_INT: readonly UnaryKind[] = ['abs', 'floor', 'relu', 'stop_gradient'];
+
+function scalarUnary(kind: UnaryKind, x: number, attrs: object = {}): number {
+  const rule = OPS[kind] as OpRule<UnaryKind>;
+  const t: HostTensor = { dtype: 'f32', shape: [], data: Float64Array.of(x) as unknown as Float32Array };
+  return withFloat64(() => rule.evaluate([t], attrs as never, { dtype: 'f32', shape: [] }, NO_LEAVES).data[0]);
+}
+const NO_LEAVES = {
+  input: () => {
+    throw new Error('no inputs in a scalar evaluation');
+  },
+  param: () => {
+    throw new Error('no parameters in a scalar evaluation');
+  },
 };
-for (const kind of ['exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'relu', 'silu', 'sin', 'cos', 'erf', 'floor', 'abs', 'stop_gradient'] as const) {
+
+for (const kind of (Object.keys(unaryOps) as UnaryKind[]).filter((k) => !OPERATOR_ONLY.includes(k) && k !== 'gelu')) {
   def(kind, ['x'], (a, cx) => {
     const x = a.get('x')!;
-    if (x.k === 'num' && SCALAR_MATH[kind]) {
-      const r = SCALAR_MATH[kind](x.v);
-      return kind === 'abs' || kind === 'floor' || kind === 'relu' ? num(r, x.int || kind === 'floor') : F(r);
+    if (x.k === 'num') {
+      const r = scalarUnary(kind, x.v);
+      return KEEPS_INT.includes(kind) ? num(r, x.int || kind === 'floor') : F(r);
     }
     return cx.t(cx.op(kind, [cx.tensor(x, 'x')], {}));
   });
@@ -234,6 +256,8 @@ for (const kind of ['exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'relu', 's
 def('gelu', ['x', ['approximate', S('erf')]], (a, cx) => {
   const m = cx.str(a.get('approximate')!, 'approximate');
   if (m !== 'erf' && m !== 'tanh') cx.fail(`gelu(): approximate must be "erf" or "tanh", got "${m}"`, 'approximate');
+  const x = a.get('x')!;
+  if (x.k === 'num') return F(scalarUnary('gelu', x.v, { approximate: m }));
   return cx.t(cx.op('gelu', [cx.tensor(a.get('x')!, 'x')], { approximate: m }));
 });
 def('pow', ['x', 'y'], (a, cx) => binary('**', a.get('x')!, a.get('y')!, cx));

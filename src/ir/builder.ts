@@ -1,6 +1,6 @@
 import type { SourceLoc } from '../errors.js';
 import { ShapeError } from '../errors.js';
-import type { Graph, Node, Scope } from './graph.js';
+import type { Graph, GraphOutput, Node, Scope } from './graph.js';
 import type { AttrsOf, OpKind } from './op.js';
 import { OPS } from './registry.js';
 import type { DType, Shape, TensorType } from './types.js';
@@ -68,7 +68,7 @@ export class GraphBuilder {
     return node.id;
   }
 
-  build(name: string, outputs: { name: string; id: number }[]): Graph {
+  build(name: string, outputs: GraphOutput[]): Graph {
     return { name, nodes: this.nodes, outputs: outputs.map((o) => ({ ...o })) };
   }
 

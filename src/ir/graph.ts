@@ -22,15 +22,59 @@ export interface Node<K extends OpKind = OpKind> {
   name?: string;
   scope?: Scope;
   loc?: SourceLoc;
+  /** The rewrite rule that made this node (shown in IR dumps). */
+  rule?: string;
 }
+
+/**
+ * What a graph output is for. Passes, the scheduler, the runtime and the optimizers read roles, never names:
+ *   - `output`: a value the caller reads (the default when `role` is absent);
+ *   - `loss`: the scalar a training step minimises (read back every step);
+ *   - `metric`: a scalar the caller reads beside the loss (the gradient norm...);
+ *   - `grad`: the gradient of parameter `param` (or of graph input `input`);
+ *   - `update`: the value parameter `param` takes after the run (an optimizer step, an accumulator): the runtime
+ *     writes it into the parameter's buffer and does not download it unless asked.
+ */
+export type OutputRole =
+  | { kind: 'output' }
+  | { kind: 'loss' }
+  | { kind: 'metric' }
+  | { kind: 'grad'; param: string }
+  | { kind: 'input-grad'; input: string }
+  | { kind: 'update'; param: string };
 
 export interface GraphOutput {
   name: string;
   id: number;
+  /** Absent means `{ kind: 'output' }`. */
+  role?: OutputRole;
 }
 
-/** An output named `update:<param>` is that parameter's value after the run (an optimizer step, an accumulator). */
+/** The name given to an `update` output of parameter p (a name only: code reads the role). */
 export const UPDATE_PREFIX = 'update:';
+
+export const roleOf = (o: GraphOutput): OutputRole => o.role ?? { kind: 'output' };
+
+/** The parameter an output updates, if it is an `update` output. */
+export function updatedParam(o: GraphOutput): string | undefined {
+  return o.role?.kind === 'update' ? o.role.param : undefined;
+}
+
+/** The parameter whose gradient an output is, if it is a `grad` output. */
+export function gradParam(o: GraphOutput): string | undefined {
+  return o.role?.kind === 'grad' ? o.role.param : undefined;
+}
+
+/** The `update` outputs of a graph, by parameter name. */
+export function updateOutputs(g: Graph): { param: string; output: GraphOutput }[] {
+  return g.outputs.flatMap((o) => (o.role?.kind === 'update' ? [{ param: o.role.param, output: o }] : []));
+}
+
+/** Outputs a caller reads by default: everything but `update` outputs. */
+export const isReadBack = (o: GraphOutput): boolean => o.role?.kind !== 'update';
+
+/** An `update` output for parameter `param`, named as users see it. */
+export const updateOutput = (param: string, id: number): GraphOutput => ({ name: UPDATE_PREFIX + param, id, role: { kind: 'update', param } });
 
 export interface Graph {
   name: string;

@@ -95,25 +95,51 @@ export type GradRule<K extends OpKind> =
     };
 
 /**
- * How the op lowers to WGSL. Elementwise ops give a WGSL expression over their operand expressions;
- * every other op names the kernel family whose generator (src/codegen/wgsl) handles it.
+ * The kernel family of every op: its fusion class for the scheduler (pointwise families inline into consumers;
+ * reduce/matmul/rowwise/scatter own kernels) and the generator codegen hands it to. Codegen keeps one typed table
+ * per family (`{ [K in OpsIn<F>]: ... }`), so an op added here without its lowering is a compile error.
  */
-export type Lowering<K extends OpKind> =
-  | {
+export interface FamilyOf {
+  input: 'leaf'; param: 'leaf'; constant: 'leaf'; iota: 'leaf';
+  neg: 'elementwise'; abs: 'elementwise'; exp: 'elementwise'; log: 'elementwise'; sqrt: 'elementwise';
+  rsqrt: 'elementwise'; tanh: 'elementwise'; sigmoid: 'elementwise'; relu: 'elementwise'; gelu: 'elementwise';
+  silu: 'elementwise'; sin: 'elementwise'; cos: 'elementwise'; erf: 'elementwise'; floor: 'elementwise';
+  not: 'elementwise'; stop_gradient: 'elementwise';
+  add: 'elementwise'; sub: 'elementwise'; mul: 'elementwise'; div: 'elementwise'; pow: 'elementwise';
+  max: 'elementwise'; min: 'elementwise'; eq: 'elementwise'; ne: 'elementwise'; lt: 'elementwise';
+  le: 'elementwise'; gt: 'elementwise'; ge: 'elementwise'; and: 'elementwise'; or: 'elementwise';
+  select: 'elementwise'; cast: 'elementwise';
+  sum: 'reduce'; mean: 'reduce'; max_reduce: 'reduce'; argmax: 'reduce';
+  matmul: 'matmul';
+  reshape: 'layout'; transpose: 'layout'; broadcast: 'layout'; slice: 'layout'; concat: 'layout';
+  gather: 'gather'; one_hot: 'gather'; scatter_add: 'scatter';
+  softmax: 'rowwise'; log_softmax: 'rowwise'; layer_norm: 'rowwise'; rms_norm: 'rowwise'; cross_entropy: 'rowwise';
+  dropout: 'random';
+}
+
+export type KernelFamily = 'elementwise' | 'leaf' | 'layout' | 'reduce' | 'matmul' | 'gather' | 'scatter' | 'rowwise' | 'random';
+
+/** The ops of one kernel family (or several). */
+export type OpsIn<F extends KernelFamily> = { [K in OpKind]: FamilyOf[K] extends F ? K : never }[OpKind];
+
+// Every op has a family and every family entry is an op (a compile error otherwise).
+type Exactly<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const familiesCoverOps: Exactly<keyof FamilyOf, OpKind> = true;
+void familiesCoverOps;
+
+/**
+ * How the op lowers to WGSL. Elementwise ops give a WGSL expression over their operand expressions;
+ * every other op names its kernel family, whose generator (src/codegen/wgsl) has an entry for it.
+ */
+export type Lowering<K extends OpKind> = FamilyOf[K] extends 'elementwise'
+  ? {
       kernel: 'elementwise';
       /** args are WGSL expressions of the operands, already converted to the op's compute type. */
       expr(args: string[], attrs: AttrsOf<K>, inputs: readonly TensorType[], out: TensorType): string;
       /** WGSL helper functions the expression calls (deduplicated by the generator). */
       helpers?: string;
     }
-  | { kernel: 'leaf' }
-  | { kernel: 'layout' }
-  | { kernel: 'reduce' }
-  | { kernel: 'matmul' }
-  | { kernel: 'gather' }
-  | { kernel: 'scatter' }
-  | { kernel: 'rowwise' } // softmax / log_softmax / layer_norm / rms_norm / cross_entropy
-  | { kernel: 'random' };
+  : { kernel: FamilyOf[K] };
 
 export interface OpRule<K extends OpKind> {
   /** Number of operands, or 'variadic' (concat). */

@@ -33,6 +33,7 @@ export function printNode(n: Node): string {
   const notes: string[] = [];
   if (n.name) notes.push(n.name);
   if (n.scope) notes.push(`${n.scope.kind}#${n.scope.id}`);
+  if (n.rule) notes.push(`rule=${n.rule}`);
   if (n.loc) notes.push(`${n.loc.file.split('/').pop()}:${n.loc.line}:${n.loc.col}`);
   if (notes.length) line += `  # ${notes.join(' ')}`;
   return line;

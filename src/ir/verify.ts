@@ -45,5 +45,13 @@ export function verify(g: Graph): void {
     if (!(o.id >= 0 && o.id < g.nodes.length)) throw new IRError(`graph ${g.name}: output '${o.name}' refers to missing %${o.id}`);
     if (outNames.has(o.name)) throw new IRError(`graph ${g.name}: output '${o.name}' appears twice`);
     outNames.add(o.name);
+    const target = o.role?.kind === 'update' || o.role?.kind === 'grad' ? o.role.param : undefined;
+    if (target !== undefined) {
+      const p = names.get(`param:${target}`);
+      if (p === undefined) throw new IRError(`graph ${g.name}: output '${o.name}' is the ${o.role!.kind} of parameter '${target}', which the graph does not have`);
+      if (!sameType(g.nodes[p].type, g.nodes[o.id].type)) {
+        throw new IRError(`graph ${g.name}: output '${o.name}' is ${fmtType(g.nodes[o.id].type)} but parameter '${target}' is ${fmtType(g.nodes[p].type)}`);
+      }
+    }
   }
 }

@@ -1,94 +1,62 @@
 import type { Graph, Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { sameType } from '../ir/types.js';
-import { dce } from './dce.js';
+import type { RewriteRule, RewriteSite } from './rewrite.js';
+import { rewrite } from './rewrite.js';
 
 /**
- * Local algebraic clean-ups that gradient rules and the frontend leave behind: reshape of reshape, transpose of
- * transpose (composed; dropped when the identity), no-op reshape / broadcast / transpose / slice / cast / concat,
- * broadcast of broadcast, x*1, 1*x, x/1, x+0, 0+x, x-0, neg(neg x), stop_gradient(stop_gradient x), select(c, x, x).
- * A fold only applies when the surviving value already has the node's exact type (never when the constant
- * broadcasts x). Folding x+0 to x maps -0 to itself where IEEE gives +0: harmless for training, and the reason
- * this is not applied to anything that could change a non-zero value. Nodes a fold orphans are removed by DCE.
+ * Local algebraic clean-ups that gradient rules and the frontend leave behind, as rewrite rules. A fold only
+ * applies when the surviving value already has the node's exact type (never when the constant broadcasts x).
+ * Folding x+0 to x maps -0 to itself where IEEE gives +0: harmless for training, and the reason no rule here
+ * may change a non-zero value.
  */
-export function canonicalize(g: Graph): Graph {
-  const alias = new Array<number>(g.nodes.length);
-  const nodes: Node[] = [];
-  let changed = false;
-  for (const n of g.nodes) {
-    const m: Node = { ...n, inputs: n.inputs.map((i) => alias[i]) };
-    // A rewrite (e.g. reshape of reshape to one reshape) can enable another fold of the same node.
-    let r: Node | number = m;
-    for (let prev: Node | undefined; typeof r !== 'number' && r !== prev; ) {
-      prev = r;
-      r = simplify(r, nodes);
-    }
-    if (typeof r === 'number') {
-      alias[n.id] = r;
-      nodes.push(m);
-      changed = true;
-    } else {
-      alias[n.id] = n.id;
-      if (r !== m) changed = true;
-      nodes.push(r);
-    }
-  }
-  if (!changed) return g;
-  return dce({ name: g.name, nodes, outputs: g.outputs.map((o) => ({ name: o.name, id: alias[o.id] })) });
-}
-
 const isFill = (n: Node, v: number) => n.op === 'constant' && (n.attrs as AttrsOf<'constant'>).values.every((x) => x === v);
+const sameAs = (s: RewriteSite, k: number) => sameType(s.arg(k).type, s.node.type);
+/** Operand k when it has the node's type (the node is a no-op), else null. */
+const operandIfSame = (s: RewriteSite, k: number) => (sameAs(s, k) ? s.node.inputs[k] : null);
 
-/** Returns an existing id the node equals, a rewritten node, or the node itself. */
-function simplify(n: Node, nodes: Node[]): Node | number {
-  const arg = (k: number) => nodes[n.inputs[k]];
-  const sameAs = (k: number) => sameType(arg(k).type, n.type);
-  switch (n.op) {
-    case 'reshape': {
-      if (sameAs(0)) return n.inputs[0];
-      if (arg(0).op === 'reshape') return { ...n, inputs: [arg(0).inputs[0]] };
-      return n;
-    }
-    case 'transpose': {
-      const perm = (n.attrs as AttrsOf<'transpose'>).perm;
-      const x = arg(0);
-      if (x.op === 'transpose') {
-        const inner = (x.attrs as AttrsOf<'transpose'>).perm;
-        const q = perm.map((p) => inner[p]);
-        if (q.every((p, i) => p === i)) return x.inputs[0];
-        return { ...n, inputs: [x.inputs[0]], attrs: { perm: q } };
-      }
-      return perm.every((p, i) => p === i) ? n.inputs[0] : n;
-    }
-    case 'broadcast':
-      if (sameAs(0)) return n.inputs[0];
-      if (arg(0).op === 'broadcast') return { ...n, inputs: [arg(0).inputs[0]] };
-      return n;
-    case 'slice':
-    case 'cast':
-      return sameAs(0) ? n.inputs[0] : n;
-    case 'concat':
-      return n.inputs.length === 1 ? n.inputs[0] : n;
-    case 'neg':
-      return arg(0).op === 'neg' ? arg(0).inputs[0] : n;
-    case 'stop_gradient':
-      return arg(0).op === 'stop_gradient' ? n.inputs[0] : n;
-    case 'select':
-      return n.inputs[1] === n.inputs[2] && sameAs(1) ? n.inputs[1] : n;
-    case 'mul':
-      if (isFill(arg(1), 1) && sameAs(0)) return n.inputs[0];
-      if (isFill(arg(0), 1) && sameAs(1)) return n.inputs[1];
-      return n;
-    case 'add':
-      if (isFill(arg(1), 0) && sameAs(0)) return n.inputs[0];
-      if (isFill(arg(0), 0) && sameAs(1)) return n.inputs[1];
-      return n;
-    case 'sub':
-      return isFill(arg(1), 0) && sameAs(0) ? n.inputs[0] : n;
-    case 'div':
-      return isFill(arg(1), 1) && sameAs(0) ? n.inputs[0] : n;
-    default:
-      return n;
-  }
+export const CANONICALIZE_RULES: readonly RewriteRule[] = [
+  { name: 'reshape-noop', ops: ['reshape'], rewrite: (s) => operandIfSame(s, 0) },
+  {
+    name: 'reshape-of-reshape',
+    ops: ['reshape'],
+    rewrite: (s) => (s.arg(0).op === 'reshape' ? s.b.op('reshape', [s.arg(0).inputs[0]], s.node.attrs as AttrsOf<'reshape'>) : null),
+  },
+  {
+    name: 'transpose-identity',
+    ops: ['transpose'],
+    rewrite: (s) => ((s.node.attrs as AttrsOf<'transpose'>).perm.every((p, i) => p === i) ? s.node.inputs[0] : null),
+  },
+  {
+    name: 'transpose-of-transpose',
+    ops: ['transpose'],
+    rewrite: (s) => {
+      const x = s.arg(0);
+      if (x.op !== 'transpose') return null;
+      const inner = (x.attrs as AttrsOf<'transpose'>).perm;
+      const perm = (s.node.attrs as AttrsOf<'transpose'>).perm.map((p) => inner[p]);
+      return perm.every((p, i) => p === i) ? x.inputs[0] : s.b.op('transpose', [x.inputs[0]], { perm });
+    },
+  },
+  { name: 'broadcast-noop', ops: ['broadcast'], rewrite: (s) => operandIfSame(s, 0) },
+  {
+    name: 'broadcast-of-broadcast',
+    ops: ['broadcast'],
+    rewrite: (s) => (s.arg(0).op === 'broadcast' ? s.b.op('broadcast', [s.arg(0).inputs[0]], s.node.attrs as AttrsOf<'broadcast'>) : null),
+  },
+  { name: 'slice-noop', ops: ['slice'], rewrite: (s) => operandIfSame(s, 0) },
+  { name: 'cast-noop', ops: ['cast'], rewrite: (s) => operandIfSame(s, 0) },
+  { name: 'concat-single', ops: ['concat'], rewrite: (s) => (s.node.inputs.length === 1 ? s.node.inputs[0] : null) },
+  { name: 'neg-neg', ops: ['neg'], rewrite: (s) => (s.arg(0).op === 'neg' ? s.arg(0).inputs[0] : null) },
+  { name: 'stop-gradient-twice', ops: ['stop_gradient'], rewrite: (s) => (s.arg(0).op === 'stop_gradient' ? s.node.inputs[0] : null) },
+  { name: 'select-same', ops: ['select'], rewrite: (s) => (s.node.inputs[1] === s.node.inputs[2] ? operandIfSame(s, 1) : null) },
+  { name: 'mul-one', ops: ['mul'], rewrite: (s) => (isFill(s.arg(1), 1) ? operandIfSame(s, 0) : isFill(s.arg(0), 1) ? operandIfSame(s, 1) : null) },
+  { name: 'add-zero', ops: ['add'], rewrite: (s) => (isFill(s.arg(1), 0) ? operandIfSame(s, 0) : isFill(s.arg(0), 0) ? operandIfSame(s, 1) : null) },
+  { name: 'sub-zero', ops: ['sub'], rewrite: (s) => (isFill(s.arg(1), 0) ? operandIfSame(s, 0) : null) },
+  { name: 'div-one', ops: ['div'], rewrite: (s) => (isFill(s.arg(1), 1) ? operandIfSame(s, 0) : null) },
+];
+
+/** Applies the canonicalization rules (less those named in `disable`) to a fixed point. */
+export function canonicalize(g: Graph, disable: readonly string[] = []): Graph {
+  return rewrite(g, disable.length ? CANONICALIZE_RULES.filter((r) => !disable.includes(r.name)) : CANONICALIZE_RULES).graph;
 }
-

@@ -23,5 +23,5 @@ export function decomposeComposites(g: Graph): Graph {
       map[n.id] = b.op(n.op, inputs, n.attrs as never, { name: n.name, scope: n.scope, loc: n.loc });
     }
   }
-  return b.build(g.name, g.outputs.map((o) => ({ name: o.name, id: map[o.id] })));
+  return b.build(g.name, g.outputs.map((o) => ({ ...o, id: map[o.id] })));
 }

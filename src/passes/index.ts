@@ -1,41 +1,30 @@
 /**
- * The graph-to-graph passes, by name, so a pipeline can be given as text ("canonicalize,cse,dce") by the CLI or
- * tests. Autodiff is not listed here: it needs options (the loss, what to differentiate) and lives in src/autodiff.
+ * The compiler's passes and the one pipeline they run in. `runPipeline` (pipeline.ts) is how every verb compiles;
+ * `registerPass` (registry.ts) is how a pass joins it. The functions themselves stay importable for tests.
  */
-import { KilnError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
-import { canonicalize } from './canonicalize.js';
-import { cse } from './cse.js';
-import { dce } from './dce.js';
-import { decomposeComposites } from './decompose.js';
-import type { Pass, PassManagerOptions } from './manager.js';
-import { PassManager, pass } from './manager.js';
+import { runPipeline } from './pipeline.js';
+import type { CompileRequest, PassName } from './registry.js';
+import { passDef } from './registry.js';
 
-export { canonicalize } from './canonicalize.js';
+export { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
 export { cse, valueKey } from './cse.js';
 export { dce } from './dce.js';
 export { decomposeComposites } from './decompose.js';
-export { PassManager, pass } from './manager.js';
-export type { Pass, PassManagerOptions } from './manager.js';
+export { rewrite } from './rewrite.js';
+export type { RewriteRule, RewriteSite, RewriteResult } from './rewrite.js';
+export { runPipeline, compileIR } from './pipeline.js';
+export { registerPass, unregisterPass, passDef, PIPELINE, registeredPasses, describePipeline, GENERIC_TARGET } from './registry.js';
+export type { CompileRequest, CompileState, PassDef, PassName, PassOptionsMap, PassSettings, Target, PassLevel } from './registry.js';
 
-export const PASSES: Record<string, (g: Graph) => Graph> = {
-  dce,
-  cse,
-  canonicalize,
-  'decompose-composites': decomposeComposites,
-};
+export type DumpOptions = Pick<CompileRequest, 'printIrBefore' | 'printIrAfter' | 'sink'>;
 
-/** Looks passes up by name; `pipeline` is a list or a comma-separated string. Unknown names are a KilnError. */
-export function passPipeline(pipeline: string | string[]): Pass[] {
-  const names = typeof pipeline === 'string' ? pipeline.split(',').map((s) => s.trim()).filter(Boolean) : pipeline;
-  return names.map((name) => {
-    const run = PASSES[name];
-    if (!run) throw new KilnError(`unknown pass '${name}' (known: ${Object.keys(PASSES).join(', ')})`);
-    return pass(name, run);
-  });
-}
-
-/** Runs a named pipeline with verification after every pass and optional IR dumps. */
-export function runPasses(g: Graph, pipeline: string | string[], opts: PassManagerOptions = {}): Graph {
-  return new PassManager(passPipeline(pipeline), opts).run(g);
+/**
+ * Runs just the named graph-level passes (a list or "canonicalize,cse,dce"), in pipeline order, with verification
+ * and dumps: for tests and for looking at one pass. Verbs run the whole pipeline instead.
+ */
+export function runPasses(g: Graph, names: string | string[], opts: DumpOptions = {}): Graph {
+  const list = (typeof names === 'string' ? names.split(',') : names).map((s) => s.trim()).filter(Boolean);
+  for (const n of list) passDef(n);
+  return runPipeline(g, { ...opts, levels: ['graph'], only: list as PassName[], passes: Object.fromEntries(list.map((n) => [n, {}])) }).graph;
 }

@@ -12,5 +12,5 @@ export function rebuild(g: Graph, keep: boolean[], remap: (id: number) => number
     newId[n.id] = nodes.length;
     nodes.push({ ...n, id: nodes.length, inputs: n.inputs.map((i) => newId[remap(i)]) });
   }
-  return { name: g.name, nodes, outputs: g.outputs.map((o) => ({ name: o.name, id: newId[remap(o.id)] })) };
+  return { name: g.name, nodes, outputs: g.outputs.map((o) => ({ ...o, id: newId[remap(o.id)] })) };
 }

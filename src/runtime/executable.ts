@@ -11,25 +11,25 @@
  * kernel when profiling), the update copies, the download copies, one submit. Runs are serialised.
  */
 import { KilnError } from '../errors.js';
-import { UPDATE_PREFIX, type Graph, type Node } from '../ir/graph.js';
+import { isReadBack, updateOutputs, type Graph, type Node } from '../ir/graph.js';
 import { initParam } from '../ir/init.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
 import { allocData, roundF16InPlace } from '../ir/tensor.js';
 import { fmtType, numel, sameShape, sameType } from '../ir/types.js';
 import type { CodegenOptions } from '../codegen/wgsl/index.js';
-import { generateKernels } from '../codegen/wgsl/index.js';
 import type { KernelCode, KernelPass } from '../codegen/wgsl/writer.js';
 import type { MemoryPlan } from '../schedule/memory.js';
-import { deviceBytes, planMemory } from '../schedule/memory.js';
+import { deviceBytes } from '../schedule/memory.js';
 import type { Schedule, ScheduleOptions } from '../schedule/schedule.js';
-import { schedule } from '../schedule/schedule.js';
+import type { DumpOptions, Target } from '../passes/index.js';
+import { runPipeline } from '../passes/pipeline.js';
 import type { KilnDevice } from './device.js';
 import { KilnRuntimeError } from './errors.js';
 import type { CompiledPipeline } from './pipelines.js';
-import { BufferUsage, createPipelines } from './pipelines.js';
+import { BufferUsage, createPipelines, programKey } from './pipelines.js';
 
-export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'deviceKey'> {
+export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'deviceKey'>, DumpOptions {
   /** Seed for the params' initialisers (same values as the interpreter's); null leaves params zero. Default 0. */
   seed?: number | null;
 }
@@ -264,7 +264,7 @@ export class Executable {
       if (!v) throw new KilnError(`missing input '${name}' (${fmtType(n.type)})`);
       this.upload(n, v, 'input', name);
     }
-    const wanted = opts.download ?? this.outputNames.filter((o) => !o.startsWith(UPDATE_PREFIX));
+    const wanted = opts.download ?? g.outputs.filter(isReadBack).map((o) => o.name);
     const downloads = wanted.map((name) => {
       const o = g.outputs.find((x) => x.name === name);
       if (!o) throw new KilnError(`graph '${g.name}' has no output '${name}' (has ${this.outputNames.join(', ')})`);
@@ -373,24 +373,46 @@ export class Executable {
   }
 }
 
+/** The kernel-level target of a device: its limits and features, and the kernel strategy for its kind. */
+export function targetOf(dev: KilnDevice, opts: Pick<CompileOptions, 'subgroups' | 'strategy' | 'maxStorageBuffers'> = {}): Target {
+  const limits = dev.device.limits;
+  return {
+    deviceKey: deviceKey(dev),
+    strategy: opts.strategy ?? (isCpuAdapter(dev) ? 'thread' : 'workgroup'),
+    subgroups: (opts.subgroups ?? true) && dev.device.features.has('subgroups'),
+    maxStorageBuffersPerShaderStage: Math.min(opts.maxStorageBuffers ?? Infinity, limits.maxStorageBuffersPerShaderStage),
+    maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+    maxBufferSize: limits.maxBufferSize,
+  };
+}
+
+/**
+ * Lowers a graph (the output of the graph-level pipeline, `compileIR`) for a device: the pipeline's kernel-level
+ * stages (schedule, in-place, memory plan, codegen), then pipelines, buffers and bind groups.
+ */
 export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptions = {}): Promise<Executable> {
   const start = now();
   const device = dev.device;
-  const limits = device.limits;
-  const t0 = now();
-  const s = schedule(g, { ...opts, maxStorageBuffers: Math.min(opts.maxStorageBuffers ?? Infinity, limits.maxStorageBuffersPerShaderStage) });
-  const t1 = now();
-  const plan = planMemory(g, s, { maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize });
-  const t2 = now();
-  const subgroups = (opts.subgroups ?? true) && device.features.has('subgroups');
-  const kernels = generateKernels(s, { subgroups, matmulTiles: opts.matmulTiles, deviceKey: deviceKey(dev), strategy: opts.strategy ?? (isCpuAdapter(dev) ? 'thread' : 'workgroup') });
+  const scheduleOpts = Object.fromEntries(
+    (['fuse', 'maxRowwisePrologue'] as const).filter((k) => opts[k] !== undefined).map((k) => [k, opts[k]]),
+  ) as Partial<ScheduleOptions>;
+  const state = runPipeline(g, {
+    target: targetOf(dev, opts),
+    levels: ['kernels'],
+    matmulTiles: opts.matmulTiles,
+    passes: { schedule: scheduleOpts },
+    printIrAfter: opts.printIrAfter,
+    printIrBefore: opts.printIrBefore,
+    sink: opts.sink,
+  });
+  const s = state.schedule!;
+  const plan = state.plan!;
+  const kernels = state.kernels!;
   const t3 = now();
 
   // update:<param> outputs
   const updates: { param: Node<'param'>; output: number }[] = [];
-  for (const o of g.outputs) {
-    if (!o.name.startsWith(UPDATE_PREFIX)) continue;
-    const pname = o.name.slice(UPDATE_PREFIX.length);
+  for (const { param: pname, output: o } of updateOutputs(g)) {
     const p = g.nodes.find((n) => n.op === 'param' && (n.attrs as AttrsOf<'param'>).name === pname) as Node<'param'> | undefined;
     if (!p) throw new KilnError(`output '${o.name}' updates parameter '${pname}', which graph '${g.name}' does not have`);
     if (!sameType(p.type, g.nodes[o.id].type)) {
@@ -467,7 +489,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
   const passes: BoundPass[] = [];
   for (const k of kernels) {
     for (const p of k.passes) {
-      const cp = pipelines.get(p.wgsl) as CompiledPipeline;
+      const cp = pipelines.get(programKey(p.wgsl)) as CompiledPipeline;
       const bindGroup = device.createBindGroup({
         label: p.label,
         layout: cp.layout,
@@ -494,7 +516,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
     intermediateBytesNoReuse: plan.totalIntermediateBytes,
     peakLiveBytes: plan.peakLiveBytes,
     deviceBytes: totalBytes,
-    compileMs: { schedule: t1 - t0, plan: t2 - t1, codegen: t3 - t2, buffers: t5 - t4, pipelines: t6 - t3, total: now() - start },
+    compileMs: { schedule: (state.ms.schedule ?? 0) + (state.ms.inplace ?? 0), plan: state.ms['memory-plan'] ?? 0, codegen: state.ms.codegen ?? 0, buffers: t5 - t4, pipelines: t6 - t3, total: now() - start },
     timeToFirstRunMs: null,
     firstRunMs: null,
   };

@@ -79,10 +79,25 @@ export async function createPipelineChecked(device: GPUDevice, req: PipelineRequ
   return { pipeline, layout };
 }
 
-/** Creates the pipelines for many kernels in parallel, one per distinct WGSL source. */
+/**
+ * The identity of a kernel program: its WGSL without comments (which name ops and shapes for readers) and without
+ * indentation. Kernels with equal keys share one shader module and one pipeline.
+ */
+export function programKey(wgsl: string): string {
+  return wgsl
+    .split('\n')
+    .map((l) => l.replace(/\/\/.*$/, '').trim())
+    .filter(Boolean)
+    .join('\n');
+}
+
+/** Creates the pipelines for many kernels in parallel, one per distinct program (see programKey). */
 export async function createPipelines(device: GPUDevice, reqs: readonly PipelineRequest[]): Promise<Map<string, CompiledPipeline>> {
   const unique = new Map<string, PipelineRequest>();
-  for (const r of reqs) if (!unique.has(r.wgsl)) unique.set(r.wgsl, r);
-  const entries = await Promise.all([...unique.values()].map(async (r) => [r.wgsl, await createPipelineChecked(device, r)] as const));
+  for (const r of reqs) {
+    const key = programKey(r.wgsl);
+    if (!unique.has(key)) unique.set(key, r);
+  }
+  const entries = await Promise.all([...unique].map(async ([key, r]) => [key, await createPipelineChecked(device, r)] as const));
   return new Map(entries);
 }

@@ -1,5 +1,5 @@
 /**
- * In-place updates. An `update:<param>` output is the parameter's next value; the runtime must make it the
+ * In-place updates. An `update` output is the parameter's next value; the runtime must make it the
  * parameter's value after the run. Writing it straight into the parameter's buffer saves a buffer and a copy per
  * updated tensor (every weight and every optimizer moment), when that is safe:
  *   - the update's kernel is elementwise and every value it computes from the parameter reads it element for
@@ -9,7 +9,7 @@
  * The kernel then reads the parameter through its own output binding (WebGPU forbids binding one buffer twice
  * when one binding is writable).
  */
-import { UPDATE_PREFIX } from '../ir/graph.js';
+import { updateOutputs } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { OPS } from '../ir/registry.js';
 import { sameShape, sameType } from '../ir/types.js';
@@ -26,9 +26,8 @@ export function markInPlaceUpdates(s: Schedule): Schedule {
 
   const marked = new Map<number, number>();
   const taken = new Set<number>();
-  for (const o of g.outputs) {
-    if (!o.name.startsWith(UPDATE_PREFIX)) continue;
-    const p = params.get(o.name.slice(UPDATE_PREFIX.length));
+  for (const { param, output: o } of updateOutputs(g)) {
+    const p = params.get(param);
     const ki = s.producer[o.id];
     if (p === undefined || ki < 0 || outputs.has(p) || taken.has(p)) continue;
     const k = s.kernels[ki];

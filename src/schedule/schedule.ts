@@ -84,10 +84,10 @@ function consumerEdges(g: Graph, live: boolean[]): { c: number; pos: number }[][
 }
 
 /** Whether `q` is an anchor whose only reader is `n`, at the same shape: `n` can be its epilogue. */
-function epilogueSource(g: Graph, q: number, n: Node, all: { c: number; pos: number }[][]): boolean {
+function epilogueSource(g: Graph, q: number, n: Node, all: { c: number; pos: number }[][], isOutput: Set<number>): boolean {
   const ak = anchorKind(g.nodes[q].op);
   if (!ak || ak === 'scatter' || !sameShape(g.nodes[q].type.shape, n.type.shape)) return false;
-  return all[q].length === 1 && !g.outputs.some((o) => o.id === q) && OPS[n.op].lower.kernel === 'elementwise';
+  return all[q].length === 1 && !isOutput.has(q) && OPS[n.op].lower.kernel === 'elementwise';
 }
 
 /** Whether a pointwise node of inline cost `cost` must be materialised rather than recomputed by its readers. */
@@ -97,6 +97,7 @@ function mustMaterialise(
   cost: number,
   all: { c: number; pos: number }[][],
   opts: Required<ScheduleOptions>,
+  isOutput: Set<number>,
 ): boolean {
   const edges = all[n.id];
   if (cost === 0) return false; // index arithmetic over buffers: recomputing is free
@@ -104,7 +105,7 @@ function mustMaterialise(
   if (edges.length > 1 && cost > 1) return true;
   // A shared value computed straight from a matmul/reduction/row-wise result (e.g. the qkv bias add read by
   // three head slices): storing it lets it become that anchor's epilogue, and its readers then inline for free.
-  if (edges.length > 1 && n.inputs.some((q) => epilogueSource(g, q, n, all))) return true;
+  if (edges.length > 1 && n.inputs.some((q) => epilogueSource(g, q, n, all, isOutput))) return true;
   for (const { c, pos } of edges) {
     const cn = g.nodes[c];
     const ak = anchorKind(cn.op);
@@ -118,52 +119,71 @@ function mustMaterialise(
   return false;
 }
 
+export const DEFAULT_SCHEDULE_OPTIONS: Required<ScheduleOptions> = { fuse: true, maxStorageBuffers: 8, maxRowwisePrologue: 6 };
+
+/** Fusion groups and in-place updates: the `schedule` and `inplace` stages of the pipeline, for callers that want both. */
 export function schedule(g: Graph, options: ScheduleOptions = {}): Schedule {
-  const opts: Required<ScheduleOptions> = { fuse: true, maxStorageBuffers: 8, maxRowwisePrologue: 6, ...options };
+  return markInPlaceUpdates(fuseKernels(g, options));
+}
+
+/** Decides which ops form one kernel (the `schedule` stage). */
+export function fuseKernels(g: Graph, options: ScheduleOptions = {}): Schedule {
+  const opts: Required<ScheduleOptions> = { ...DEFAULT_SCHEDULE_OPTIONS, ...options };
   const forced = new Set<number>();
   for (let iter = 0; ; iter++) {
     const s = attempt(g, opts, forced);
-    const over = s.kernels.find((k) => storageBuffers(k) > opts.maxStorageBuffers);
-    if (!over) return markInPlaceUpdates(s);
-    // Too many buffers for one shader stage: materialise the inlined subtree that reads the most of them.
-    const victim = splitCandidate(g, s, over);
-    if (victim === null || iter > g.nodes.length) {
-      throw new IRError(
-        `schedule: kernel for %${over.root} (${g.nodes[over.root].op}) needs ${storageBuffers(over)} storage buffers, over the device limit of ${opts.maxStorageBuffers}`,
-      );
+    const over = s.kernels.filter((k) => storageBuffers(k) > opts.maxStorageBuffers);
+    if (!over.length) return s;
+    // Too many buffers for one shader stage: in each such kernel, materialise the inlined subtree that reads the
+    // most of them (all kernels at once, so a graph with many wide kernels is rescheduled a few times, not once each).
+    for (const k of over) {
+      const victims = splitCandidates(g, s, k, opts.maxStorageBuffers - (k.kind === 'scatter' ? 1 : 0)).filter((v) => !forced.has(v));
+      if (!victims.length || iter > g.nodes.length) {
+        throw new IRError(
+          `schedule: kernel for %${k.root} (${g.nodes[k.root].op}) needs ${storageBuffers(k)} storage buffers, over the device limit of ${opts.maxStorageBuffers}`,
+        );
+      }
+      for (const v of victims) forced.add(v);
     }
-    forced.add(victim);
   }
 }
 
 /** Storage buffers a kernel binds: its inputs, its output, and scatter-add's work buffer of duplicate chains. */
 const storageBuffers = (k: Kernel): number => k.inputs.length + 1 + (k.kind === 'scatter' ? 1 : 0);
 
-function splitCandidate(g: Graph, s: Schedule, k: Kernel): number | null {
+/**
+ * Inlined nodes of kernel `k` to materialise so that every resulting kernel binds at most `max` buffers: walking
+ * the kernel's nodes bottom-up, a node that would read more than `max - 1` buffers (one is its output) gets its
+ * widest inlined operands materialised until it fits. One walk finds every split a long chain needs (the sum of
+ * squared gradients over all parameters), instead of one split per rescheduling.
+ */
+function splitCandidates(g: Graph, s: Schedule, k: Kernel, max: number): number[] {
   const inKernel = new Set(k.nodes);
   const reads = new Map<number, Set<number>>();
+  const victims = new Set<number>();
+  // computed inside the kernel (the anchor too: its operands are read by this kernel), not yet split off
+  const computed = (q: number) => inKernel.has(q) && (s.storage[q] === 'inline' || q === k.anchor) && !victims.has(q);
+  const splittable = (q: number) => computed(q) && q !== k.anchor;
   const readsOf = (id: number): Set<number> => {
-    let r = reads.get(id);
-    if (r) return r;
-    r = new Set();
+    const r = new Set<number>();
     for (const q of g.nodes[id].inputs) {
-      if (inKernel.has(q) && s.storage[q] === 'inline') for (const x of readsOf(q)) r.add(x);
-      else if (s.storage[q] !== 'inline') r.add(q);
+      if (computed(q)) for (const x of reads.get(q)!) r.add(x);
+      else r.add(q);
     }
-    reads.set(id, r);
     return r;
   };
-  let best: number | null = null;
-  let bestCount = 1;
   for (const id of k.nodes) {
-    if (id === k.root || id === k.anchor || s.storage[id] !== 'inline') continue;
-    const c = readsOf(id).size;
-    if (c > bestCount && c < k.inputs.length + 1) {
-      best = id;
-      bestCount = c;
+    if (id !== k.root && !computed(id)) continue;
+    let r = readsOf(id);
+    while (r.size > max - 1) {
+      const widest = g.nodes[id].inputs.filter(splittable).sort((a, b) => reads.get(b)!.size - reads.get(a)!.size)[0];
+      if (widest === undefined || reads.get(widest)!.size <= 1) break;
+      victims.add(widest);
+      r = readsOf(id);
     }
+    reads.set(id, r);
   }
-  return best;
+  return [...victims];
 }
 
 function attempt(g: Graph, opts: Required<ScheduleOptions>, forced: Set<number>): Schedule {
@@ -182,7 +202,7 @@ function attempt(g: Graph, opts: Required<ScheduleOptions>, forced: Set<number>)
     else if (!opts.fuse || isOutput.has(n.id) || forced.has(n.id)) storage[n.id] = 'kernel';
     else {
       const cost = ownCost(n.op) + n.inputs.reduce((a, q) => a + icost[q], 0);
-      storage[n.id] = mustMaterialise(g, n, cost, edges, opts) ? 'kernel' : 'inline';
+      storage[n.id] = mustMaterialise(g, n, cost, edges, opts, isOutput) ? 'kernel' : 'inline';
       if (storage[n.id] === 'inline') icost[n.id] = cost;
     }
   }

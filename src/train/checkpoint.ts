@@ -12,7 +12,7 @@ import { KilnError } from '../errors.js';
 import type { HostTensor } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
 import { fmtShape, sameShape } from '../ir/types.js';
-import { decodeSafetensors, encodeSafetensors } from './safetensors.js';
+import { decodeSafetensors, encodeSafetensors } from '../io/safetensors.js';
 
 export interface CheckpointState {
   format: 'kiln-checkpoint';

@@ -9,9 +9,8 @@
  * gains and other vectors are not decayed.
  */
 import { KilnError } from '../errors.js';
-import { GRAD_PREFIX } from '../autodiff/grad.js';
 import { GraphBuilder } from '../ir/builder.js';
-import { UPDATE_PREFIX, type Graph, type Node } from '../ir/graph.js';
+import { gradParam, updatedParam, updateOutput, type Graph, type GraphOutput, type Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { isFloat } from '../ir/types.js';
 
@@ -69,9 +68,9 @@ function clipGrads(b: GraphBuilder, grads: Map<Node, number>, clip: number): { n
 }
 
 /** Appends one optimizer step for every (param, gradient) pair; returns the update outputs. */
-function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: OptimizerConfig, io: StepInputs): { name: string; id: number }[] {
-  const out: { name: string; id: number }[] = [];
-  const upd = (name: string, id: number) => out.push({ name: UPDATE_PREFIX + name, id });
+function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: OptimizerConfig, io: StepInputs): GraphOutput[] {
+  const out: GraphOutput[] = [];
+  const upd = (name: string, id: number) => out.push(updateOutput(name, id));
   const wd = cfg.weightDecay ?? (cfg.kind === 'adamw' ? 0.01 : 0);
   for (const [p, g0] of grads) {
     const name = pname(p);
@@ -148,10 +147,15 @@ function trainableParams(g: Graph): Node[] {
 }
 
 function gradOf(g: Graph, p: Node): number {
-  const o = g.outputs.find((x) => x.name === GRAD_PREFIX + pname(p));
+  const o = g.outputs.find((x) => gradParam(x) === pname(p));
   if (!o) throw new KilnError(`the joint graph has no gradient for '${pname(p)}'`);
   return o.id;
 }
+
+const stepOutputs = (loss: number, norm: number): GraphOutput[] => [
+  { name: 'loss', id: loss, role: { kind: 'loss' } },
+  { name: 'grad_norm', id: norm, role: { kind: 'metric' } },
+];
 
 /**
  * One optimizer step fused with the forward and backward pass (no accumulation): outputs `loss`, `grad_norm`
@@ -164,7 +168,7 @@ export function buildTrainStep(joint: Graph, cfg: OptimizerConfig, loss = 'loss'
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
   const updates = applyOptimizer(b, clipped, cfg, io);
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
-  return b.build(joint.name + '.step', [{ name: 'loss', id: lossId }, { name: 'grad_norm', id: norm }, ...updates]);
+  return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...updates]);
 }
 
 /**
@@ -181,21 +185,18 @@ export function buildAccumTrainStep(joint: Graph, cfg: OptimizerConfig, loss = '
   const w = b.op('input', [], { name: 'loss_weight', dtype: 'f32', shape: [] });
   const apply = b.op('ne', [b.op('input', [], { name: 'apply', dtype: 'u32', shape: [] }), b.scalar(0, 'u32')], {});
   const grads = new Map<Node, number>();
-  const accUpdates: { name: string; id: number }[] = [];
+  const accUpdates: GraphOutput[] = [];
   for (const p of trainableParams(joint)) {
     const acc = b.add(state(b, 'acc.', p), b.mul(w, gradOf(joint, p)));
     grads.set(p, acc);
-    accUpdates.push({ name: `${UPDATE_PREFIX}acc.${pname(p)}`, id: b.op('select', [apply, b.full(0, p.type), acc], {}) });
+    accUpdates.push(updateOutput(`acc.${pname(p)}`, b.op('select', [apply, b.full(0, p.type), acc], {})));
   }
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
   const raw = applyOptimizer(b, clipped, cfg, io);
   const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
-  const updates = raw.map((u) => ({
-    name: u.name,
-    id: b.op('select', [apply, u.id, byName.get(u.name.slice(UPDATE_PREFIX.length))!], {}),
-  }));
+  const updates = raw.map((u) => ({ ...u, id: b.op('select', [apply, u.id, byName.get(updatedParam(u)!)!], {}) }));
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
-  return b.build(joint.name + '.accum_step', [{ name: 'loss', id: lossId }, { name: 'grad_norm', id: norm }, ...updates, ...accUpdates]);
+  return b.build(joint.name + '.accum_step', [...stepOutputs(lossId, norm), ...updates, ...accUpdates]);
 }
 
 /** Number of optimizer-state values per parameter (Adafactor: O(n + m) for an n x m matrix). */

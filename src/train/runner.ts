@@ -10,7 +10,7 @@ import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
 import type { KilnDevice } from '../runtime/device.js';
 import type { Executable } from '../runtime/executable.js';
-import { UPDATE_PREFIX } from '../ir/graph.js';
+import { updatedParam } from '../ir/graph.js';
 
 export interface StepRunner {
   readonly paramNames: string[];
@@ -36,7 +36,10 @@ export class InterpreterRunner implements StepRunner {
 
   async run(inputs: Record<string, HostTensor>, download: string[]): Promise<Record<string, HostTensor>> {
     const out = interpret(this.graph, { inputs, params: this.params });
-    for (const [name, t] of Object.entries(out)) if (name.startsWith(UPDATE_PREFIX)) this.params[name.slice(UPDATE_PREFIX.length)] = t;
+    for (const o of this.graph.outputs) {
+      const p = updatedParam(o);
+      if (p !== undefined) this.params[p] = out[o.name];
+    }
     return Object.fromEntries(download.map((d) => [d, out[d]]));
   }
 

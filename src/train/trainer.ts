@@ -4,7 +4,7 @@
  * host RNG for masking, dropout seed, parameters, optimizer state, step count) is in the checkpoint.
  */
 import { basename } from 'node:path';
-import { grad } from '../autodiff/index.js';
+import { compileIR } from '../passes/index.js';
 import { KilnError } from '../errors.js';
 import { compileModel, loadModelInfo, type ModelInfo } from '../frontend/index.js';
 import type { Graph } from '../ir/graph.js';
@@ -16,7 +16,7 @@ import type { ConfigValue } from '../cli/options.js';
 import { loadCheckpoint, saveCheckpoint, type Checkpoint, type ExpectedShapes } from './checkpoint.js';
 import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
 import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
-import { buildAccumTrainStep, buildTrainStep, isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
+import { isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
 import { Rng, type RngState } from './rng.js';
 import type { StepRunner } from './runner.js';
 import { learningRate, SCHEDULES, type LrSchedule } from './schedule.js';
@@ -87,9 +87,8 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const ctx = Number(info0.config.ctx ?? 64);
   const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
   const { graph, model } = compileModel(cfg.file, { entry: 'loss', set, dims });
-  const evalGraph = 'dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph;
-  const joint = grad(graph, { loss: 'loss' });
-  const stepGraph = cfg.accum > 1 ? buildAccumTrainStep(joint, cfg.optimizer) : buildTrainStep(joint, cfg.optimizer);
+  const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph);
+  const stepGraph = compileIR(graph, { train: { optimizer: cfg.optimizer, accumulate: cfg.accum > 1 } });
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }

@@ -11,13 +11,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { grad } from '../../src/autodiff/index.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import { UPDATE_PREFIX } from '../../src/ir/graph.js';
 import { graphToJSON } from '../../src/ir/print.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
-import { buildTrainStep } from '../../src/train/optimizers.js';
+import { compileIR } from '../../src/passes/index.js';
 import { initialParams } from '../runtime/graphs.js';
 import { expectClose } from '../runtime/helpers.js';
 import type { Wire } from './entry.js';
@@ -58,7 +57,6 @@ describe.skipIf(!chromium)('in a browser (headless Chromium, WebGPU on SwiftShad
     });
 
     const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { vocab: 32, d: 16, heads: 2, layers: 1, ctx: 8 }, dims: { B: 2, T: 8 } });
-    const joint = grad(graph, { loss: 'loss' });
     const lr = 1e-2;
     const feeds = [1, 2, 3].map((t) => ({
       tokens: { dtype: 'i32' as const, shape: [2, 8], data: Int32Array.from({ length: 16 }, (_, i) => (i * 7 + t) % 32) },
@@ -70,8 +68,8 @@ describe.skipIf(!chromium)('in a browser (headless Chromium, WebGPU on SwiftShad
     // visible fraction of lr, so AdamW's parameters get a tolerance in units of lr; SGD's are linear in the
     // gradients and get a tight one. Loss and gradient norm are tight for both.
     const runs = [
-      { step: buildTrainStep(joint, { kind: 'adamw', clip: 1.0 }), tol: { rtol: 1e-4, atol: 1e-2 * lr } },
-      { step: buildTrainStep(joint, { kind: 'sgd', clip: 1.0 }), tol: { rtol: 1e-4, atol: 1e-6 } },
+      { step: compileIR(graph, { train: { optimizer: { kind: 'adamw', clip: 1.0 } } }), tol: { rtol: 1e-4, atol: 1e-2 * lr } },
+      { step: compileIR(graph, { train: { optimizer: { kind: 'sgd', clip: 1.0 } } }), tol: { rtol: 1e-4, atol: 1e-6 } },
     ];
 
     const { chromium: launcher } = await import('playwright-core');

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeNpy, encodeNpy, readNpy } from '../../src/io/npy.js';
-import { readSafetensors } from '../../src/train/safetensors.js';
+import { readSafetensors } from '../../src/io/safetensors.js';
 
 const kiln = (...args: string[]) => {
   const r = spawnSync(process.execPath, [join(process.cwd(), 'bin', 'kiln.js'), ...args], { encoding: 'utf8' });

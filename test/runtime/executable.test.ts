@@ -11,6 +11,7 @@ import { KilnRuntimeError } from '../../src/runtime/errors.js';
 import { autotuneMatmul, compileGraph, createPipelineChecked, formatProfile, chooseMatmulTiles, deviceKey } from '../../src/runtime/index.js';
 import { checkAgainstInterpreter, expectClose, sharedDevice } from './helpers.js';
 import { gptInputs, randTensor, tinyGpt } from './graphs.js';
+import { updateOutput } from '../../src/ir/graph.js';
 
 describe('fusion on the device', () => {
   it('bias + GELU + residual after a matmul: one kernel, same numbers', async () => {
@@ -74,8 +75,8 @@ describe('parameters and state updates', () => {
     const wNew = b.sub(w, b.mul(mNew, b.scalar(0.1)));
     const g = b.build('sgd', [
       { name: 'loss', id: loss },
-      { name: 'update:w', id: wNew },
-      { name: 'update:m', id: mNew },
+      updateOutput('w', wNew),
+      updateOutput('m', mNew),
     ]);
     const inputs = { x: randTensor('f32', [5, 3], 1), t: randTensor('f32', [5, 2], 2) };
     const exe = await compileGraph(g, dev, { seed: 3 });
@@ -101,7 +102,7 @@ describe('parameters and state updates', () => {
     const dev = await sharedDevice();
     const b = new GraphBuilder();
     const w = b.op('param', [], { name: 'w', dtype: 'f32', shape: [3], init: { kind: 'zeros' } });
-    const g = b.build('bad', [{ name: 'update:w', id: b.op('sum', [w], { axes: [0], keepdims: false }) }]);
+    const g = b.build('bad', [updateOutput('w', b.op('sum', [w], { axes: [0], keepdims: false }))]);
     await expect(compileGraph(g, dev)).rejects.toThrow(/update:w.*f32\[\].*f32\[3\]/);
   });
 });

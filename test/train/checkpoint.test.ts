@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.js';
-import { decodeSafetensors, encodeSafetensors } from '../../src/train/safetensors.js';
+import { decodeSafetensors, encodeSafetensors } from '../../src/io/safetensors.js';
 
 const t = (shape: number[], seed: number): HostTensor => ({
   dtype: 'f32',

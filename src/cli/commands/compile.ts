@@ -3,6 +3,9 @@ import { KilnError } from '../../errors.js';
 import { compileModel } from '../../frontend/index.js';
 import type { Graph } from '../../ir/graph.js';
 import { graphToJSON, printGraph } from '../../ir/print.js';
+import type { CompileRequest, PassName, PassSettings } from '../../passes/index.js';
+import { describePipeline, passDef, PIPELINE, runPipeline } from '../../passes/index.js';
+import { OPTIMIZERS, type OptimizerKind } from '../../train/optimizers.js';
 import type { ConfigValue } from '../options.js';
 
 export interface CompileOpts {
@@ -11,11 +14,20 @@ export interface CompileOpts {
   entry: string;
   emit: string;
   grad?: boolean;
+  train?: boolean;
+  optimizer: string;
+  accum?: boolean;
+  passes?: boolean;
   printIrAfter?: string;
+  printIrBefore?: string;
+  passOption: string[];
+  disablePass: string[];
   output?: string;
 }
 
-const EMITS = ['ir', 'json', 'schedule', 'memory', 'wgsl', 'saved'];
+/** What `--emit` prints: the IR or JSON at the end of the graph passes, what the backward keeps, or a stage's result. */
+const EMITS = ['ir', 'json', 'saved', 'schedule', 'memory', 'wgsl'];
+const STAGE_OF: Record<string, PassName> = { schedule: 'inplace', memory: 'memory-plan', wgsl: 'codegen' };
 
 /** The scalar output a --grad compile differentiates: `loss` if present, else the first output. */
 export function lossOutput(g: Graph): string {
@@ -27,37 +39,76 @@ export function lossOutput(g: Graph): string {
   return out.name;
 }
 
-export async function differentiate(g: Graph, printIrAfter?: string): Promise<Graph> {
-  const { grad } = await import('../../autodiff/index.js');
-  const dump = printIrAfter ? { printIrAfter: printIrAfter === 'all' ? ('all' as const) : printIrAfter.split(','), sink: (s: string) => process.stderr.write(s + '\n') } : {};
-  return grad(g, { loss: lossOutput(g), ...dump });
+const dumpList = (v: string | undefined) => (v === undefined ? undefined : v === 'all' ? ('all' as const) : v.split(',').map((s) => s.trim()));
+
+/** `--pass-option NAME.KEY=VALUE` (VALUE as JSON, else a string) and `--disable-pass NAME` as per-pass settings. */
+export function passSettings(options: string[] = [], disabled: string[] = []): PassSettings {
+  const out: Record<string, Record<string, unknown> | false> = {};
+  for (const o of options) {
+    const m = /^([\w-]+)\.(\w+)=(.*)$/s.exec(o);
+    if (!m) throw new KilnError(`--pass-option must be PASS.OPTION=VALUE, got '${o}'`);
+    const [, pass, key, raw] = m;
+    const def = passDef(pass);
+    if (!(key in def.options)) throw new KilnError(`pass '${pass}' has no option '${key}' (options: ${Object.keys(def.options).join(', ') || 'none'})`);
+    let value: unknown = raw;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      // a bare string
+    }
+    const prev = out[pass];
+    out[pass] = { ...(prev === false ? {} : prev), [key]: value };
+  }
+  for (const d of disabled) {
+    passDef(d);
+    out[d] = false;
+  }
+  return out as PassSettings;
 }
 
-export async function compile(file: string, o: CompileOpts): Promise<void> {
-  if (!EMITS.includes(o.emit)) throw new KilnError(`--emit must be one of ${EMITS.join(', ')}, got '${o.emit}'`);
-  let { graph } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim });
-  if (o.grad) graph = await differentiate(graph, o.printIrAfter);
+/** The request the compile verb (and `kiln tune`) makes of the pipeline. */
+export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass'>>): CompileRequest {
+  if (o.optimizer !== undefined && !OPTIMIZERS.includes(o.optimizer as OptimizerKind)) throw new KilnError(`--optimizer must be one of ${OPTIMIZERS.join(', ')}, got '${o.optimizer}'`);
+  const differentiate = o.grad || o.train;
+  return {
+    grad: differentiate ? { loss: lossOutput(graph) } : undefined,
+    train: o.train ? { optimizer: { kind: (o.optimizer ?? 'adamw') as OptimizerKind }, accumulate: !!o.accum } : undefined,
+    passes: passSettings(o.passOption, o.disablePass),
+    printIrAfter: dumpList(o.printIrAfter),
+    printIrBefore: dumpList(o.printIrBefore),
+    sink: (s: string) => process.stderr.write(s + '\n'),
+  };
+}
+
+export async function compile(file: string | undefined, o: CompileOpts): Promise<void> {
+  if (o.passes) {
+    process.stdout.write(describePipeline() + '\n');
+    return;
+  }
+  if (!file) throw new KilnError('kiln compile needs a .kiln file (or --passes to list the pipeline)');
+  const stage = EMITS.includes(o.emit) ? STAGE_OF[o.emit] : (o.emit as PassName);
+  if (!EMITS.includes(o.emit) && !PIPELINE.includes(stage)) {
+    throw new KilnError(`--emit must be one of ${EMITS.join(', ')} or a pipeline stage (${PIPELINE.join(', ')}), got '${o.emit}'`);
+  }
+  if (o.emit === 'saved' && !o.grad && !o.train) throw new KilnError('--emit saved lists what the backward pass keeps alive: add --grad or --train');
+  const { graph } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim });
+  const req = compileRequest(graph, o);
+  // Kernel-level stages run when the output needs them, or when a dump asks for one of them.
+  const dumps = [req.printIrAfter, req.printIrBefore];
+  const wantsKernels =
+    (stage !== undefined && passDef(stage).level === 'kernels') ||
+    dumps.some((d) => d === 'all' || (d ?? []).some((n) => PIPELINE.includes(n as PassName) && passDef(n).level === 'kernels'));
+  // --emit STAGE stops after that stage, so its output is what that stage made
+  const only = stage === undefined ? undefined : PIPELINE.slice(0, PIPELINE.indexOf(stage) + 1);
+  const state = runPipeline(graph, { ...req, levels: wantsKernels ? ['graph', 'kernels'] : ['graph'], only });
   let text: string;
-  switch (o.emit) {
-    case 'ir':
-      text = printGraph(graph);
-      break;
-    case 'json':
-      text = graphToJSON(graph);
-      break;
-    case 'saved': {
-      const { describeSaved } = await import('../../autodiff/index.js');
-      if (!o.grad) throw new KilnError('--emit saved lists what the backward pass keeps alive: add --grad');
-      text = describeSaved(graph);
-      break;
-    }
-    default: {
-      const { schedule, describeSchedule, planMemory, describeMemory, generateKernels } = await import('../../runtime/index.js');
-      const s = schedule(graph);
-      if (o.emit === 'schedule') text = describeSchedule(s);
-      else if (o.emit === 'memory') text = describeMemory(planMemory(graph, s), s);
-      else text = generateKernels(s).map((k) => k.passes.map((p) => p.wgsl).join('\n')).join('\n');
-    }
+  if (o.emit === 'ir') text = printGraph(state.graph);
+  else if (o.emit === 'json') text = graphToJSON(state.graph);
+  else if (o.emit === 'saved') text = (await import('../../autodiff/index.js')).describeSaved(state.graph);
+  else {
+    const def = passDef(stage);
+    if (!state.ran.includes(stage)) throw new KilnError(`stage '${stage}' does not run in this compile (add --grad or --train for autodiff/optimizer stages)`);
+    text = def.show ? def.show(state) : printGraph(state.graph);
   }
   if (o.output) writeFileSync(o.output, text + '\n');
   else process.stdout.write(text + '\n');

@@ -10,12 +10,13 @@ export async function runOnDevice(
   params: Record<string, HostTensor> | undefined,
   seed: number,
   profile: boolean,
+  download?: string[],
 ): Promise<Record<string, HostTensor>> {
   const dev = await acquireDevice();
   const exe = await compileGraph(graph, dev, { seed, subgroups: dev.features.has('subgroups') });
   try {
     for (const [name, t] of Object.entries(params ?? {})) if (exe.paramNames.includes(name)) exe.setParam(name, t);
-    const res = await exe.run(inputs, { profile });
+    const res = await exe.run(inputs, { profile, download });
     if (profile && res.profile) process.stderr.write(formatProfile(res.profile) + '\n');
     const s = exe.stats;
     process.stderr.write(`webgpu: ${JSON.stringify(s)}\n`);

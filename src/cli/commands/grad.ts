@@ -68,11 +68,12 @@ export function register(program: Command): void {
       .argument('<file>', '.kiln model file')
       .option('--params <file>', 'parameters (.safetensors); missing ones come from the initialisers')
       .requiredOption('--save-grads <file>', 'write the gradients here (.safetensors, same names as the parameters)')
+      .option('--device <kind>', 'interp (reference interpreter) | webgpu', 'interp')
       .option('--save-outputs <dir>', 'write every output of the entry as <dir>/<name>.npy'),
-  ).action(async (file: string, o: GradOpts & { params?: string; saveGrads: string; saveOutputs?: string }) => {
-    const { grad, GRAD_PREFIX } = await import('../../autodiff/index.js');
+  ).action(async (file: string, o: GradOpts & { params?: string; saveGrads: string; saveOutputs?: string; device: string }) => {
+    const { grad } = await import('../../autodiff/index.js');
     const { interpret } = await import('../../interp/interpreter.js');
-    const { encodeSafetensors, readSafetensors } = await import('../../train/safetensors.js');
+    const { encodeSafetensors, readSafetensors } = await import('../../io/safetensors.js');
     const { writeNpy } = await import('../../io/npy.js');
     const { lossOutput } = await import('./compile.js');
     const { summarize } = await import('./run.js');
@@ -82,10 +83,19 @@ export function register(program: Command): void {
     const unknown = Object.keys(params).filter((k) => !known.has(k));
     if (unknown.length) throw new KilnError(`${o.params} has tensors the model does not: ${unknown.slice(0, 5).join(', ')}`);
     const joint = grad(graph, { loss: lossOutput(graph) });
-    const out = interpret(joint, { inputs, params, seed: num('--seed', o.seed, { int: true, min: 0 }) });
+    const seed = num('--seed', o.seed, { int: true, min: 0 });
+    let out: Record<string, HostTensor>;
+    if (o.device === 'interp') out = interpret(joint, { inputs, params, seed });
+    else if (o.device === 'webgpu') {
+      const { runOnDevice } = await import('./device-run.js');
+      out = await runOnDevice(joint, inputs, params, seed, false, joint.outputs.map((x) => x.name));
+    } else throw new KilnError(`--device must be 'interp' or 'webgpu', got '${o.device}'`);
     const grads: Record<string, HostTensor> = {};
     const outputs: Record<string, HostTensor> = {};
-    for (const [k, v] of Object.entries(out)) (k.startsWith(GRAD_PREFIX) ? ((grads[k.slice(GRAD_PREFIX.length)] = v), 0) : (outputs[k] = v));
+    for (const o of joint.outputs) {
+      if (o.role?.kind === 'grad') grads[o.role.param] = out[o.name];
+      else outputs[o.name] = out[o.name];
+    }
     for (const [k, v] of Object.entries(outputs)) process.stdout.write(summarize(k, v) + '\n');
     writeFileSync(o.saveGrads, encodeSafetensors(grads, { entry: graph.name }));
     process.stdout.write(`saved ${Object.keys(grads).length} gradients to ${o.saveGrads}\n`);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import { compileModel } from '../../frontend/index.js';
 import { interpret } from '../../interp/interpreter.js';
+import { compileIR } from '../../passes/index.js';
 import { inputsOf, type Graph } from '../../ir/graph.js';
 import type { AttrsOf } from '../../ir/op.js';
 import { hashString, philox4x32, u32ToUnit } from '../../ir/philox.js';
@@ -92,7 +93,8 @@ export async function run(file: string, o: RunOpts): Promise<void> {
   const files: Record<string, HostTensor> = {};
   for (const [name, src] of Object.entries(o.input)) if (src !== 'random') files[name] = readNpy(src);
   const inputShapes = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v.shape]]));
-  const { graph, model } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim, inputShapes });
+  const { graph: entry, model } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim, inputShapes });
+  const graph = compileIR(entry);
   const inputs: Record<string, HostTensor> = {};
   for (const n of inputsOf(graph)) {
     inputs[n.attrs.name] = files[n.attrs.name] ?? randomInput(n.attrs.name, n.type, seed, model.config);
@@ -101,7 +103,7 @@ export async function run(file: string, o: RunOpts): Promise<void> {
     if (!(name in inputs)) throw new KilnError(`entry '${o.entry}' has no input '${name}' (inputs: ${Object.keys(inputs).join(', ') || 'none'})`);
   }
   for (const w of outOfRangeIds(graph, inputs)) process.stderr.write(`warning: ${w}\n`);
-  const params = o.params ? (await import('../../train/safetensors.js')).readSafetensors(o.params) : undefined;
+  const params = o.params ? (await import('../../io/safetensors.js')).readSafetensors(o.params) : undefined;
   let outputs: Record<string, HostTensor>;
   if (o.device === 'interp') {
     outputs = interpret(graph, { inputs, params, seed });

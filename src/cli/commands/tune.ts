@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { compileModel } from '../../frontend/index.js';
 import { num, withModelOptions, type ConfigValue } from '../options.js';
-import { differentiate } from './compile.js';
+import { compileIR } from '../../passes/index.js';
+import { lossOutput } from './compile.js';
 
 interface TuneOpts {
   set: Record<string, ConfigValue>;
@@ -26,8 +27,8 @@ export function register(program: Command): void {
       .option('--force', 'time shapes again even if the cache has them')
       .option('--cache <file>', 'tile cache file (default $KILN_TILE_CACHE or .kiln/tiles.json)'),
   ).action(async (file: string, o: TuneOpts) => {
-    let { graph } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim });
-    if (o.grad) graph = await differentiate(graph);
+    const { graph: entry } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim });
+    const graph = compileIR(entry, o.grad ? { grad: { loss: lossOutput(entry) } } : {});
     const { acquireDevice } = await import('../../runtime/device.js');
     const { tuneGraph, loadTileCacheFile, saveTileCacheFile } = await import('../../runtime/tune.js');
     const { tileCache } = await import('../../codegen/wgsl/index.js');

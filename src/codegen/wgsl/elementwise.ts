@@ -13,12 +13,11 @@ export function genElementwise(w: KernelWriter): KernelPass[] {
   const wgsl = `${w.header('elementwise')}
 ${w.declarations()}
 
-const N: u32 = ${n}u;
 
 @compute @workgroup_size(${ELEMENTWISE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = (wid.x + wid.y * nwg.x) * ${ELEMENTWISE_WG}u + lid;
-  if (i >= N) { return; }
+  if (i >= ${w.shapeFree ? `arrayLength(&${out})` : `${n}u`}) { return; }
   ${out}[i] = ${storeExpr(value, root.type.dtype)};
 }
 `;

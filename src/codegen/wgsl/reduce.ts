@@ -9,7 +9,7 @@
  * With `perThread` (CPU-backed adapters, where barriers are costly) every reduction with enough outputs to fill a
  * workgroup runs one invocation per output.
  */
-import type { AttrsOf } from '../../ir/op.js';
+import type { AttrsOf, OpsIn } from '../../ir/op.js';
 import { numel, strides } from '../../ir/types.js';
 import { normAxes } from '../../ir/ops/util.js';
 import type { KernelPass, KernelWriter } from './writer.js';
@@ -17,6 +17,14 @@ import { NEG_INF, computeType, grid, literal, storeExpr } from './types.js';
 
 export const REDUCE_WG = 64;
 export const SMALL_R = 32;
+
+/** How each reduction combines and finishes, by type: a reduce op without an entry does not compile. */
+const REDUCERS: { [K in OpsIn<'reduce'>]: { combine: 'sum' | 'max'; mean: boolean; arg: boolean } } = {
+  sum: { combine: 'sum', mean: false, arg: false },
+  mean: { combine: 'sum', mean: true, arg: false },
+  max_reduce: { combine: 'max', mean: false, arg: false },
+  argmax: { combine: 'max', mean: false, arg: true },
+};
 
 export interface ReduceOptions {
   subgroups: boolean;
@@ -49,11 +57,12 @@ export function genReduce(w: KernelWriter, opts: ReduceOptions): KernelPass[] {
 
   const T = computeType(x.type.dtype);
   const outT = computeType(a.type.dtype);
-  const isArg = a.op === 'argmax';
-  const isMax = a.op === 'max_reduce' || isArg;
+  const how = REDUCERS[a.op as OpsIn<'reduce'>];
+  const isArg = how.arg;
+  const isMax = how.combine === 'max';
   const ident = isMax ? (T === 'f32' ? NEG_INF : T === 'i32' ? literal(-2147483648, 'i32') : '0u') : literal(0, x.type.dtype);
   const combine = (p: string, q: string) => (isMax ? `max(${p}, ${q})` : `${p} + ${q}`);
-  const finish = (v: string) => (a.op === 'mean' ? `${v} / ${T}(${R})` : v);
+  const finish = (v: string) => (how.mean ? `${v} / ${T}(${R})` : v);
   const xval = (idx: string) => w.at(x.id, `in_index(${idx})`);
   const root = w.node(w.k.root);
   const result = (o: string, v: string) => storeExpr(w.k.epilogue ? w.at(root.id, o, v) : v, root.type.dtype);

@@ -7,7 +7,8 @@
  * variance (two passes) rather than E[x^2] - E[x]^2. An elementwise prologue (scale, mask) is recomputed in
  * each pass instead of being stored; the scheduler bounds its cost.
  */
-import type { AttrsOf } from '../../ir/op.js';
+import type { Node } from '../../ir/graph.js';
+import type { AttrsOf, OpsIn } from '../../ir/op.js';
 import { lastAxisRows } from '../../ir/ops/util.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { NEG_INF, grid, literal, storeExpr, type KernelStrategy } from './types.js';
@@ -42,42 +43,34 @@ export function genRowwise(w: KernelWriter, strategy: KernelStrategy = 'workgrou
   const wgMax = (v: string) => (perRow ? `wg_max(lid, ${v})` : v);
   const rowMax = `  var m = ${NEG_INF};\n${loop(`m = max(m, ${xv('j')});`)}\n  m = ${wgMax('m')};`;
   const rowSumExp = `  var s = 0.0;\n${loop(`s += exp(${xv('j')} - m);`)}\n  s = ${wgSum('s')};`;
-  let body: string;
-  switch (a.op) {
-    case 'softmax':
-      body = `${rowMax}\n${rowSumExp}\n  let inv = 1.0 / s;\n${loop(`let o = base + j; let val = exp(${xv('j')} - m) * inv; out[o] = ${result('o', 'val')};`)}`;
-      break;
-    case 'log_softmax':
-      body = `${rowMax}\n${rowSumExp}\n  let lse = m + log(s);\n${loop(`let o = base + j; let val = ${xv('j')} - lse; out[o] = ${result('o', 'val')};`)}`;
-      break;
-    case 'layer_norm': {
-      const eps = (a.attrs as AttrsOf<'layer_norm'>).eps;
-      const gamma = w.at(a.inputs[1], 'j');
-      const beta = w.at(a.inputs[2], 'j');
-      body = `  var s = 0.0;
+  // One entry per row-wise op, by type: a row-wise op without one does not compile.
+  const bodies: { [K in OpsIn<'rowwise'>]: (n: Node<K>) => string } = {
+    softmax: () => `${rowMax}\n${rowSumExp}\n  let inv = 1.0 / s;\n${loop(`let o = base + j; let val = exp(${xv('j')} - m) * inv; out[o] = ${result('o', 'val')};`)}`,
+    log_softmax: () => `${rowMax}\n${rowSumExp}\n  let lse = m + log(s);\n${loop(`let o = base + j; let val = ${xv('j')} - lse; out[o] = ${result('o', 'val')};`)}`,
+    layer_norm: (n) => {
+      const gamma = w.at(n.inputs[1], 'j');
+      const beta = w.at(n.inputs[2], 'j');
+      return `  var s = 0.0;
 ${loop(`s += ${xv('j')};`)}
   let mean = ${wgSum('s')} / f32(W);
   var q = 0.0;
 ${loop(`let d = ${xv('j')} - mean; q += d * d;`)}
-  let rstd = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(eps, 'f32')});
+  let rstd = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(n.attrs.eps, 'f32')});
 ${loop(`let o = base + j; let val = (${xv('j')} - mean) * rstd * ${gamma} + ${beta}; out[o] = ${result('o', 'val')};`)}`;
-      break;
-    }
-    case 'rms_norm': {
-      const eps = (a.attrs as AttrsOf<'rms_norm'>).eps;
-      const gamma = w.at(a.inputs[1], 'j');
-      body = `  var q = 0.0;
+    },
+    rms_norm: (n) => {
+      const gamma = w.at(n.inputs[1], 'j');
+      return `  var q = 0.0;
 ${loop(`let v = ${xv('j')}; q += v * v;`)}
-  let r = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(eps, 'f32')});
+  let r = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(n.attrs.eps, 'f32')});
 ${loop(`let o = base + j; let val = ${xv('j')} * r * ${gamma}; out[o] = ${result('o', 'val')};`)}`;
-      break;
-    }
-    case 'cross_entropy': {
-      const ign = (a.attrs as AttrsOf<'cross_entropy'>).ignore_index;
-      const label = w.at(a.inputs[1], 'row');
+    },
+    cross_entropy: (n) => {
+      const ign = n.attrs.ignore_index;
+      const label = w.at(n.inputs[1], 'row');
       // An ignore_index outside the i32 range can never match a label.
       const ignTest = Number.isInteger(ign) && ign >= -2147483648 && ign <= 2147483647 ? `y == ${literal(ign, 'i32')} || ` : '';
-      body = `${rowMax}
+      return `${rowMax}
 ${rowSumExp}
   if (${perRow ? 'lid == 0u' : 'true'}) {
     let y = i32(${label});
@@ -86,11 +79,9 @@ ${rowSumExp}
     let o = row;
     out[o] = ${result('o', 'val')};
   }`;
-      break;
-    }
-    default:
-      throw new Error(`genRowwise: unexpected op ${a.op}`);
-  }
+    },
+  };
+  const body = (bodies[a.op as OpsIn<'rowwise'>] as (n: Node) => string)(a);
   w.output();
   const reducers = `var<workgroup> sh: array<f32, ${ROW_WG}>;
 

@@ -10,7 +10,7 @@
  */
 import { IRError } from '../../errors.js';
 import type { Graph, Node } from '../../ir/graph.js';
-import type { AttrsOf, OpKind } from '../../ir/op.js';
+import type { OpKind, OpsIn } from '../../ir/op.js';
 import { OPS } from '../../ir/registry.js';
 import type { DType, Shape, TensorType } from '../../ir/types.js';
 import { fmtType, numel, sameShape, strides } from '../../ir/types.js';
@@ -81,6 +81,15 @@ export class KernelWriter {
   private readonly helpers = new Set<string>();
   private readonly accMemo = new Map<number, boolean>();
   private readonly inKernel: Set<number>;
+  /**
+   * Whether every value the kernel computes is read at the flat index it writes (or at 0 for scalars): then its
+   * WGSL does not depend on the shape, only on the element count, which an elementwise kernel takes from its output
+   * binding's length, so equal computations on tensors of different shapes share one program (the optimizer's
+   * per-parameter updates).
+   */
+  shapeFree = true;
+  /** Kernel-local numbers of value functions, in order of first use: WGSL names never carry node ids. */
+  private readonly local = new Map<number, number>();
 
   constructor(
     readonly g: Graph,
@@ -103,7 +112,7 @@ export class KernelWriter {
     if (id === this.k.inPlace) return 'out'; // the kernel overwrites this parameter element by element
     let name = this.bufName.get(id);
     if (!name) {
-      name = `in${this.bufName.size}_${id}`;
+      name = `in${this.bufName.size}`;
       this.bufName.set(id, name);
       this.bindings.push({ binding: this.bindings.length, node: id, access: 'read' });
     }
@@ -145,7 +154,21 @@ export class KernelWriter {
   at(id: number, idx: string, acc = 'acc'): string {
     if (this.k.epilogue && id === this.k.anchor) return acc;
     this.emit(id);
-    return this.needsAcc(id) ? `v${id}(${idx}, ${acc})` : `v${id}(${idx})`;
+    const f = this.fnName(id);
+    return this.needsAcc(id) ? `${f}(${idx}, ${acc})` : `${f}(${idx})`;
+  }
+
+  /**
+   * The value function of node %id, numbered by first use in this kernel. Equal computations in different places
+   * of a graph (layer 0 and layer 1 of a model) therefore get equal WGSL, and share one shader module and pipeline.
+   */
+  private fnName(id: number): string {
+    let k = this.local.get(id);
+    if (k === undefined) {
+      k = this.local.size;
+      this.local.set(id, k);
+    }
+    return `v${k}`;
   }
 
   private emit(id: number): void {
@@ -156,12 +179,18 @@ export class KernelWriter {
     const accParam = this.needsAcc(id) ? `, acc: ${computeType(this.node(this.k.anchor).type.dtype)}` : '';
     const body = this.inline(id) ? this.body(n)
       : `  return ${loadExpr(this.input(id), 'i', n.type.dtype)};`;
-    const src = `// ${describeNode(n)}\nfn v${id}(i: u32${accParam}) -> ${t} {\n${body}\n}`;
+    const src = `// ${n.op} : ${fmtType(n.type)}\nfn ${this.fnName(id)}(i: u32${accParam}) -> ${t} {\n${body}\n}`;
     this.fnSrc.delete(id);
     this.fnSrc.set(id, src);
   }
 
-  private round(e: string, d: DType): string {
+  /** Notes an index expression that depends on the shape (anything but the flat index itself or a scalar's 0). */
+  flatIndex(idx: string): string {
+    if (idx !== 'i' && idx !== '0u') this.shapeFree = false;
+    return idx;
+  }
+
+  round(e: string, d: DType): string {
     return d === 'f16' ? `kiln_f16(${e})` : e;
   }
 
@@ -171,7 +200,7 @@ export class KernelWriter {
     const lower = OPS[n.op].lower;
     const attrs = n.attrs as Record<string, unknown>;
     if (lower.kernel === 'elementwise') {
-      const args = n.inputs.map((q) => this.at(q, broadcastIndex(this.node(q).type.shape, out.shape, 'i')));
+      const args = n.inputs.map((q) => this.at(q, this.flatIndex(broadcastIndex(this.node(q).type.shape, out.shape, 'i'))));
       const lets = args.map((a, k) => `  let a${k} = ${a};`);
       const a2 = n.op === 'cast' && attrs.to === 'f16' ? { ...attrs, to: 'f32' } : attrs;
       if (lower.helpers) this.helper(lower.helpers);
@@ -183,78 +212,9 @@ export class KernelWriter {
       );
       return `${lets.join('\n')}\n  return ${this.round(e, out.dtype)};`;
     }
-    switch (n.op) {
-      case 'constant': {
-        const a = n.attrs as AttrsOf<'constant'>;
-        if (a.values.length !== 1) throw new IRError(`codegen: constant %${n.id} with ${a.values.length} values must be a buffer`);
-        return `  return ${literal(a.values[0], out.dtype)};`;
-      }
-      case 'iota': {
-        const a = n.attrs as AttrsOf<'iota'>;
-        return `  return ${computeType(out.dtype)}(${coordOf('i', out.shape, a.axis)});`;
-      }
-      case 'reshape':
-        return `  return ${this.at(n.inputs[0], 'i')};`;
-      case 'broadcast':
-        return `  return ${this.at(n.inputs[0], broadcastIndex(this.node(n.inputs[0]).type.shape, out.shape, 'i'))};`;
-      case 'transpose': {
-        const perm = (n.attrs as AttrsOf<'transpose'>).perm;
-        const xs = strides(this.node(n.inputs[0]).type.shape);
-        const terms = perm.map((p, k) => ({ c: coordOf('i', out.shape, k), stride: out.shape[k] === 1 ? 0 : xs[p] }));
-        return `  return ${this.at(n.inputs[0], linear(terms))};`;
-      }
-      case 'slice': {
-        const a = n.attrs as AttrsOf<'slice'>;
-        const xs = strides(this.node(n.inputs[0]).type.shape);
-        const terms = out.shape.map((_, k) => ({ c: out.shape[k] === 1 ? `${a.starts[k]}u` : a.starts[k] ? `(${coordOf('i', out.shape, k)} + ${a.starts[k]}u)` : coordOf('i', out.shape, k), stride: xs[k] }));
-        return `  return ${this.at(n.inputs[0], linear(terms))};`;
-      }
-      case 'concat': {
-        const ax = (n.attrs as AttrsOf<'concat'>).axis;
-        const inner = numel(out.shape.slice(ax + 1));
-        const lines = [`  let c = ${coordOf('i', out.shape, ax)};`, `  let outer = i / ${inner * out.shape[ax]}u;`, `  let inner = i % ${inner}u;`];
-        let off = 0;
-        n.inputs.forEach((q, k) => {
-          const w = this.node(q).type.shape[ax];
-          const idx = `outer * ${w * inner}u + (c - ${off}u) * ${inner}u + inner`;
-          const last = k === n.inputs.length - 1;
-          lines.push(last ? `  return ${this.at(q, idx)};` : `  if (c < ${off + w}u) { return ${this.at(q, idx)}; }`);
-          off += w;
-        });
-        return lines.join('\n');
-      }
-      case 'gather': {
-        const [table, idx] = n.inputs;
-        const ts = this.node(table).type.shape;
-        const row = numel(ts.slice(1));
-        return [
-          `  let r = i32(${this.at(idx, row === 1 ? 'i' : `i / ${row}u`)});`,
-          `  if (r < 0 || r >= ${ts[0]}) { return ${literal(0, out.dtype)}; }`,
-          `  return ${this.at(table, row === 1 ? 'u32(r)' : `u32(r) * ${row}u + i % ${row}u`)};`,
-        ].join('\n');
-      }
-      case 'one_hot': {
-        const a = n.attrs as AttrsOf<'one_hot'>;
-        return [
-          `  let v = i32(${this.at(n.inputs[0], `i / ${a.depth}u`)});`,
-          `  return select(${literal(0, out.dtype)}, ${literal(1, out.dtype)}, v == i32(i % ${a.depth}u));`,
-        ].join('\n');
-      }
-      case 'dropout': {
-        const a = n.attrs as AttrsOf<'dropout'>;
-        this.helper(WGSL_PHILOX);
-        // keep <=> (u >> 8) * 2^-24 >= p <=> (u >> 8) >= ceil(p * 2^24): an exact integer test, bit-identical to dropoutKeep.
-        const threshold = Math.ceil(a.p * 16777216);
-        const scale = literal(1 / (1 - a.p), 'f32');
-        return [
-          `  let seed = ${this.at(n.inputs[1], '0u')};`,
-          `  let r = kiln_philox(vec4<u32>(i, 0u, 0u, 0u), vec2<u32>(seed, ${a.stream >>> 0}u));`,
-          `  let x = ${this.at(n.inputs[0], 'i')};`,
-          `  return select(0.0, ${this.round(`x * ${scale}`, out.dtype)}, (r.x >> 8u) >= ${threshold}u);`,
-        ].join('\n');
-      }
-    }
-    throw new IRError(`codegen: op '${n.op}' (%${n.id}) cannot be computed inline`);
+    const rule = INLINE[n.op as InlineOp] as InlineRule<InlineOp>;
+    if (!rule.shapeFree) this.shapeFree = false;
+    return rule.body(this, n as Node<InlineOp>, out);
   }
 
   /** Bindings declarations, helper functions and value functions, in that order. */
@@ -265,23 +225,124 @@ export class KernelWriter {
       const name = b.access === 'read' ? this.bufName.get(b.node)! : 'out';
       const elem = storageType(n.type.dtype);
       const access = b.access === 'read' ? 'read' : 'read_write';
-      return `@group(0) @binding(${b.binding}) var<storage, ${access}> ${name}: array<${elem}>; // %${n.id} ${n.op} ${fmtType(n.type)}${n.name ? ` (${n.name})` : ''}`;
+      return `@group(0) @binding(${b.binding}) var<storage, ${access}> ${name}: array<${elem}>; // ${n.op} ${fmtType(n.type)}`;
     });
     return [...decl, WGSL_BITS_F32, WGSL_F16_ROUND.trim(), ...this.helpers, '', ...this.fnSrc.values()].join('\n');
   }
 
+  /** The kernel's comment header: what it computes, without node ids or names (so equal kernels have equal source). */
   header(kind: string, extra = ''): string {
     const ops = this.k.nodes
       .map((id) => this.node(id))
       .filter((n) => !['input', 'param'].includes(n.op) && this.storage[n.id] !== 'const')
-      .map((n) => `${n.op} %${n.id}`);
+      .map((n) => n.op);
     const root = this.node(this.k.root);
-    return [
-      `// kiln kernel k${this.k.id}: ${kind}${extra ? ` (${extra})` : ''}`,
-      `// ops: ${ops.join(', ')}`,
-      `// writes %${root.id} ${fmtType(root.type)}${root.name ? ` (${root.name})` : ''}`,
-    ].join('\n');
+    return [`// kiln kernel: ${kind}${extra ? ` (${extra})` : ''}`, `// ops: ${ops.join(', ')}`, `// writes ${fmtType(root.type)}`].join('\n');
   }
 }
 
 export type { OpKind };
+
+/** Ops a kernel computes inline from a flat index: leaves, layout remaps, gathers and dropout's mask. */
+type InlineOp = OpsIn<'leaf' | 'layout' | 'gather' | 'random'>;
+
+interface InlineRule<K extends InlineOp> {
+  /** Its index arithmetic is the flat index itself (see KernelWriter.shapeFree). */
+  shapeFree: boolean;
+  /** The body of the value function `fn vN(i: u32) -> T` of node n. */
+  body(w: KernelWriter, n: Node<K>, out: TensorType): string;
+}
+
+const buffer = (n: Node): never => {
+  throw new IRError(`codegen: ${n.op} %${n.id} is a buffer, never computed inline (a scheduler bug)`);
+};
+
+/** One entry per inline op, by type: an op of these families without an entry does not compile. */
+const INLINE: { [K in InlineOp]: InlineRule<K> } = {
+  input: { shapeFree: true, body: (_w, n) => buffer(n) },
+  param: { shapeFree: true, body: (_w, n) => buffer(n) },
+  constant: {
+    shapeFree: true,
+    body: (_w, n, out) => {
+      if (n.attrs.values.length !== 1) throw new IRError(`codegen: constant %${n.id} with ${n.attrs.values.length} values must be a buffer`);
+      return `  return ${literal(n.attrs.values[0], out.dtype)};`;
+    },
+  },
+  iota: { shapeFree: false, body: (_w, n, out) => `  return ${computeType(out.dtype)}(${coordOf('i', out.shape, n.attrs.axis)});` },
+  reshape: { shapeFree: true, body: (w, n) => `  return ${w.at(n.inputs[0], 'i')};` },
+  broadcast: {
+    shapeFree: true, // unless broadcastIndex remaps the index, which flatIndex notes
+    body: (w, n, out) => `  return ${w.at(n.inputs[0], w.flatIndex(broadcastIndex(w.node(n.inputs[0]).type.shape, out.shape, 'i')))};`,
+  },
+  transpose: {
+    shapeFree: false,
+    body: (w, n, out) => {
+      const xs = strides(w.node(n.inputs[0]).type.shape);
+      const terms = n.attrs.perm.map((p, k) => ({ c: coordOf('i', out.shape, k), stride: out.shape[k] === 1 ? 0 : xs[p] }));
+      return `  return ${w.at(n.inputs[0], linear(terms))};`;
+    },
+  },
+  slice: {
+    shapeFree: false,
+    body: (w, n, out) => {
+      const a = n.attrs;
+      const xs = strides(w.node(n.inputs[0]).type.shape);
+      const terms = out.shape.map((_, k) => ({ c: out.shape[k] === 1 ? `${a.starts[k]}u` : a.starts[k] ? `(${coordOf('i', out.shape, k)} + ${a.starts[k]}u)` : coordOf('i', out.shape, k), stride: xs[k] }));
+      return `  return ${w.at(n.inputs[0], linear(terms))};`;
+    },
+  },
+  concat: {
+    shapeFree: false,
+    body: (w, n, out) => {
+      const ax = n.attrs.axis;
+      const inner = numel(out.shape.slice(ax + 1));
+      const lines = [`  let c = ${coordOf('i', out.shape, ax)};`, `  let outer = i / ${inner * out.shape[ax]}u;`, `  let inner = i % ${inner}u;`];
+      let off = 0;
+      n.inputs.forEach((q, k) => {
+        const width = w.node(q).type.shape[ax];
+        const idx = `outer * ${width * inner}u + (c - ${off}u) * ${inner}u + inner`;
+        const last = k === n.inputs.length - 1;
+        lines.push(last ? `  return ${w.at(q, idx)};` : `  if (c < ${off + width}u) { return ${w.at(q, idx)}; }`);
+        off += width;
+      });
+      return lines.join('\n');
+    },
+  },
+  gather: {
+    shapeFree: false,
+    body: (w, n, out) => {
+      const [table, idx] = n.inputs;
+      const ts = w.node(table).type.shape;
+      const row = numel(ts.slice(1));
+      return [
+        `  let r = i32(${w.at(idx, row === 1 ? 'i' : `i / ${row}u`)});`,
+        `  if (r < 0 || r >= ${ts[0]}) { return ${literal(0, out.dtype)}; }`,
+        `  return ${w.at(table, row === 1 ? 'u32(r)' : `u32(r) * ${row}u + i % ${row}u`)};`,
+      ].join('\n');
+    },
+  },
+  one_hot: {
+    shapeFree: false,
+    body: (w, n, out) =>
+      [
+        `  let v = i32(${w.at(n.inputs[0], `i / ${n.attrs.depth}u`)});`,
+        `  return select(${literal(0, out.dtype)}, ${literal(1, out.dtype)}, v == i32(i % ${n.attrs.depth}u));`,
+      ].join('\n'),
+  },
+  dropout: {
+    shapeFree: true, // the mask is a function of the flat index alone
+    body: (w, n, out) => {
+      const a = n.attrs;
+      w.helper(WGSL_PHILOX);
+      // keep <=> (u >> 8) * 2^-24 >= p <=> (u >> 8) >= ceil(p * 2^24): an exact integer test, bit-identical to dropoutKeep.
+      const threshold = Math.ceil(a.p * 16777216);
+      const scale = literal(1 / (1 - a.p), 'f32');
+      return [
+        `  let seed = ${w.at(n.inputs[1], '0u')};`,
+        `  let r = kiln_philox(vec4<u32>(i, 0u, 0u, 0u), vec2<u32>(seed, ${a.stream >>> 0}u));`,
+        `  let x = ${w.at(n.inputs[0], 'i')};`,
+        `  return select(0.0, ${w.round(`x * ${scale}`, out.dtype)}, (r.x >> 8u) >= ${threshold}u);`,
+      ].join('\n');
+    },
+  },
+};

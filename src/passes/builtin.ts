@@ -1,0 +1,159 @@
+/**
+ * The built-in stages of the pipeline, registered in the order a compile runs them:
+ *   canonicalize -> autodiff -> optimizer -> cse -> dce                       (graph level: IR -> IR)
+ *   -> schedule -> inplace -> memory-plan -> codegen                         (kernel level: IR -> kernels)
+ * Passes that come later (attention fusion, recomputation, precision, sharding) register themselves between these.
+ */
+import { buildJointGraph } from '../autodiff/grad.js';
+import { generateKernels } from '../codegen/wgsl/index.js';
+import { describeMemory, planMemory, verifyMemoryPlan } from '../schedule/memory.js';
+import { describeSchedule, DEFAULT_SCHEDULE_OPTIONS, fuseKernels } from '../schedule/schedule.js';
+import { markInPlaceUpdates } from '../schedule/inplace.js';
+import { buildAccumTrainStep, buildTrainStep } from '../train/optimizers.js';
+import { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
+import { cse } from './cse.js';
+import { dce } from './dce.js';
+import { decomposeComposites } from './decompose.js';
+import type { CompileState } from './registry.js';
+import { GENERIC_TARGET, registerPass } from './registry.js';
+
+const graphPass = (f: (s: CompileState) => CompileState['graph']) => (s: CompileState): CompileState => ({ ...s, graph: f(s) });
+
+registerPass({
+  name: 'canonicalize',
+  summary: 'local algebraic clean-ups (rewrite rules: x*1, reshape of reshape, no-op casts...) to a fixed point',
+  level: 'graph',
+  options: { disable: `rule names to leave out (${CANONICALIZE_RULES.map((r) => r.name).join(', ')})` },
+  guarantees: ['no rule of the list applies'],
+  configure: () => ({ disable: [] }),
+  run: (s, o) => graphPass((x) => canonicalize(x.graph, o.disable))(s),
+});
+
+registerPass({
+  name: 'decompose-composites',
+  summary: 'expands softmax, norms and cross-entropy into plain ops (the naive chain; off unless asked for)',
+  level: 'graph',
+  options: {},
+  guarantees: ['no op with a decompose rule remains'],
+  configure: (req) => (req.passes?.['decompose-composites'] ? {} : null),
+  run: (s) => graphPass((x) => decomposeComposites(x.graph))(s),
+});
+
+registerPass({
+  name: 'autodiff',
+  summary: 'reverse-mode differentiation: appends the backward pass and `grad` outputs (the joint graph)',
+  level: 'graph',
+  options: {
+    loss: 'the scalar output to differentiate',
+    wrt: 'parameters to differentiate with respect to (default: every float parameter)',
+    wrtInputs: 'graph inputs to differentiate with respect to as well',
+    keepOutputs: 'keep the entry\'s other outputs (default true)',
+  },
+  guarantees: ['one `grad` output per differentiated parameter', 'the differentiated output has role `loss`'],
+  configure: (req) => req.grad ?? (req.train ? { loss: 'loss' } : null),
+  run: (s, o) => graphPass((x) => buildJointGraph(x.graph, o))(s),
+});
+
+registerPass({
+  name: 'optimizer',
+  summary: 'appends the optimizer step as IR (clipping, SGD/Adam/AdamW/Adafactor, accumulation): `update` outputs',
+  level: 'graph',
+  options: { config: 'optimizer kind and hyper-parameters', accumulate: 'gradient accumulation across micro-batches (acc.* state)' },
+  requires: ['autodiff'],
+  guarantees: ['an `update` output for every trainable parameter and optimizer state'],
+  configure: (req) => (req.train ? { config: req.train.optimizer, accumulate: !!req.train.accumulate } : null),
+  run: (s, o) => graphPass((x) => (o.accumulate ? buildAccumTrainStep(x.graph, o.config) : buildTrainStep(x.graph, o.config)))(s),
+});
+
+registerPass({
+  name: 'cse',
+  summary: 'common-subexpression elimination: equal op, operands and attributes are one value',
+  level: 'graph',
+  options: {},
+  configure: () => ({}),
+  run: (s) => graphPass((x) => cse(x.graph))(s),
+});
+
+registerPass({
+  name: 'dce',
+  summary: 'dead-code elimination: drops nodes no output depends on (inputs and parameters stay)',
+  level: 'graph',
+  options: {},
+  guarantees: ['every node is a leaf or reaches an output'],
+  configure: () => ({}),
+  run: (s) => graphPass((x) => dce(x.graph))(s),
+  check: (s) => (dce(s.graph) === s.graph ? null : 'dead nodes remain'),
+});
+
+registerPass({
+  name: 'schedule',
+  summary: 'fusion: decides which ops form one kernel (pointwise ops inline, anchors own kernels, epilogues fuse)',
+  level: 'kernels',
+  options: {
+    fuse: 'false: one kernel per op (the unfused baseline)',
+    maxStorageBuffers: 'storage buffers one kernel may bind (the device limit)',
+    maxRowwisePrologue: 'largest per-element cost a row-wise prologue may recompute',
+  },
+  guarantees: ['every kernel binds at most maxStorageBuffers buffers'],
+  configure: (req) => ({ ...DEFAULT_SCHEDULE_OPTIONS, maxStorageBuffers: (req.target ?? GENERIC_TARGET).maxStorageBuffersPerShaderStage }),
+  run: (s, o) => ({ ...s, schedule: fuseKernels(s.graph, o) }),
+  show: (s) => describeSchedule(s.schedule!),
+});
+
+registerPass({
+  name: 'inplace',
+  summary: 'writes `update` outputs straight into their parameter\'s buffer where the kernel reads it element for element',
+  level: 'kernels',
+  options: {},
+  requires: ['schedule'],
+  configure: () => ({}),
+  run: (s) => ({ ...s, schedule: markInPlaceUpdates(s.schedule!) }),
+  show: (s) => describeSchedule(s.schedule!),
+});
+
+registerPass({
+  name: 'memory-plan',
+  summary: 'assigns every intermediate a buffer slot by liveness; refuses tensors over the device\'s binding limits',
+  level: 'kernels',
+  options: {
+    verify: 'prove no two live tensors share a slot (on by default: it costs well under a millisecond per 100 kernels)',
+    maxStorageBufferBindingSize: 'largest tensor one binding may hold (device limit)',
+    maxBufferSize: 'largest buffer (device limit)',
+  },
+  requires: ['schedule'],
+  guarantees: ['no two tensors alive at the same kernel share a slot'],
+  configure: (req) => {
+    const t = req.target ?? GENERIC_TARGET;
+    return { verify: true, maxStorageBufferBindingSize: t.maxStorageBufferBindingSize, maxBufferSize: t.maxBufferSize };
+  },
+  run: (s, o) => {
+    const limited = Number.isFinite(o.maxStorageBufferBindingSize) || Number.isFinite(o.maxBufferSize);
+    const plan = planMemory(s.graph, s.schedule!, limited ? o : undefined);
+    if (o.verify) verifyMemoryPlan(plan);
+    return { ...s, plan };
+  },
+  show: (s) => describeMemory(s.plan!, s.schedule),
+});
+
+registerPass({
+  name: 'codegen',
+  summary: 'WGSL for every kernel (one generator per kernel kind; names independent of node ids, so equal kernels share pipelines)',
+  level: 'kernels',
+  options: {
+    strategy: 'workgroup (GPUs) or thread (CPU-backed adapters such as lavapipe)',
+    subgroups: 'use subgroup operations in reductions',
+    deviceKey: 'the device in the matmul tile cache',
+    matmulTiles: 'force one tile config for every matmul (the autotuner)',
+  },
+  requires: ['schedule'],
+  configure: (req) => {
+    const t = req.target ?? GENERIC_TARGET;
+    return { strategy: t.strategy, subgroups: t.subgroups, deviceKey: t.deviceKey, matmulTiles: req.matmulTiles ?? null };
+  },
+  run: (s, o) => ({
+    ...s,
+    kernels: generateKernels(s.schedule!, { strategy: o.strategy, subgroups: o.subgroups, deviceKey: o.deviceKey, matmulTiles: o.matmulTiles ?? undefined }),
+  }),
+  show: (s) => s.kernels!.flatMap((k) => k.passes.map((p) => `// ${p.label}\n${p.wgsl}`)).join('\n'),
+});
+
