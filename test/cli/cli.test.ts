@@ -89,6 +89,14 @@ describe('kiln CLI', () => {
     const grads = readSafetensors(join(dir, 'g.safetensors'));
     expect(Object.keys(grads)).toContain('h.0.attn.q.w');
     expect(grads['h.0.attn.q.w'].shape).toEqual([16, 16]);
+    // the same gradients computed by the compiled kernels on the WebGPU device
+    const w = kiln('grad', 'src/models/gpt.kiln', ...tiny, '--device', 'webgpu', '--save-grads', join(dir, 'w.safetensors'));
+    expect(w.code, w.err).toBe(0);
+    const onDevice = readSafetensors(join(dir, 'w.safetensors'));
+    expect(Object.keys(onDevice).sort()).toEqual(Object.keys(grads).sort());
+    for (const [name, t] of Object.entries(grads)) {
+      t.data.forEach((v, i) => expect(Math.abs(onDevice[name].data[i] - v), `${name}[${i}]`).toBeLessThanOrEqual(1e-5 + 1e-3 * Math.abs(v)));
+    }
   });
 
   it('train, sample and eval refuse bad options and mismatched checkpoints before any device work, without a stack trace', async () => {

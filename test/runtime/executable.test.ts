@@ -12,6 +12,8 @@ import { autotuneMatmul, compileGraph, createPipelineChecked, formatProfile, cho
 import { checkAgainstInterpreter, expectClose, sharedDevice } from './helpers.js';
 import { gptInputs, randTensor, tinyGpt } from './graphs.js';
 import { updateOutput } from '../../src/ir/graph.js';
+import { compileModel } from '../../src/frontend/index.js';
+import { compileIR } from '../../src/passes/index.js';
 
 describe('fusion on the device', () => {
   it('bias + GELU + residual after a matmul: one kernel, same numbers', async () => {
@@ -33,6 +35,24 @@ describe('fusion on the device', () => {
     expect(fused.kernels).toBeLessThan(unfused.kernels);
     expect(fused.intermediateBytes).toBeLessThan(fused.intermediateBytesNoReuse);
     expect(fused.dispatchesPerRun).toBe(fused.kernels);
+  });
+});
+
+describe('shared pipelines', () => {
+  it('identical layers share one pipeline per distinct kernel: a third layer adds kernels but no pipeline', async () => {
+    const dev = await sharedDevice();
+    const stats = async (layers: number) => {
+      const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { d: 16, heads: 2, layers, vocab: 11, ctx: 8 }, dims: { B: 2, T: 8 } });
+      const exe = await compileGraph(compileIR(graph), dev, { seed: 0 });
+      exe.destroy();
+      return exe.stats;
+    };
+    // (layer 0 reads the embeddings where later layers read the previous block: its kernels differ, rightly)
+    const two = await stats(2);
+    const three = await stats(3);
+    expect(three.kernels).toBeGreaterThan(two.kernels);
+    expect(three.pipelines).toBe(two.pipelines);
+    expect(two.pipelines).toBeLessThan(two.kernels / 2);
   });
 });
 
