@@ -161,9 +161,10 @@ export const registeredPasses = (): AnyPassDef[] => pipeline.map((n) => registry
 
 /** `kiln compile --passes`: the pipeline as the registry holds it, with summaries and options. */
 export function describePipeline(): string {
-  const lines = ['frontend      .kiln source -> IR graph (parse, check, lower; src/frontend)'];
+  const w = Math.max(8, ...pipeline.map((n) => n.length));
+  const lines = [`${'frontend'.padEnd(w)}  .kiln source -> IR graph (parse, check, lower; src/frontend)  [source]`];
   for (const d of registeredPasses()) {
-    lines.push(`${d.name.padEnd(13)} ${d.summary}  [${d.level}]`);
+    lines.push(`${d.name.padEnd(w)}  ${d.summary}  [${d.level}]`);
     for (const [k, doc] of Object.entries(d.options as Record<string, string>)) lines.push(`    option ${d.name}.${k}: ${doc}`);
     if (d.requires?.length) lines.push(`    requires: ${d.requires.join(', ')}`);
     if (d.guarantees?.length) lines.push(`    guarantees: ${d.guarantees.join('; ')}`);
