@@ -53,7 +53,8 @@ export function genReduce(w: KernelWriter, opts: ReduceOptions): KernelPass[] {
     ...kept.map((d, j) => (keptShape[j] === 1 ? '' : `${coord('o', keptShape, j)} * ${xs[d]}u`)),
     ...axes.map((d, j) => (redShape[j] === 1 ? '' : `${coord('r', redShape, j)} * ${xs[d]}u`)),
   ].filter(Boolean);
-  const indexFn = `fn in_index(o: u32, r: u32) -> u32 { return ${terms.join(' + ') || '0u'}; }`;
+  // A reduction of every axis reads its input in flat order: index r, whatever the shape.
+  const indexFn = `fn in_index(o: u32, r: u32) -> u32 { return ${kept.length === 0 ? 'r' : terms.join(' + ') || '0u'}; }`;
 
   const T = computeType(x.type.dtype);
   const outT = computeType(a.type.dtype);
@@ -159,13 +160,21 @@ ${tail}
     dispatch = grid(M);
   }
   void outT;
+  // A full reduction whose values are all read at their flat index takes its length from an input binding, so the
+  // same program sums a tensor of any shape (the per-parameter squared norms of gradient clipping).
+  const lengthFrom = kept.length === 0 && R > 0 && !isArg && w.shapeFree ? w.inputWithLength(R) : undefined;
+  if (lengthFrom) {
+    main = main
+      .replace(/(fn main\(.*\) \{\n)/, `$1  let R = arrayLength(&${lengthFrom});\n`)
+      .replaceAll(`${Math.ceil(R / REDUCE_WG)}u;`, `(R + ${REDUCE_WG - 1}u) / ${REDUCE_WG}u;`);
+  }
   w.output();
   const mode = small ? 'one invocation per output' : useSubgroups ? 'workgroup per output, subgroup ops' : 'workgroup per output, tree';
   const wgsl = `${useSubgroups ? 'enable subgroups;\n' : ''}${w.header(`reduce ${a.op}`, mode)}
 ${w.declarations()}
 
 const M: u32 = ${M}u; // outputs
-const R: u32 = ${R}u; // elements folded into each output
+${lengthFrom ? `// R: elements folded into each output (the length of ${lengthFrom})` : `const R: u32 = ${R}u; // elements folded into each output`}
 ${indexFn}
 
 ${main}

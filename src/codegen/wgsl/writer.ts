@@ -119,6 +119,12 @@ export class KernelWriter {
     return name;
   }
 
+  /** The variable of a bound input buffer holding exactly `count` elements (its arrayLength), if any. */
+  inputWithLength(count: number): string | undefined {
+    const b = this.bindings.find((x) => x.access === 'read' && !x.scratch && numel(this.node(x.node).type.shape) === count && x.node !== this.k.inPlace);
+    return b && this.bufName.get(b.node);
+  }
+
   /** Binds the kernel's output buffer; call after reading every value the kernel needs. */
   output(): string {
     this.bindings.push({ binding: this.bindings.length, node: this.k.root, access: 'read_write' });
