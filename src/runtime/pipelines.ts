@@ -91,13 +91,29 @@ export function programKey(wgsl: string): string {
     .join('\n');
 }
 
-/** Creates the pipelines for many kernels in parallel, one per distinct program (see programKey). */
+/**
+ * Pipelines already created (or being created) on each device, by program: executables on one device share them,
+ * so the evaluation graph of a training job, or a second compile of a model, costs no shader compilation again.
+ */
+const deviceCache = new WeakMap<GPUDevice, Map<string, Promise<CompiledPipeline>>>();
+
+/** Creates the pipelines for many kernels in parallel, one per distinct program (see programKey) and device. */
 export async function createPipelines(device: GPUDevice, reqs: readonly PipelineRequest[]): Promise<Map<string, CompiledPipeline>> {
-  const unique = new Map<string, PipelineRequest>();
+  let cache = deviceCache.get(device);
+  if (!cache) deviceCache.set(device, (cache = new Map()));
+  const wanted = new Map<string, Promise<CompiledPipeline>>();
   for (const r of reqs) {
     const key = programKey(r.wgsl);
-    if (!unique.has(key)) unique.set(key, r);
+    if (wanted.has(key)) continue;
+    let p = cache.get(key);
+    if (!p) {
+      p = createPipelineChecked(device, r);
+      cache.set(key, p);
+      // a failed program is not cached: the error is reported to this compile, and a later one tries again
+      p.catch(() => cache!.delete(key));
+    }
+    wanted.set(key, p);
   }
-  const entries = await Promise.all([...unique].map(async ([key, r]) => [key, await createPipelineChecked(device, r)] as const));
+  const entries = await Promise.all([...wanted].map(async ([key, p]) => [key, await p] as const));
   return new Map(entries);
 }
