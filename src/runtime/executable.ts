@@ -116,6 +116,9 @@ const opsOf = (g: Graph, k: KernelCode) =>
     .map((n) => `${n.op} %${n.id}`)
     .join(', ');
 
+/** A kernel pass with work to do: one writing a zero-size tensor is never launched (nor its pipeline created). */
+const launched = (p: KernelPass): boolean => p.dispatch.every((d) => d > 0);
+
 /** A software (CPU) implementation of WebGPU: lavapipe/llvmpipe, SwiftShader, or an adapter that says it is a fallback. */
 export function isCpuAdapter(dev: KilnDevice): boolean {
   const i = dev.adapterInfo;
@@ -425,7 +428,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
 
   const pipelinesP = createPipelines(
     device,
-    kernels.flatMap((k) => k.passes.map((p) => ({ wgsl: p.wgsl, bindings: p.bindings, label: p.label, ops: opsOf(g, k) }))),
+    kernels.flatMap((k) => k.passes.filter(launched).map((p) => ({ wgsl: p.wgsl, bindings: p.bindings, label: p.label, ops: opsOf(g, k) }))),
   );
 
   // Buffers.
@@ -488,7 +491,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
 
   const passes: BoundPass[] = [];
   for (const k of kernels) {
-    for (const p of k.passes) {
+    for (const p of k.passes.filter(launched)) {
       const cp = pipelines.get(programKey(p.wgsl)) as CompiledPipeline;
       const bindGroup = device.createBindGroup({
         label: p.label,

@@ -32,6 +32,7 @@ export interface ReduceOptions {
 }
 
 function coord(v: string, shape: number[], k: number): string {
+  if (shape.includes(0)) return '0u'; // no element to index (and no division by zero in the WGSL)
   const st = strides(shape)[k];
   const div = st === 1 ? v : `(${v} / ${st}u)`;
   return k === 0 ? div : `(${div} % ${shape[k]}u)`;

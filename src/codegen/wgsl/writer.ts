@@ -49,6 +49,8 @@ export function describeNode(n: Node): string {
 
 /** Row-major coordinate k of flat index expression `i` in `shape`. */
 function coordOf(i: string, shape: Shape, k: number): string {
+  // A tensor with a zero dim has no element to index: its index code never runs, but must not divide by zero.
+  if (shape.includes(0)) return '0u';
   const st = strides(shape)[k];
   const div = st === 1 ? i : `(${i} / ${st}u)`;
   return k === 0 ? div : `(${div} % ${shape[k]}u)`;
