@@ -37,6 +37,21 @@ function numbered(src: string): string {
     .join('\n');
 }
 
+/** Writes a failed kernel's source and messages to a temporary file (Node); null where there is no file system. */
+async function dumpSource(req: PipelineRequest, messages: string): Promise<string | null> {
+  if (typeof process === 'undefined' || !process.versions?.node) return null;
+  try {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const file = join(mkdtempSync(join(tmpdir(), 'kiln-ice-')), `${req.label.replace(/[^\w.-]+/g, '_')}.wgsl`);
+    writeFileSync(file, `// ${req.label} (IR ops: ${req.ops})\n${messages.split('\n').map((l) => `// ${l}`).join('\n')}\n${req.wgsl}`);
+    return file;
+  } catch {
+    return null;
+  }
+}
+
 /** Creates one compute pipeline inside validation error scopes; a failure becomes a KilnRuntimeError with the source. */
 export async function createPipelineChecked(device: GPUDevice, req: PipelineRequest): Promise<CompiledPipeline> {
   device.pushErrorScope('validation');
@@ -71,9 +86,11 @@ export async function createPipelineChecked(device: GPUDevice, req: PipelineRequ
     } catch {
       // compilation info is best-effort
     }
-    const why = [(failure as Error | undefined)?.message, scoped?.message, details].filter(Boolean).join('\n');
+    // The first error line is the message; the whole source goes to a file for the bug report, not to the terminal.
+    const why = details || [(failure as Error | undefined)?.message, scoped?.message].filter(Boolean).join('\n').split('\n').find((l) => /error/i.test(l)) || 'unknown error';
+    const dumped = await dumpSource(req, [(failure as Error | undefined)?.message, scoped?.message, details].filter(Boolean).join('\n'));
     throw new KilnRuntimeError(
-      `internal compiler error: the WGSL for ${req.label} (IR ops: ${req.ops}) failed validation:\n${why}\n--- WGSL source ---\n${numbered(req.wgsl)}`,
+      `internal compiler error (a bug in Kiln, please report it): the WGSL of kernel ${req.label} (IR ops: ${req.ops}) failed validation:\n${why.trim()}\n${dumped ? `the kernel's WGSL and the full message: ${dumped}` : `--- WGSL source ---\n${numbered(req.wgsl)}`}`,
     );
   }
   return { pipeline, layout };

@@ -46,7 +46,8 @@ export function genRowwise(w: KernelWriter, strategy: KernelStrategy = 'workgrou
   // One entry per row-wise op, by type: a row-wise op without one does not compile.
   const bodies: { [K in OpsIn<'rowwise'>]: (n: Node<K>) => string } = {
     softmax: () => `${rowMax}\n${rowSumExp}\n  let inv = 1.0 / s;\n${loop(`let o = base + j; let val = exp(${xv('j')} - m) * inv; out[o] = ${result('o', 'val')};`)}`,
-    log_softmax: () => `${rowMax}\n${rowSumExp}\n  let lse = m + log(s);\n${loop(`let o = base + j; let val = ${xv('j')} - lse; out[o] = ${result('o', 'val')};`)}`,
+    // (x - m) - log s, not x - (m + log s): see maxAndLogSum in src/ir/ops/nn.ts
+    log_softmax: () => `${rowMax}\n${rowSumExp}\n  let ls = log(s);\n${loop(`let o = base + j; let val = (${xv('j')} - m) - ls; out[o] = ${result('o', 'val')};`)}`,
     layer_norm: (n) => {
       const gamma = w.at(n.inputs[1], 'j');
       const beta = w.at(n.inputs[2], 'j');
@@ -75,7 +76,7 @@ ${rowSumExp}
   if (${perRow ? 'lid == 0u' : 'true'}) {
     let y = i32(${label});
     var val = 0.0;
-    if (!(${ignTest}y < 0 || y >= i32(W))) { val = m + log(s) - ${w.at(x.id, 'base + u32(y)')}; }
+    if (!(${ignTest}y < 0 || y >= i32(W))) { val = log(s) - (${w.at(x.id, 'base + u32(y)')} - m); }
     let o = row;
     out[o] = ${result('o', 'val')};
   }`;

@@ -50,12 +50,22 @@ function rowwise(x: HostTensor, out: TensorType, f: (row: Float64Array, o: Float
 }
 
 function logSumExp(row: Float64Array): number {
+  const { m, logS } = maxAndLogSum(row);
+  return m + logS;
+}
+
+/**
+ * The row maximum m and log Σ exp(x - m). log_softmax and cross-entropy are computed as (x - m) - log Σ (never
+ * x - (m + log Σ), whose sum loses the small term next to a large m): the WGSL kernels use the same formulation,
+ * so both agree to float precision however far apart the inputs are.
+ */
+function maxAndLogSum(row: Float64Array): { m: number; logS: number } {
   let m = -Infinity;
   for (const v of row) if (v > m) m = v;
-  if (m === -Infinity) return -Infinity;
+  if (m === -Infinity) return { m, logS: 0 };
   let s = 0;
   for (const v of row) s += Math.exp(v - m);
-  return m + Math.log(s);
+  return { m, logS: Math.log(s) };
 }
 
 const keepLast = (b: GraphBuilder, x: number, op: 'sum' | 'mean' | 'max_reduce') => b.op(op, [x], { axes: LAST, keepdims: true });
@@ -106,8 +116,8 @@ export const nnOps: {
     infer: rowInfer('log_softmax'),
     evaluate: (i, _a, out) =>
       rowwise(i[0], out, (row, o) => {
-        const lse = logSumExp(row);
-        for (let j = 0; j < row.length; j++) o[j] = row[j] - lse;
+        const { m, logS } = maxAndLogSum(row);
+        for (let j = 0; j < row.length; j++) o[j] = row[j] - m - logS;
       }),
     grad: {
       saves: { inputs: [], output: true },
@@ -204,7 +214,8 @@ export const nnOps: {
         const y = labels.data[r];
         if (y === a.ignore_index || y < 0 || y >= width) continue;
         for (let j = 0; j < width; j++) row[j] = logits.data[r * width + j];
-        data[r] = logSumExp(row) - row[y];
+        const { m, logS } = maxAndLogSum(row);
+        data[r] = logS - (row[y] - m);
       }
       return finish(out, data);
     },
