@@ -1,8 +1,10 @@
 /**
  * Gradient checking: the compiled gradient (the joint graph, run by the interpreter) against central finite
  * differences of the loss, both in double precision (the interpreter's float64 mode), like torch.autograd.gradcheck.
- * Each parameter is checked on a seeded sample of its elements; the error of a parameter is
- * max |fd - g| / max(|fd|, |g|, floor) over those elements, with an absolute floor for near-zero gradients.
+ * Each parameter is checked on a seeded sample of its elements, with one criterion, torch.autograd.gradcheck's:
+ * an element passes when |g - fd| <= atol + rtol * |fd|. The absolute term is what lets a correct model pass where
+ * a gradient is ~1e-6 and finite differences carry ~1e-10 of noise; a wrong rule (a missing term, a swapped
+ * operand) misses by the size of the gradient itself and fails.
  */
 import { interpret } from '../interp/interpreter.js';
 import type { Graph } from '../ir/graph.js';
@@ -18,10 +20,10 @@ export interface GradcheckOptions {
   params?: Record<string, HostTensor>;
   seed?: number;
   eps?: number;
-  /** Relative-error tolerance; default 1e-4. */
-  tol?: number;
-  /** Gradients smaller than this count as absolute errors (default 1e-6). */
-  floor?: number;
+  /** Relative tolerance (default 1e-4). */
+  rtol?: number;
+  /** Absolute tolerance (default 1e-8). */
+  atol?: number;
   maxElementsPerParam?: number;
   /** Float graph inputs to check as well (reported as `input:<name>`). */
   wrtInputs?: string[];
@@ -32,24 +34,31 @@ export interface GradcheckOptions {
 export interface ParamCheck {
   name: string;
   checked: number;
-  maxRelErr: number;
+  /** Largest |g - fd| over the checked elements. */
   maxAbsErr: number;
+  /** Largest |g - fd| / |fd| (informative: huge where fd is ~0). */
+  maxRelErr: number;
+  /** Largest |g - fd| / (atol + rtol * |fd|): the parameter passes when it is at most 1. */
+  worstRatio: number;
 }
+
+export const GRADCHECK_DEFAULTS = { rtol: 1e-4, atol: 1e-8, eps: 1e-5 } as const;
 
 export interface GradcheckResult {
   perParam: ParamCheck[];
   worst: ParamCheck | undefined;
   ok: boolean;
-  tol: number;
+  rtol: number;
+  atol: number;
 }
 
 const toF64 = (t: HostTensor): HostTensor => ({ dtype: t.dtype, shape: t.shape, data: t.dtype === 'f32' ? Float64Array.from(t.data) : t.data });
 
 export function gradcheck(g: Graph, o: GradcheckOptions): GradcheckResult {
   const loss = o.loss ?? 'loss';
-  const eps = o.eps ?? 1e-5;
-  const tol = o.tol ?? 1e-4;
-  const floor = o.floor ?? 1e-6;
+  const eps = o.eps ?? GRADCHECK_DEFAULTS.eps;
+  const rtol = o.rtol ?? GRADCHECK_DEFAULTS.rtol;
+  const atol = o.atol ?? GRADCHECK_DEFAULTS.atol;
   const seed = o.seed ?? 0;
   const params: Record<string, HostTensor> = {};
   for (const n of g.nodes) {
@@ -78,6 +87,7 @@ export function gradcheck(g: Graph, o: GradcheckOptions): GradcheckResult {
     const idx = k === n ? Array.from({ length: n }, (_, i) => i) : rng.shuffle(Array.from({ length: n }, (_, i) => i)).slice(0, k);
     let maxRel = 0;
     let maxAbs = 0;
+    let ratio = 0;
     for (const i of idx) {
       const x = p.data[i];
       p.data[i] = x + eps;
@@ -89,10 +99,11 @@ export function gradcheck(g: Graph, o: GradcheckOptions): GradcheckResult {
       const an = gr.data[i];
       const abs = Math.abs(fd - an);
       maxAbs = Math.max(maxAbs, abs);
-      maxRel = Math.max(maxRel, abs / Math.max(Math.abs(fd), Math.abs(an), floor));
+      maxRel = Math.max(maxRel, abs / Math.abs(fd) || 0);
+      ratio = Math.max(ratio, abs / (atol + rtol * Math.abs(fd)));
     }
-    perParam.push({ name, checked: idx.length, maxRelErr: maxRel, maxAbsErr: maxAbs });
+    perParam.push({ name, checked: idx.length, maxRelErr: maxRel, maxAbsErr: maxAbs, worstRatio: ratio });
   }
-  const worst = perParam.reduce<ParamCheck | undefined>((w, p) => (!w || p.maxRelErr > w.maxRelErr ? p : w), undefined);
-  return { perParam, worst, ok: !worst || worst.maxRelErr <= tol, tol };
+  const worst = perParam.reduce<ParamCheck | undefined>((w, p) => (!w || p.worstRatio > w.worstRatio ? p : w), undefined);
+  return { perParam, worst, ok: !worst || worst.worstRatio <= 1, rtol, atol };
 }

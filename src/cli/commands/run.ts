@@ -68,6 +68,17 @@ export function summarize(name: string, t: HostTensor): string {
  */
 export function outOfRangeIds(g: Graph, inputs: Record<string, HostTensor>): string[] {
   const out: string[] = [];
+  // Values a graph compares an input against (`y != -1`, `y == ignore`) are its ignore markers: a label equal to
+  // one is masked out by the model itself, so it is not a vocabulary mismatch wherever else it is read.
+  const markers = new Map<number, Set<number>>();
+  for (const n of g.nodes) {
+    if (n.op !== 'ne' && n.op !== 'eq') continue;
+    const [a, c] = n.inputs.map((i) => g.nodes[i]);
+    for (const [x, k] of [[a, c], [c, a]]) {
+      const vals = (k.attrs as Partial<AttrsOf<'constant'>>).values;
+      if (x.op === 'input' && k.op === 'constant' && vals?.length === 1) markers.set(x.id, (markers.get(x.id) ?? new Set()).add(vals[0]));
+    }
+  }
   for (const n of g.nodes) {
     let pos = -1;
     let range = 0;
@@ -82,7 +93,8 @@ export function outOfRangeIds(g: Graph, inputs: Record<string, HostTensor>): str
     if (src?.op !== 'input') continue;
     const name = (src.attrs as AttrsOf<'input'>).name;
     const data = inputs[name]?.data;
-    const bad = data ? data.findIndex((v) => (v < 0 || v >= range) && v !== ignore) : -1;
+    const ignored = markers.get(src.id);
+    const bad = data ? data.findIndex((v) => (v < 0 || v >= range) && v !== ignore && !ignored?.has(v)) : -1;
     if (bad >= 0) out.push(`input '${name}' holds ${data![bad]} at flat position ${bad}, outside the ${range} ${n.op === 'cross_entropy' ? 'classes' : 'rows'} of ${n.op} %${n.id} (${n.op === 'cross_entropy' ? 'its loss counts as 0' : 'it reads as zeros'})`);
   }
   return out;
