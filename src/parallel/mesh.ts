@@ -1,0 +1,36 @@
+/**
+ * The device mesh a program is partitioned over. Only the data-parallel axis is built; tensor and pipeline
+ * parallelism are designed in docs/parallel.md and refused here with a clear error rather than half-supported.
+ */
+import { KilnError } from '../errors.js';
+
+export interface ParallelConfig {
+  /** Data-parallel degree: each device runs the model on its 1/dp of the batch; gradients are all-reduced. */
+  dp: number;
+}
+
+/** The graph input that weights each device's loss and gradients (its share of the global batch's counted tokens). */
+export const DP_WEIGHT_INPUT = 'dp_weight';
+
+/** Parses `--parallel dp=2` (comma-separated axis=degree pairs). */
+export function parseParallel(spec: string): ParallelConfig {
+  const cfg: ParallelConfig = { dp: 1 };
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([a-z]+)=(\d+)$/.exec(part);
+    if (!m) throw new KilnError(`--parallel: expected axis=degree pairs such as dp=2, got '${part}'`);
+    const [, axis, deg] = m;
+    const n = Number(deg);
+    if (n < 1) throw new KilnError(`--parallel: ${axis} must be at least 1, got ${n}`);
+    if (axis === 'dp') cfg.dp = n;
+    else if (axis === 'tp' || axis === 'pp') {
+      if (n > 1) throw new KilnError(`--parallel: ${axis}=${n} is designed (docs/parallel.md) but not built yet; only data parallelism (dp) runs`);
+    } else throw new KilnError(`--parallel: unknown axis '${axis}' (known: dp; tp and pp are designed in docs/parallel.md)`);
+  }
+  return cfg;
+}
+
+/** Splits a global batch dimension over dp devices, refusing one that does not divide. */
+export function localBatch(batch: number, p: ParallelConfig): number {
+  if (batch % p.dp !== 0) throw new KilnError(`--batch ${batch} does not split over dp=${p.dp} devices (it must be a multiple of ${p.dp})`);
+  return batch / p.dp;
+}
