@@ -32,6 +32,11 @@ import { BufferUsage, createPipelines, programKey } from './pipelines.js';
 export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'deviceKey'>, DumpOptions {
   /** Seed for the params' initialisers (same values as the interpreter's); null leaves params zero. Default 0. */
   seed?: number | null;
+  /**
+   * Where parameter `name` lives, when it is shared with other executables on the same device (the segments of a
+   * multi-device program, src/runtime/multi.ts); the executable neither allocates nor destroys such a buffer.
+   */
+  paramBuffer?: (name: string, bytes: number) => GPUBuffer | undefined;
 }
 
 export interface RunOptions {
@@ -446,7 +451,8 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
     const st = storage[n.id];
     const bytes = deviceBytes(n.type.shape);
     if (n.op === 'param' && (st !== 'dead' || updates.some((u) => u.param.id === n.id))) {
-      nodeBuffer.set(n.id, make(`param ${(n.attrs as AttrsOf<'param'>).name}`, bytes, rw));
+      const pname = (n.attrs as AttrsOf<'param'>).name;
+      nodeBuffer.set(n.id, opts.paramBuffer?.(pname, bytes) ?? make(`param ${pname}`, bytes, rw));
     } else if (st === 'leaf') nodeBuffer.set(n.id, make(`input ${(n.attrs as AttrsOf<'input'>).name}`, bytes, rw));
     else if (st === 'const') {
       const b = make(`constant %${n.id}`, bytes, rw);
