@@ -66,7 +66,8 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('doctor')
     .description('show the WebGPU adapter, its features and limits, and what to do if there is none')
-    .action(async () => (await import('./commands/doctor.js')).doctor());
+    .option('--devices <n>', 'also open n devices (as `kiln train --devices n` does) and list them')
+    .action(async (o) => (await import('./commands/doctor.js')).doctor(o));
 
   for (const register of await optionalVerbs()) register(program);
 

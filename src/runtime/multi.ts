@@ -1,0 +1,109 @@
+/**
+ * Several WebGPU devices running one partitioned program (one graph per device, collectives inserted by the
+ * `shard` pass). Each device's program is split at its collectives (src/parallel/segments.ts); each segment is
+ * compiled with the ordinary compileGraph; a step runs segment k on every device at once, then the collectives
+ * between k and k+1 on the host (device -> mapped staging buffer -> host sum in device order -> writeBuffer), and
+ * so on. WebGPU has no peer-to-peer copies, so the host is the interconnect.
+ *
+ * Devices: distinct adapters where WebGPU offers them, else several devices on one adapter (`acquireDevices`).
+ * A device's segments share its parameter buffers, so parameters and optimizer state never leave the device.
+ */
+import { KilnError } from '../errors.js';
+import type { Graph } from '../ir/graph.js';
+import type { HostTensor } from '../ir/tensor.js';
+import { runSegmented, splitAtCollectives, type ExchangeStats, type SegmentedProgram } from '../parallel/segments.js';
+import { acquireDevice, type AcquireOptions, type KilnDevice } from './device.js';
+import { compileGraph, type CompileOptions, type Executable } from './executable.js';
+import { BufferUsage } from './pipelines.js';
+
+/** N independent devices. WebGPU cannot enumerate adapters, so each is a fresh request (the same adapter on one GPU). */
+export async function acquireDevices(n: number, opts: Omit<AcquireOptions, 'fresh'> = {}): Promise<KilnDevice[]> {
+  if (!(Number.isInteger(n) && n >= 1)) throw new KilnError(`--devices must be a positive integer, got ${n}`);
+  const devs: KilnDevice[] = [];
+  for (let i = 0; i < n; i++) devs.push(await acquireDevice({ ...opts, fresh: true }));
+  return devs;
+}
+
+export interface DeviceMemory {
+  /** Parameters and optimizer state (the shared parameter buffers). */
+  paramBytes: number;
+  /** Everything else the segments allocated: activations, gradients, carries, staging. */
+  otherBytes: number;
+}
+
+export class MultiDeviceExecutable {
+  /** Host traffic of the last step, summed over devices. */
+  readonly exchanged: ExchangeStats = { toHost: 0, toDevice: 0 };
+  readonly paramNames: string[];
+
+  private constructor(
+    readonly devices: KilnDevice[],
+    readonly programs: SegmentedProgram[],
+    /** segs[d][k]: device d's executable for segment k (null for an empty segment). */
+    private readonly segs: (Executable | null)[][],
+    private readonly params: Map<string, GPUBuffer>[],
+  ) {
+    this.paramNames = [...params[0].keys()];
+  }
+
+  static async create(programs: Graph[], devices: KilnDevice[], opts: Pick<CompileOptions, 'seed' | 'fuse'> = {}): Promise<MultiDeviceExecutable> {
+    if (programs.length !== devices.length) throw new KilnError(`${programs.length} programs for ${devices.length} devices`);
+    const split = programs.map(splitAtCollectives);
+    const params = devices.map(() => new Map<string, GPUBuffer>());
+    const segs = await Promise.all(
+      split.map((p, d) => {
+        const dev = devices[d];
+        const paramBuffer = (name: string, bytes: number) => {
+          let b = params[d].get(name);
+          if (!b) {
+            b = dev.device.createBuffer({ label: `param ${name}`, size: Math.ceil(bytes / 4) * 4, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST });
+            params[d].set(name, b);
+          }
+          return b;
+        };
+        // Segments one after the other: each initialises the parameters it holds into the shared buffers.
+        return p.segments.reduce<Promise<(Executable | null)[]>>(
+          async (acc, seg) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer }) : null],
+          Promise.resolve([]),
+        );
+      }),
+    );
+    return new MultiDeviceExecutable(devices, split, segs, params);
+  }
+
+  /** One step: `feeds[d]` are device d's inputs; returns every device's read-back outputs. */
+  async run(feeds: Record<string, HostTensor>[]): Promise<Record<string, HostTensor>[]> {
+    this.exchanged.toHost = 0;
+    this.exchanged.toDevice = 0;
+    return runSegmented(this.programs, feeds, async (d, k, inputs, download) => (await this.segs[d][k]!.run(inputs, { download })).outputs, this.exchanged);
+  }
+
+  private holder(d: number, name: string): Executable {
+    const e = this.segs[d].find((x) => x?.paramNames.includes(name));
+    if (!e) throw new KilnError(`no device program has parameter '${name}' (has ${this.paramNames.join(', ')})`);
+    return e;
+  }
+
+  /** A parameter as device `d` holds it. */
+  getParam(name: string, d = 0): Promise<HostTensor> {
+    return this.holder(d, name).getParam(name);
+  }
+
+  /** Sets a parameter on every device. */
+  setParam(name: string, t: HostTensor): void {
+    this.devices.forEach((_, d) => this.holder(d, name).setParam(name, t));
+  }
+
+  /** Device memory per device: parameter buffers (shared by the segments) and everything else. */
+  memory(): DeviceMemory[] {
+    return this.segs.map((segs, d) => ({
+      paramBytes: [...this.params[d].values()].reduce((s, b) => s + b.size, 0),
+      otherBytes: segs.reduce((s, e) => s + (e?.stats.deviceBytes ?? 0), 0),
+    }));
+  }
+
+  destroy(): void {
+    for (const segs of this.segs) for (const e of segs) e?.destroy();
+    for (const m of this.params) for (const b of m.values()) b.destroy();
+  }
+}
