@@ -34,3 +34,13 @@ export function localBatch(batch: number, p: ParallelConfig): number {
   if (batch % p.dp !== 0) throw new KilnError(`--batch ${batch} does not split over dp=${p.dp} devices (it must be a multiple of ${p.dp})`);
   return batch / p.dp;
 }
+
+/** `--devices N` and `--parallel dp=N` together: each defaults to the other; they must agree. */
+export function parallelFromFlags(devices: string | undefined, parallel: string | undefined): ParallelConfig | undefined {
+  if (devices === undefined && parallel === undefined) return undefined;
+  const n = devices === undefined ? undefined : Number(devices);
+  if (n !== undefined && !(Number.isInteger(n) && n >= 1)) throw new KilnError(`--devices expects a positive integer, got '${devices}'`);
+  const p = parallel === undefined ? { dp: n! } : parseParallel(parallel);
+  if (n !== undefined && n !== p.dp) throw new KilnError(`--devices ${n} does not match --parallel ${parallel} (which uses ${p.dp} device${p.dp === 1 ? '' : 's'})`);
+  return p;
+}

@@ -26,6 +26,8 @@ interface TrainOpts {
   evalBatches: string;
   saveEvery: string;
   device: string;
+  devices?: string;
+  parallel?: string;
   wholeWord?: boolean;
   fim: string;
 }
@@ -55,6 +57,8 @@ export function register(program: Command): void {
     .option('--eval-batches <n>', 'validation batches per evaluation', '8')
     .option('--save-every <n>', 'checkpoint every n steps (always at the end)', '100')
     .option('--device <d>', 'webgpu | interp (reference interpreter: slow, for checking)', 'webgpu')
+    .option('--devices <n>', 'train on n devices (default: the product of --parallel degrees)')
+    .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel; see docs/parallel.md)')
     .option('--whole-word', 'MLM: mask whole words')
     .option('--fim <rate>', 'CLM: fill-in-the-middle rate', '0')
     .option('--json', 'one JSON line per step instead of a progress bar')
@@ -90,7 +94,10 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
   const steps = num('--steps', o.steps, { int: true, min: 1 });
+  const { parallelFromFlags } = await import('../../parallel/mesh.js');
+  const parallel = parallelFromFlags(o.devices, o.parallel);
   const job = await prepareJob({
+    parallel,
     file,
     set: o.set,
     objective: o.objective as never,

@@ -1,0 +1,52 @@
+/**
+ * Data parallelism on this machine: per-device memory and step time for dp = 1, 2, 4 devices of the library GPT
+ * (one adapter here, so expect no speedup: the devices share the same CPU cores under lavapipe).
+ *   npx tsx bench/parallel.ts [--steps 3] [--dp 1,2,4] [--set d=64,layers=2,ctx=64] [--batch 8]
+ */
+import { compileModel } from '../src/frontend/index.js';
+import type { HostTensor } from '../src/ir/tensor.js';
+import { compileIR } from '../src/passes/index.js';
+import { DataParallelDeviceRunner } from '../src/parallel/runner.js';
+import { acquireDevices, MultiDeviceExecutable } from '../src/runtime/multi.js';
+import { Rng } from '../src/train/rng.js';
+
+const arg = (k: string, d: string) => {
+  const i = process.argv.indexOf(k);
+  return i >= 0 ? process.argv[i + 1] : d;
+};
+const set = Object.fromEntries(arg('--set', 'vocab=256,d=64,heads=4,layers=2,ctx=64').split(',').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
+const B = Number(arg('--batch', '8'));
+const T = Number(set.ctx);
+const steps = Number(arg('--steps', '3'));
+const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
+const kib = (b: number) => (b / 1024).toFixed(0);
+
+const rows: string[] = [];
+for (const dp of arg('--dp', '1,2,4').split(',').map(Number)) {
+  const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set, dims: { B: B / dp, T } });
+  const prog = compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, ...(dp > 1 ? { parallel: { dp } } : {}) });
+  const devs = await acquireDevices(dp);
+  const t0 = performance.now();
+  const runner = await DataParallelDeviceRunner.create(prog, devs, 0);
+  const compileS = (performance.now() - t0) / 1000;
+  const r = new Rng(1, 'bench');
+  const ints = () => Int32Array.from({ length: B * T }, () => r.int(Number(set.vocab)));
+  const batch = () => ({ tokens: { dtype: 'i32' as const, shape: [B, T], data: ints() }, targets: { dtype: 'i32' as const, shape: [B, T], data: ints() }, lr: f32(1e-3), step: f32(1) });
+  await runner.run(batch(), ['loss']); // warm-up (lavapipe compiles shaders on first dispatch)
+  const t1 = performance.now();
+  for (let i = 0; i < steps; i++) await runner.run(batch(), ['loss']);
+  const ms = (performance.now() - t1) / steps;
+  const m = (runner.exe as MultiDeviceExecutable).memory()[0];
+  const x = runner.exe.exchanged;
+  rows.push(`| ${dp} | ${kib(m.paramBytes)} | ${kib(m.otherBytes)} | ${kib(m.paramBytes + m.otherBytes)} | ${kib(x.toHost / dp)} | ${ms.toFixed(0)} | ${Math.round((B * T) / (ms / 1000))} | ${compileS.toFixed(1)} |`);
+  process.stderr.write(`dp=${dp} done\n`);
+  runner.destroy();
+  for (const d of devs) d.destroy();
+}
+process.stdout.write(
+  `GPT ${JSON.stringify(set)}, global batch ${B}x${T}, AdamW\n\n` +
+    '| dp | params + optimizer state per device (KiB) | activations, gradients, buffers per device (KiB) | total per device (KiB) | host traffic per device per step, each way (KiB) | step (ms) | tokens/s | compile (s) |\n' +
+    '|---:|---:|---:|---:|---:|---:|---:|---:|\n' +
+    rows.join('\n') +
+    '\n',
+);
