@@ -7,10 +7,15 @@ import { KilnError } from '../errors.js';
 export interface ParallelConfig {
   /** Data-parallel degree: each device runs the model on its 1/dp of the batch; gradients are all-reduced. */
   dp: number;
+  /** ZeRO stage over the dp group (1: optimizer state sharded; src/parallel/zero.ts). */
+  zero?: number;
 }
 
 /** The graph input that weights each device's loss and gradients (its share of the global batch's counted tokens). */
 export const DP_WEIGHT_INPUT = 'dp_weight';
+
+/** The graph input holding a device's rank in the data-parallel group. */
+export const DP_RANK_INPUT = 'dp_rank';
 
 /** Parses `--parallel dp=2` (comma-separated axis=degree pairs). */
 export function parseParallel(spec: string): ParallelConfig {

@@ -12,7 +12,12 @@ import { interpretSharded } from '../interp/sharded.js';
 import type { KilnDevice } from '../runtime/device.js';
 import type { MultiDeviceExecutable } from '../runtime/multi.js';
 import type { StepRunner } from '../train/runner.js';
-import { shardBatch } from './feed.js';
+import { combineCollective } from '../ir/ops/collective.js';
+import { rowsOf, shardBatch } from './feed.js';
+import { shardedParams } from './zero.js';
+
+/** A ZeRO-sharded parameter as a checkpoint holds it: every device's rows, in rank order. */
+const unshard = (ts: HostTensor[]) => combineCollective('all_gather', { size: ts.length, axis: 0 }, ts)[0];
 
 /** The input whose non-ignored entries weight each shard (targets for causal/prefix/span, labels for MLM). */
 const countedInput = (g: Graph) => ['targets', 'labels'].find((n) => g.nodes.some((x) => x.op === 'input' && (x.attrs as AttrsOf<'input'>).name === n));
@@ -24,13 +29,15 @@ export class DataParallelDeviceRunner implements StepRunner {
   private constructor(
     readonly exe: MultiDeviceExecutable,
     private readonly counted: string | undefined,
+    private readonly sharded: Set<string>,
   ) {
     this.paramNames = exe.paramNames;
   }
 
   static async create(program: Graph, devices: KilnDevice[], seed: number): Promise<DataParallelDeviceRunner> {
     const { MultiDeviceExecutable } = await import('../runtime/multi.js');
-    return new DataParallelDeviceRunner(await MultiDeviceExecutable.create(devices.map(() => program), devices, { seed }), countedInput(program));
+    const exe = await MultiDeviceExecutable.create(devices.map(() => program), devices, { seed });
+    return new DataParallelDeviceRunner(exe, countedInput(program), shardedParams(program, devices.length));
   }
 
   async run(inputs: Record<string, HostTensor>, download: string[]): Promise<Record<string, HostTensor>> {
@@ -40,12 +47,19 @@ export class DataParallelDeviceRunner implements StepRunner {
 
   async getParams(names = this.paramNames): Promise<Record<string, HostTensor>> {
     const out: Record<string, HostTensor> = {};
-    for (const n of names) out[n] = await this.exe.getParam(n);
+    for (const n of names) {
+      out[n] = this.sharded.has(n) ? unshard(await Promise.all(this.exe.devices.map((_, d) => this.exe.getParam(n, d)))) : await this.exe.getParam(n);
+    }
     return out;
   }
 
   async setParams(p: Record<string, HostTensor>): Promise<void> {
-    for (const [k, v] of Object.entries(p)) if (this.paramNames.includes(k)) this.exe.setParam(k, v);
+    const dp = this.exe.devices.length;
+    for (const [k, v] of Object.entries(p)) {
+      if (!this.paramNames.includes(k)) continue;
+      if (this.sharded.has(k)) for (let d = 0; d < dp; d++) this.exe.setParam(k, rowsOf(v, dp, d), d);
+      else this.exe.setParam(k, v);
+    }
   }
 
   destroy(): void {
@@ -58,6 +72,7 @@ export class DataParallelInterpreterRunner implements StepRunner {
   readonly paramNames: string[];
   private readonly params: Record<string, HostTensor>[];
   private readonly counted: string | undefined;
+  private readonly sharded: Set<string>;
 
   constructor(
     private readonly program: Graph,
@@ -69,6 +84,7 @@ export class DataParallelInterpreterRunner implements StepRunner {
     this.params = Array.from({ length: dp }, init);
     this.paramNames = Object.keys(this.params[0]);
     this.counted = countedInput(program);
+    this.sharded = shardedParams(program, dp);
   }
 
   async run(inputs: Record<string, HostTensor>, download: string[]): Promise<Record<string, HostTensor>> {
@@ -84,11 +100,11 @@ export class DataParallelInterpreterRunner implements StepRunner {
   }
 
   async getParams(names = this.paramNames): Promise<Record<string, HostTensor>> {
-    return Object.fromEntries(names.map((n) => [n, this.params[0][n]]));
+    return Object.fromEntries(names.map((n) => [n, this.sharded.has(n) ? unshard(this.params.map((ps) => ps[n])) : this.params[0][n]]));
   }
 
   async setParams(p: Record<string, HostTensor>): Promise<void> {
-    for (const [k, v] of Object.entries(p)) for (const ps of this.params) if (k in ps) ps[k] = v;
+    for (const [k, v] of Object.entries(p)) this.params.forEach((ps, d) => k in ps && (ps[k] = this.sharded.has(k) ? rowsOf(v, this.dp, d) : v));
   }
 
   destroy(): void {}

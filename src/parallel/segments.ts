@@ -74,8 +74,12 @@ export function splitAtCollectives(g: Graph): SegmentedProgram {
   const hostOutputs: { name: string; id: number }[] = [];
   for (const o of g.outputs) {
     const h = home[o.id];
-    if (updatedParam(o) !== undefined && h < 0) throw new KilnError(`update output '${o.name}' is computed on the host; the segmented runtime wants it from a segment`);
-    if (h >= 0) outputsBySeg[h].push(o);
+    const hostUpdate = updatedParam(o) !== undefined && h === -1;
+    if (hostUpdate && !isCollective(g.nodes[o.id].op)) throw new KilnError(`update output '${o.name}' is a graph input; the segmented runtime wants it from a segment or a collective`);
+    // a parameter set from a collective's result (ZeRO's all-gathered parameters): the segment after the exchange
+    // takes the value as an input and writes it into the parameter's buffer
+    if (hostUpdate) outputsBySeg[level[o.id]].push(o);
+    else if (h >= 0) outputsBySeg[h].push(o);
     else if (h === -2) outputsBySeg[0].push(o);
     else hostOutputs.push({ name: o.name, id: o.id });
   }

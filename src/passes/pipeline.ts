@@ -12,6 +12,7 @@ import type { CompileRequest, CompileState, PassLevel, PassName } from './regist
 import { passDef, PIPELINE } from './registry.js';
 import './builtin.js';
 import '../parallel/data-parallel.js';
+import '../parallel/zero.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 

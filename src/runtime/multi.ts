@@ -89,9 +89,9 @@ export class MultiDeviceExecutable {
     return this.holder(d, name).getParam(name);
   }
 
-  /** Sets a parameter on every device. */
-  setParam(name: string, t: HostTensor): void {
-    this.devices.forEach((_, d) => this.holder(d, name).setParam(name, t));
+  /** Sets a parameter on every device, or on device `d` only. */
+  setParam(name: string, t: HostTensor, d?: number): void {
+    this.devices.forEach((_, i) => (d === undefined || d === i) && this.holder(i, name).setParam(name, t));
   }
 
   /** Device memory per device: parameter buffers (shared by the segments) and everything else. */
