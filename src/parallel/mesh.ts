@@ -41,11 +41,17 @@ export function localBatch(batch: number, p: ParallelConfig): number {
 }
 
 /** `--devices N` and `--parallel dp=N` together: each defaults to the other; they must agree. */
-export function parallelFromFlags(devices: string | undefined, parallel: string | undefined): ParallelConfig | undefined {
-  if (devices === undefined && parallel === undefined) return undefined;
+export function parallelFromFlags(devices: string | undefined, parallel: string | undefined, zero?: string): ParallelConfig | undefined {
+  if (zero !== undefined && zero !== '0' && zero !== '1') {
+    throw new KilnError(['2', '3'].includes(zero) ? `--zero ${zero} is designed (docs/parallel.md) but not built yet; --zero 1 shards the optimizer state` : `--zero expects 0 or 1, got '${zero}'`);
+  }
+  if (devices === undefined && parallel === undefined) {
+    if (zero === '1') throw new KilnError('--zero 1 shards the optimizer state over data-parallel devices: add --devices N (N > 1)');
+    return undefined;
+  }
   const n = devices === undefined ? undefined : Number(devices);
   if (n !== undefined && !(Number.isInteger(n) && n >= 1)) throw new KilnError(`--devices expects a positive integer, got '${devices}'`);
   const p = parallel === undefined ? { dp: n! } : parseParallel(parallel);
   if (n !== undefined && n !== p.dp) throw new KilnError(`--devices ${n} does not match --parallel ${parallel} (which uses ${p.dp} device${p.dp === 1 ? '' : 's'})`);
-  return p;
+  return zero === '1' ? { ...p, zero: 1 } : p;
 }

@@ -14,7 +14,7 @@ export async function makeParallelRunners(
     return {
       runner: new DataParallelInterpreterRunner(job.stepGraph, p.dp, job.cfg.seed),
       evalRunner: new InterpreterRunner(job.evalGraph, job.cfg.seed),
-      describe: `devices: ${p.dp} simulated in the reference interpreter (CPU), data parallel`,
+      describe: `devices: ${p.dp} simulated in the reference interpreter (CPU), data parallel${p.zero ? `, ZeRO stage ${p.zero}` : ''}`,
     };
   }
   const { acquireDevice } = await import('../runtime/device.js');
@@ -35,7 +35,7 @@ export async function makeParallelRunners(
     runner,
     evalRunner,
     describe:
-      `devices: ${p.dp} x ${a.description || a.device || a.vendor}, data parallel (dp=${p.dp}); per device: ` +
+      `devices: ${p.dp} x ${a.description || a.device || a.vendor}, data parallel (dp=${p.dp}${p.zero ? `, ZeRO stage ${p.zero}` : ''}); per device: ` +
       `${kib(mem.paramBytes)} KiB parameters and optimizer state, ${kib(mem.otherBytes)} KiB activations, gradients and buffers`,
   };
 }

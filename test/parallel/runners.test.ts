@@ -28,6 +28,9 @@ describe('--devices and --parallel', () => {
     expect(() => parallelFromFlags('2', 'dp=4')).toThrow('--devices 2 does not match --parallel dp=4');
     expect(() => parseParallel('tp=2')).toThrow('designed (docs/parallel.md) but not built');
     expect(() => parseParallel('dp2')).toThrow(KilnError);
+    expect(parallelFromFlags('2', undefined, '1')).toEqual({ dp: 2, zero: 1 });
+    expect(() => parallelFromFlags('2', undefined, '3')).toThrow('--zero 3 is designed');
+    expect(() => parallelFromFlags(undefined, undefined, '1')).toThrow('add --devices N');
   });
 });
 

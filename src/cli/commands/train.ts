@@ -28,6 +28,7 @@ interface TrainOpts {
   device: string;
   devices?: string;
   parallel?: string;
+  zero?: string;
   wholeWord?: boolean;
   fim: string;
 }
@@ -59,6 +60,7 @@ export function register(program: Command): void {
     .option('--device <d>', 'webgpu | interp (reference interpreter: slow, for checking)', 'webgpu')
     .option('--devices <n>', 'train on n devices (default: the product of --parallel degrees)')
     .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel; see docs/parallel.md)')
+    .option('--zero <stage>', 'ZeRO stage over the data-parallel devices: 1 shards the optimizer state', '0')
     .option('--whole-word', 'MLM: mask whole words')
     .option('--fim <rate>', 'CLM: fill-in-the-middle rate', '0')
     .option('--json', 'one JSON line per step instead of a progress bar')
@@ -95,7 +97,7 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
   const { makeRunners } = await import('./runners.js');
   const steps = num('--steps', o.steps, { int: true, min: 1 });
   const { parallelFromFlags } = await import('../../parallel/mesh.js');
-  const parallel = parallelFromFlags(o.devices, o.parallel);
+  const parallel = parallelFromFlags(o.devices, o.parallel, o.zero);
   const job = await prepareJob({
     parallel,
     file,
