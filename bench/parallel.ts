@@ -1,7 +1,8 @@
 /**
  * Data parallelism on this machine: per-device memory and step time for dp = 1, 2, 4 devices of the library GPT
  * (one adapter here, so expect no speedup: the devices share the same CPU cores under lavapipe).
- *   npx tsx bench/parallel.ts [--steps 3] [--dp 1,2,4] [--set d=64,layers=2,ctx=64] [--batch 8]
+ * The `z` rows add ZeRO stage 1 (optimizer state sharded over the dp devices).
+ *   npx tsx bench/parallel.ts [--steps 3] [--dp 1,2,4,2z,4z] [--set d=64,layers=2,ctx=64] [--batch 8]
  */
 import { compileModel } from '../src/frontend/index.js';
 import type { HostTensor } from '../src/ir/tensor.js';
@@ -22,9 +23,12 @@ const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32
 const kib = (b: number) => (b / 1024).toFixed(0);
 
 const rows: string[] = [];
-for (const dp of arg('--dp', '1,2,4').split(',').map(Number)) {
+let base = 1;
+for (const spec of arg('--dp', '1,2,4,2z,4z').split(',')) {
+  const dp = parseInt(spec, 10);
+  const zero = spec.endsWith('z') ? 1 : 0;
   const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set, dims: { B: B / dp, T } });
-  const prog = compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, ...(dp > 1 ? { parallel: { dp } } : {}) });
+  const prog = compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, ...(dp > 1 ? { parallel: { dp, zero } } : {}) });
   const devs = await acquireDevices(dp);
   const t0 = performance.now();
   const runner = await DataParallelDeviceRunner.create(prog, devs, 0);
@@ -38,15 +42,16 @@ for (const dp of arg('--dp', '1,2,4').split(',').map(Number)) {
   const ms = (performance.now() - t1) / steps;
   const m = (runner.exe as MultiDeviceExecutable).memory()[0];
   const x = runner.exe.exchanged;
-  rows.push(`| ${dp} | ${kib(m.paramBytes)} | ${kib(m.otherBytes)} | ${kib(m.paramBytes + m.otherBytes)} | ${kib(x.toHost / dp)} | ${ms.toFixed(0)} | ${Math.round((B * T) / (ms / 1000))} | ${compileS.toFixed(1)} |`);
-  process.stderr.write(`dp=${dp} done\n`);
+  if (dp === 1) base = m.paramBytes;
+  rows.push(`| ${dp} | ${zero ? 'ZeRO-1' : '-'} | ${kib(m.paramBytes)} (${(m.paramBytes / base).toFixed(2)}x) | ${kib(m.otherBytes)} | ${kib(m.paramBytes + m.otherBytes)} | ${kib(x.toHost / dp)} | ${ms.toFixed(0)} | ${Math.round((B * T) / (ms / 1000))} | ${compileS.toFixed(1)} |`);
+  process.stderr.write(`${spec} done\n`);
   runner.destroy();
   for (const d of devs) d.destroy();
 }
 process.stdout.write(
   `GPT ${JSON.stringify(set)}, global batch ${B}x${T}, AdamW\n\n` +
-    '| dp | params + optimizer state per device (KiB) | activations, gradients, buffers per device (KiB) | total per device (KiB) | host traffic per device per step, each way (KiB) | step (ms) | tokens/s | compile (s) |\n' +
-    '|---:|---:|---:|---:|---:|---:|---:|---:|\n' +
+    '| dp | sharding | params + optimizer state per device (KiB) | activations, gradients, buffers per device (KiB) | total per device (KiB) | host traffic per device per step, each way (KiB) | step (ms) | tokens/s | compile (s) |\n' +
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|\n' +
     rows.join('\n') +
     '\n',
 );

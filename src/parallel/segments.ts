@@ -203,3 +203,20 @@ export function interpreterSegmentRunner(programs: SegmentedProgram[], params: R
     return Object.fromEntries(download.map((n) => [n, out[n]]));
   };
 }
+
+/** `kiln compile --parallel ... --emit schedule|memory|wgsl`: every segment as `show` prints it, with the exchanges between. */
+export function describeSegmentedProgram(g: Graph, show: (segment: Graph) => string): string {
+  const p = splitAtCollectives(g);
+  const out = [`per-device program ${g.name} (every device runs it): ${p.segments.length} segment(s), collectives on the host between them`];
+  p.segments.forEach((seg, k) => {
+    const ex = p.exchanges[k];
+    if (ex.length) {
+      const kinds = [...new Set(ex.map((c) => c.op))].map((op) => `${ex.filter((c) => c.op === op).length} ${op}`).join(', ');
+      const bytes = ex.reduce((s, c) => s + c.inputs.reduce((a, i) => a + g.nodes[i].type.shape.reduce((x, y) => x * y, 1) * 4, 0), 0);
+      out.push(`// ----- exchange ${k}: ${kinds} (${bytes} bytes from each device) -----`);
+    }
+    out.push(`// ----- segment ${k}: ${seg.nodes.length} nodes, ${seg.outputs.length} outputs -----`);
+    out.push(seg.outputs.length ? show(seg) : '(empty)');
+  });
+  return out.join('\n');
+}
