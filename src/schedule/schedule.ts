@@ -130,7 +130,7 @@ export function schedule(g: Graph, options: ScheduleOptions = {}): Schedule {
 export function fuseKernels(g: Graph, options: ScheduleOptions = {}): Schedule {
   // Collectives are not kernels: the multi-device runtime (src/runtime/multi.ts) splits programs around them.
   const coll = g.nodes.find((n) => OPS[n.op].lower.kernel === 'collective');
-  if (coll) throw new KilnError(`${coll.op} %${coll.id} cannot be compiled into a kernel: a program with collectives runs on several devices (compileMultiDevice)`);
+  if (coll) throw new KilnError(`${coll.op} %${coll.id} cannot be compiled into a kernel: a program with collectives runs on several devices (MultiDeviceExecutable, src/runtime/multi.ts, splits it at them)`);
   const opts: Required<ScheduleOptions> = { ...DEFAULT_SCHEDULE_OPTIONS, ...options };
   const forced = new Set<number>();
   for (let iter = 0; ; iter++) {
