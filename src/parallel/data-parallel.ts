@@ -16,11 +16,13 @@ import { GraphBuilder } from '../ir/builder.js';
 import type { Graph, GraphOutput } from '../ir/graph.js';
 import type { CompileState } from '../passes/registry.js';
 import { registerPass } from '../passes/registry.js';
+import { KilnError } from '../errors.js';
 import { DP_WEIGHT_INPUT, type ParallelConfig } from './mesh.js';
+import { LOCAL_GRAD_RULE, tensorShards } from './tensor-parallel.js';
 
 declare module '../passes/registry.js' {
   interface PassOptionsMap {
-    shard: { dp: number; weightInput: string };
+    shard: { dp: number; tp: number; weightInput: string };
   }
   interface CompileRequest {
     /** The device mesh to partition the program over (the `shard` pass runs when a degree is above 1). */
@@ -28,16 +30,28 @@ declare module '../passes/registry.js' {
   }
 }
 
-export function dataParallel(joint: Graph, dp: number, weightInput = DP_WEIGHT_INPUT): Graph {
+/**
+ * `size` devices, each weighted by input `weightInput` (data parallel: its share of the batch) or by the constant
+ * 1/size (tensor parallel: every device computes the same loss). Gradients of `local` parameters (split by tensor
+ * parallelism: each device's shard is its own variable) are weighted but not all-reduced.
+ */
+export function dataParallel(joint: Graph, size: number, weightInput: string | null = DP_WEIGHT_INPUT, local: ReadonlySet<string> = new Set()): Graph {
   const b = GraphBuilder.extend(joint);
-  const w = b.op('input', [], { name: weightInput, dtype: 'f32', shape: [] });
-  const reduce = (id: number) => {
+  const w = weightInput === null ? b.scalar(1 / size) : b.op('input', [], { name: weightInput, dtype: 'f32', shape: [] });
+  const weighted = (id: number) => {
     const t = b.type(id);
-    const wt = t.dtype === 'f32' ? w : b.op('cast', [w], { to: t.dtype });
-    return b.op('all_reduce', [b.mul(id, wt)], { size: dp });
+    return b.mul(id, t.dtype === 'f32' ? w : b.op('cast', [w], { to: t.dtype }));
   };
-  const outputs: GraphOutput[] = joint.outputs.map((o) => (o.role?.kind === 'grad' || o.role?.kind === 'loss' ? { ...o, id: reduce(o.id) } : o));
-  return b.build(`${joint.name}.dp${dp}`, outputs);
+  const outputs: GraphOutput[] = joint.outputs.map((o) => {
+    if (o.role?.kind === 'grad' && local.has(o.role.param)) {
+      const id = weighted(o.id);
+      b.nodes[id].rule = LOCAL_GRAD_RULE; // the global gradient norm must all-reduce its square (tensor-parallel.ts)
+      return { ...o, id };
+    }
+    if (o.role?.kind === 'grad' || o.role?.kind === 'loss') return { ...o, id: b.op('all_reduce', [weighted(o.id)], { size }) };
+    return o;
+  });
+  return b.build(`${joint.name}.${weightInput === null ? 'tp' : 'dp'}${size}`, outputs);
 }
 
 registerPass(
@@ -47,14 +61,24 @@ registerPass(
     level: 'graph',
     options: {
       dp: 'data-parallel degree (devices that each run 1/dp of the batch)',
+      tp: 'tensor-parallel degree (devices that each hold 1/tp of every MLP; loss weighted 1/tp, replicated gradients all-reduced)',
       weightInput: 'scalar input weighting each device\'s loss and gradients (its share of the counted tokens)',
     },
     requires: ['autodiff'],
-    guarantees: ['every `grad` and `loss` output is an all_reduce over the dp group'],
-    configure: (req) => (req.parallel && req.parallel.dp > 1 ? { dp: req.parallel.dp, weightInput: DP_WEIGHT_INPUT } : null),
-    run: (s: CompileState, o) => ({ ...s, graph: dataParallel(s.graph, o.dp, o.weightInput) }),
+    guarantees: ['the `loss` output and every gradient of a replicated parameter are all_reduces over the group'],
+    configure: (req) => {
+      const p = req.parallel;
+      const tp = p?.tp ?? 1;
+      if (!p || (p.dp <= 1 && tp <= 1)) return null;
+      if (p.dp > 1 && tp > 1) throw new KilnError(`dp=${p.dp} with tp=${tp} needs collectives over sub-groups of the devices, which are designed (docs/parallel.md) but not built`);
+      return { dp: p.dp, tp, weightInput: DP_WEIGHT_INPUT };
+    },
+    run: (s: CompileState, o) => {
+      if (o.tp > 1) return { ...s, graph: dataParallel(s.graph, o.tp, null, new Set(tensorShards(s.graph, o.tp, true).keys())) };
+      return { ...s, graph: dataParallel(s.graph, o.dp, o.weightInput) };
+    },
     check: (s) => {
-      const bad = s.graph.outputs.find((o) => (o.role?.kind === 'grad' || o.role?.kind === 'loss') && s.graph.nodes[o.id].op !== 'all_reduce');
+      const bad = s.graph.outputs.find((o) => o.role?.kind === 'loss' && s.graph.nodes[o.id].op !== 'all_reduce');
       return bad ? `output '${bad.name}' is not all-reduced` : null;
     },
   },

@@ -7,6 +7,8 @@ import { KilnError } from '../errors.js';
 export interface ParallelConfig {
   /** Data-parallel degree: each device runs the model on its 1/dp of the batch; gradients are all-reduced. */
   dp: number;
+  /** Tensor-parallel degree (MLP blocks split Megatron-style; src/parallel/tensor-parallel.ts). Not with dp > 1. */
+  tp?: number;
   /** ZeRO stage over the dp group (1: optimizer state sharded; src/parallel/zero.ts). */
   zero?: number;
 }
@@ -27,8 +29,10 @@ export function parseParallel(spec: string): ParallelConfig {
     const n = Number(deg);
     if (n < 1) throw new KilnError(`--parallel: ${axis} must be at least 1, got ${n}`);
     if (axis === 'dp') cfg.dp = n;
-    else if (axis === 'tp' || axis === 'pp') {
-      if (n > 1) throw new KilnError(`--parallel: ${axis}=${n} is designed (docs/parallel.md) but not built yet; only data parallelism (dp) runs`);
+    else if (axis === 'tp') {
+      if (n > 1) throw new KilnError(`--parallel: tp=${n} is built as compiler passes (MLP blocks) and checked in the interpreter simulation and on devices, but kiln train does not run it yet (docs/parallel.md); use dp`);
+    } else if (axis === 'pp') {
+      if (n > 1) throw new KilnError(`--parallel: pp=${n} is designed (docs/parallel.md) but not built yet; use dp`);
     } else throw new KilnError(`--parallel: unknown axis '${axis}' (known: dp; tp and pp are designed in docs/parallel.md)`);
   }
   return cfg;

@@ -26,7 +26,8 @@ describe('--devices and --parallel', () => {
     expect(parallelFromFlags(undefined, 'dp=2,tp=1')).toEqual({ dp: 2 });
     expect(parallelFromFlags(undefined, undefined)).toBeUndefined();
     expect(() => parallelFromFlags('2', 'dp=4')).toThrow('--devices 2 does not match --parallel dp=4');
-    expect(() => parseParallel('tp=2')).toThrow('designed (docs/parallel.md) but not built');
+    expect(() => parseParallel('pp=2')).toThrow('designed (docs/parallel.md) but not built');
+    expect(() => parseParallel('tp=2')).toThrow('kiln train does not run it yet');
     expect(() => parseParallel('dp2')).toThrow(KilnError);
     expect(parallelFromFlags('2', undefined, '1')).toEqual({ dp: 2, zero: 1 });
     expect(() => parallelFromFlags('2', undefined, '3')).toThrow('--zero 3 is designed');

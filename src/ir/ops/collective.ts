@@ -51,7 +51,8 @@ function sumInOrder(xs: readonly HostTensor[]): HostTensor {
   return finish({ dtype: xs[0].dtype, shape: xs[0].shape }, data);
 }
 
-function shard(x: HostTensor, axis: number, parts: number, r: number): HostTensor {
+/** Rank r's slice of `x` split into `parts` equal slices along `axis` (also how split parameters are initialised). */
+export function shard(x: HostTensor, axis: number, parts: number, r: number): HostTensor {
   const { outer, dim, inner } = around(x.shape, axis);
   const n = dim / parts;
   const shape = x.shape.map((s, i) => (i === axis ? n : s));
