@@ -57,7 +57,7 @@ export function dataParallel(joint: Graph, size: number, weightInput: string | n
 registerPass(
   {
     name: 'shard',
-    summary: 'partitions the program over a device mesh: data parallel (per-device batch, gradients and loss all-reduced before the optimizer)',
+    summary: 'partitions the program over the devices: loss and replicated gradients weighted and all-reduced before the optimizer (dp: per-device batch; tp: after tensor-parallel)',
     level: 'graph',
     options: {
       dp: 'data-parallel degree (devices that each run 1/dp of the batch)',
