@@ -1,6 +1,7 @@
 /**
- * The device mesh a program is partitioned over. Only the data-parallel axis is built; tensor and pipeline
- * parallelism are designed in docs/parallel.md and refused here with a clear error rather than half-supported.
+ * The device mesh a program is partitioned over: data parallel (dp) or tensor parallel (tp, MLP blocks), one axis
+ * at a time; 2-D meshes and pipeline parallelism are designed in docs/parallel.md and refused here with a clear
+ * error rather than half-supported.
  */
 import { KilnError } from '../errors.js';
 
@@ -29,14 +30,17 @@ export function parseParallel(spec: string): ParallelConfig {
     const n = Number(deg);
     if (n < 1) throw new KilnError(`--parallel: ${axis} must be at least 1, got ${n}`);
     if (axis === 'dp') cfg.dp = n;
-    else if (axis === 'tp') {
-      if (n > 1) throw new KilnError(`--parallel: tp=${n} is built as compiler passes (MLP blocks) and checked in the interpreter simulation and on devices, but kiln train does not run it yet (docs/parallel.md); use dp`);
-    } else if (axis === 'pp') {
+    else if (axis === 'tp') cfg.tp = n;
+    else if (axis === 'pp') {
       if (n > 1) throw new KilnError(`--parallel: pp=${n} is designed (docs/parallel.md) but not built yet; use dp`);
     } else throw new KilnError(`--parallel: unknown axis '${axis}' (known: dp; tp and pp are designed in docs/parallel.md)`);
   }
+  if (cfg.dp > 1 && (cfg.tp ?? 1) > 1) throw new KilnError(`--parallel dp=${cfg.dp},tp=${cfg.tp}: a 2-D mesh needs collectives over sub-groups of the devices, designed (docs/parallel.md) but not built; use dp or tp`);
   return cfg;
 }
+
+/** Devices a mesh uses. */
+export const meshSize = (p: ParallelConfig): number => p.dp * (p.tp ?? 1);
 
 /** Splits a global batch dimension over dp devices, refusing one that does not divide. */
 export function localBatch(batch: number, p: ParallelConfig): number {
@@ -55,7 +59,8 @@ export function parallelFromFlags(devices: string | undefined, parallel: string 
   }
   const n = devices === undefined ? undefined : Number(devices);
   if (n !== undefined && !(Number.isInteger(n) && n >= 1)) throw new KilnError(`--devices expects a positive integer, got '${devices}'`);
-  const p = parallel === undefined ? { dp: n! } : parseParallel(parallel);
-  if (n !== undefined && n !== p.dp) throw new KilnError(`--devices ${n} does not match --parallel ${parallel} (which uses ${p.dp} device${p.dp === 1 ? '' : 's'})`);
+  const p: ParallelConfig = parallel === undefined ? { dp: n! } : parseParallel(parallel);
+  if (n !== undefined && n !== meshSize(p)) throw new KilnError(`--devices ${n} does not match --parallel ${parallel} (which uses ${meshSize(p)} device${meshSize(p) === 1 ? '' : 's'})`);
+  if (zero === '1' && p.dp <= 1) throw new KilnError('--zero 1 shards the optimizer state over data-parallel devices: it needs dp > 1');
   return zero === '1' ? { ...p, zero: 1 } : p;
 }

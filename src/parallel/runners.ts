@@ -1,4 +1,4 @@
-/** The step and evaluation runners of a data-parallel job (`kiln train --devices N --parallel dp=N`). */
+/** The step and evaluation runners of a partitioned job (`kiln train --devices N --parallel dp=N|tp=N`). */
 import type { Graph } from '../ir/graph.js';
 import type { StepRunner } from '../train/runner.js';
 import type { ParallelConfig } from './mesh.js';
@@ -10,17 +10,20 @@ export async function makeParallelRunners(
   p: ParallelConfig,
 ): Promise<{ runner: StepRunner; evalRunner: StepRunner; describe: string }> {
   const { DeviceRunner, InterpreterRunner } = await import('../train/runner.js');
+  const mesh = { dp: p.dp, tp: p.tp ?? 1 };
+  const n = mesh.dp * mesh.tp;
+  const how = mesh.tp > 1 ? `tensor parallel (tp=${mesh.tp}, MLP blocks)` : `data parallel (dp=${p.dp}${p.zero ? `, ZeRO stage ${p.zero}` : ''})`;
   if (device === 'interp') {
     return {
-      runner: new DataParallelInterpreterRunner(job.stepGraph, p.dp, job.cfg.seed),
+      runner: new DataParallelInterpreterRunner(job.stepGraph, p.dp, job.cfg.seed, mesh),
       evalRunner: new InterpreterRunner(job.evalGraph, job.cfg.seed),
-      describe: `devices: ${p.dp} simulated in the reference interpreter (CPU), data parallel${p.zero ? `, ZeRO stage ${p.zero}` : ''}`,
+      describe: `devices: ${n} simulated in the reference interpreter (CPU), ${how}`,
     };
   }
   const { acquireDevice } = await import('../runtime/device.js');
   const { acquireDevices } = await import('../runtime/multi.js');
-  const devs = await acquireDevices(p.dp);
-  const runner = await DataParallelDeviceRunner.create(job.stepGraph, devs, job.cfg.seed);
+  const devs = await acquireDevices(n);
+  const runner = await DataParallelDeviceRunner.create(job.stepGraph, devs, job.cfg.seed, mesh);
   // Validation runs on the process's shared device, with the whole batch, from the replicas' (equal) parameters.
   const evalRunner = await DeviceRunner.create(job.evalGraph, await acquireDevice(), job.cfg.seed);
   const kib = (b: number) => (b / 1024).toFixed(1);
@@ -35,7 +38,7 @@ export async function makeParallelRunners(
     runner,
     evalRunner,
     describe:
-      `devices: ${p.dp} x ${a.description || a.device || a.vendor}, data parallel (dp=${p.dp}${p.zero ? `, ZeRO stage ${p.zero}` : ''}); per device: ` +
+      `devices: ${n} x ${a.description || a.device || a.vendor}, ${how}; per device: ` +
       `${kib(mem.paramBytes)} KiB parameters and optimizer state, ${kib(mem.otherBytes)} KiB activations, gradients and buffers`,
   };
 }

@@ -107,7 +107,7 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
     dumps.some((d) => d === 'all' || (d ?? []).some((n) => PIPELINE.includes(n as PassName) && passDef(n).level === 'kernels'));
   // --emit STAGE stops after that stage, so its output is what that stage made
   const only = stage === undefined ? undefined : PIPELINE.slice(0, PIPELINE.indexOf(stage) + 1);
-  if (wantsKernels && req.parallel && req.parallel.dp > 1) {
+  if (wantsKernels && req.parallel && req.parallel.dp * (req.parallel.tp ?? 1) > 1) {
     // collectives are not kernels: show each segment of the per-device program and the exchanges between them
     const { describeSegmentedProgram } = await import('../../parallel/segments.js');
     const g = runPipeline(graph, { ...req, levels: ['graph'] }).graph;

@@ -59,7 +59,7 @@ export function register(program: Command): void {
     .option('--save-every <n>', 'checkpoint every n steps (always at the end)', '100')
     .option('--device <d>', 'webgpu | interp (reference interpreter: slow, for checking)', 'webgpu')
     .option('--devices <n>', 'train on n devices (default: the product of --parallel degrees)')
-    .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel; see docs/parallel.md)')
+    .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel) or tp=N (tensor parallel MLP blocks); see docs/parallel.md')
     .option('--zero <stage>', 'ZeRO stage over the data-parallel devices: 1 shards the optimizer state', '0')
     .option('--whole-word', 'MLM: mask whole words')
     .option('--fim <rate>', 'CLM: fill-in-the-middle rate', '0')
