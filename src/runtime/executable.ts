@@ -37,6 +37,11 @@ export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'd
    * multi-device program, src/runtime/multi.ts); the executable neither allocates nor destroys such a buffer.
    */
   paramBuffer?: (name: string, bytes: number) => GPUBuffer | undefined;
+  /**
+   * A buffer for memory-plan slot `index` shared with executables that never run at the same time (the segments
+   * of one device's program run one after the other); undefined: the executable allocates its own.
+   */
+  slotBuffer?: (index: number, bytes: number) => GPUBuffer | undefined;
 }
 
 export interface RunOptions {
@@ -465,7 +470,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
     } else if (st === 'kernel' && outputIds.has(n.id) && !inPlace.has(n.id)) nodeBuffer.set(n.id, make(`output %${n.id}`, bytes, rw));
   }
   for (const [o, p] of inPlace) nodeBuffer.set(o, nodeBuffer.get(p)!);
-  const slotBuffers = plan.slots.map((bytes, i) => make(`slot ${i}`, bytes, rw));
+  const slotBuffers = plan.slots.map((bytes, i) => opts.slotBuffer?.(i, bytes) ?? make(`slot ${i}`, bytes, rw));
   for (const t of plan.tensors) nodeBuffer.set(t.node, slotBuffers[t.slot]);
   // kernel-private work space (scatter_add's duplicate chains), one buffer per kernel and name
   const scratch = new Map<string, GPUBuffer>();

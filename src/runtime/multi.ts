@@ -6,14 +6,16 @@
  * so on. WebGPU has no peer-to-peer copies, so the host is the interconnect.
  *
  * Devices: distinct adapters where WebGPU offers them, else several devices on one adapter (`acquireDevices`).
- * A device's segments share its parameter buffers, so parameters and optimizer state never leave the device.
+ * A device's segments share its parameter buffers, so parameters and optimizer state never leave the device, and
+ * one pool of intermediate slots, since they never run at the same time.
  */
 import { KilnError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import type { HostTensor } from '../ir/tensor.js';
 import { runSegmented, splitAtCollectives, type ExchangeStats, type SegmentedProgram } from '../parallel/segments.js';
 import { acquireDevice, type AcquireOptions, type KilnDevice } from './device.js';
-import { compileGraph, type CompileOptions, type Executable } from './executable.js';
+import { compileGraph, targetOf, type CompileOptions, type Executable } from './executable.js';
+import { runPipeline } from '../passes/pipeline.js';
 import { BufferUsage } from './pipelines.js';
 
 /** N independent devices. WebGPU cannot enumerate adapters, so each is a fresh request (the same adapter on one GPU). */
@@ -42,6 +44,7 @@ export class MultiDeviceExecutable {
     /** segs[d][k]: device d's executable for segment k (null for an empty segment). */
     private readonly segs: (Executable | null)[][],
     private readonly params: Map<string, GPUBuffer>[],
+    private readonly slots: GPUBuffer[][],
   ) {
     this.paramNames = [...params[0].keys()];
   }
@@ -50,25 +53,38 @@ export class MultiDeviceExecutable {
     if (programs.length !== devices.length) throw new KilnError(`${programs.length} programs for ${devices.length} devices`);
     const split = programs.map(splitAtCollectives);
     const params = devices.map(() => new Map<string, GPUBuffer>());
+    const slots = devices.map(() => [] as GPUBuffer[]);
+    const usage = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
     const segs = await Promise.all(
       split.map((p, d) => {
         const dev = devices[d];
         const paramBuffer = (name: string, bytes: number) => {
           let b = params[d].get(name);
           if (!b) {
-            b = dev.device.createBuffer({ label: `param ${name}`, size: Math.ceil(bytes / 4) * 4, usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST });
+            b = dev.device.createBuffer({ label: `param ${name}`, size: Math.ceil(bytes / 4) * 4, usage });
             params[d].set(name, b);
           }
           return b;
         };
+        // A device runs its segments one after the other, so they share one pool of intermediate slots, each as
+        // large as the largest use of its index in any segment (memory plans made first, as compileGraph makes them).
+        const target = targetOf(dev);
+        const sizes: number[] = [];
+        for (const seg of p.segments) {
+          if (!seg.outputs.length) continue;
+          const plan = runPipeline(seg, { target, levels: ['kernels'], only: ['schedule', 'inplace', 'memory-plan'], passes: { schedule: opts.fuse === undefined ? {} : { fuse: opts.fuse } } }).plan!;
+          plan.slots.forEach((bytes, i) => (sizes[i] = Math.max(sizes[i] ?? 0, bytes)));
+        }
+        slots[d] = sizes.map((bytes, i) => dev.device.createBuffer({ label: `shared slot ${i}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage }));
+        const slotBuffer = (i: number, bytes: number) => (slots[d][i] && slots[d][i].size >= bytes ? slots[d][i] : undefined);
         // Segments one after the other: each initialises the parameters it holds into the shared buffers.
         return p.segments.reduce<Promise<(Executable | null)[]>>(
-          async (acc, seg) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer }) : null],
+          async (acc, seg) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer, slotBuffer }) : null],
           Promise.resolve([]),
         );
       }),
     );
-    return new MultiDeviceExecutable(devices, split, segs, params);
+    return new MultiDeviceExecutable(devices, split, segs, params, slots);
   }
 
   /** One step: `feeds[d]` are device d's inputs; returns every device's read-back outputs. */
@@ -98,12 +114,13 @@ export class MultiDeviceExecutable {
   memory(): DeviceMemory[] {
     return this.segs.map((segs, d) => ({
       paramBytes: [...this.params[d].values()].reduce((s, b) => s + b.size, 0),
-      otherBytes: segs.reduce((s, e) => s + (e?.stats.deviceBytes ?? 0), 0),
+      otherBytes: segs.reduce((s, e) => s + (e?.stats.deviceBytes ?? 0), 0) + this.slots[d].reduce((s, b) => s + b.size, 0),
     }));
   }
 
   destroy(): void {
     for (const segs of this.segs) for (const e of segs) e?.destroy();
     for (const m of this.params) for (const b of m.values()) b.destroy();
+    for (const s of this.slots) for (const b of s) b.destroy();
   }
 }
