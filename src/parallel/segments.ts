@@ -31,6 +31,13 @@ export interface SegmentedProgram {
   exchanges: Node[][];
   /** Outputs of the source whose value is on the host (a collective's result or a fed input), by name. */
   hostOutputs: { name: string; id: number }[];
+  /**
+   * Values that cross from one segment to a later one on the same device (`%<id>` names) without going through a
+   * collective: the runtime keeps them on the device (the producer's output buffer is the consumer's input buffer).
+   */
+  deviceCarries: Set<number>;
+  /** Values a collective reads: downloaded to the host. */
+  hostCarries: Set<number>;
 }
 
 const isLeaf = (n: Node) => n.op === 'input' || n.op === 'param' || n.op === 'constant' || n.op === 'iota';
@@ -58,15 +65,23 @@ export function splitAtCollectives(g: Graph): SegmentedProgram {
   }
   // Which segment computes each value (-1: the host holds it: a collective's result or a graph input; -2: a leaf).
   const home = g.nodes.map((n) => (isCollective(n.op) || n.op === 'input' ? -1 : isLeaf(n) ? -2 : place[n.id]));
-  const carried = new Set<number>(); // values a segment must output for the host
+  const carried = new Set<number>(); // values a segment must output for a later segment or a collective
+  const deviceCarries = new Set<number>();
+  const hostCarries = new Set<number>();
   const read = (reader: number, i: number) => {
-    if (home[i] >= 0 && home[i] < reader) carried.add(i);
+    if (home[i] >= 0 && home[i] < reader) {
+      carried.add(i);
+      deviceCarries.add(i);
+    }
   };
   for (const n of g.nodes) {
     if (isCollective(n.op)) {
       const i = n.inputs[0];
       if (home[i] === -2) throw new KilnError(`${n.op} %${n.id} reads leaf %${i} directly: copy it through an op first`);
-      if (home[i] >= 0) carried.add(i);
+      if (home[i] >= 0) {
+        carried.add(i);
+        hostCarries.add(i);
+      }
     } else if (home[n.id] >= 0) for (const i of n.inputs) read(home[n.id], i);
   }
 
@@ -117,10 +132,13 @@ export function splitAtCollectives(g: Graph): SegmentedProgram {
     const carries = [...carried].filter((i) => home[i] === k).map((i) => ({ name: carryName(i), id: get(i) }));
     return b.build(`${g.name}.seg${k}`, [...outs.map((o) => ({ ...o, id: get(o.id) })), ...carries]);
   });
-  return { source: g, segments, exchanges, hostOutputs };
+  return { source: g, segments, exchanges, hostOutputs, deviceCarries, hostCarries };
 }
 
-/** Runs segment k of device d's program on its inputs; downloads the named outputs (parameters stay where they live). */
+/**
+ * Runs segment k of device d's program on its inputs; downloads the named outputs (parameters stay where they live,
+ * and so do device carries: the runner feeds a segment's `%<id>` inputs of `deviceCarries` itself).
+ */
 export type SegmentRunner = (device: number, k: number, inputs: Record<string, HostTensor>, download: string[]) => Promise<Record<string, HostTensor>>;
 
 /** Host bytes exchanged by the last `runSegmented` call (device -> host and host -> device). */
@@ -169,12 +187,15 @@ export async function runSegmented(
         for (const n of seg.nodes) {
           if (n.op !== 'input') continue;
           const name = (n.attrs as AttrsOf<'input'>).name;
+          if (name.startsWith('%') && p.deviceCarries.has(Number(name.slice(1)))) continue; // already on the device
           const v = name.startsWith('%') ? host[d].get(Number(name.slice(1))) : feeds[d][name];
           if (!v) throw new KilnError(`missing input '${name}' for segment ${k} of device ${d}`);
           inputs[name] = v;
           if (name.startsWith('%') && stats) stats.toDevice += bytes(v);
         }
-        const download = seg.outputs.filter((o) => updatedParam(o) === undefined).map((o) => o.name);
+        const download = seg.outputs
+          .filter((o) => updatedParam(o) === undefined && !(o.name.startsWith('%') && !p.hostCarries.has(Number(o.name.slice(1)))))
+          .map((o) => o.name);
         const out = await run(d, k, inputs, download);
         for (const name of download) {
           if (name.startsWith('%')) {
@@ -193,9 +214,11 @@ export async function runSegmented(
 
 /** Segments run by the reference interpreter, each device's parameters held on the host (tests of the splitter). */
 export function interpreterSegmentRunner(programs: SegmentedProgram[], params: Record<string, HostTensor>[]): SegmentRunner {
+  const kept = programs.map(() => new Map<string, HostTensor>()); // device carries, as a device would keep them
   return async (d, k, inputs, download) => {
     const seg = programs[d].segments[k];
-    const out = interpret(seg, { inputs, params: params[d] });
+    const out = interpret(seg, { inputs: { ...Object.fromEntries(kept[d]), ...inputs }, params: params[d] });
+    for (const o of seg.outputs) if (o.name.startsWith('%') && programs[d].deviceCarries.has(Number(o.name.slice(1)))) kept[d].set(o.name, out[o.name]);
     for (const o of seg.outputs) {
       const p = updatedParam(o);
       if (p !== undefined) params[d][p] = out[o.name];

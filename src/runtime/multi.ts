@@ -29,7 +29,7 @@ export async function acquireDevices(n: number, opts: Omit<AcquireOptions, 'fres
 export interface DeviceMemory {
   /** Parameters and optimizer state (the shared parameter buffers). */
   paramBytes: number;
-  /** Everything else the segments allocated: activations, gradients, carries, staging. */
+  /** Everything else: the segments' buffers, the shared slot pool and the values kept between segments. */
   otherBytes: number;
 }
 
@@ -54,6 +54,7 @@ export class MultiDeviceExecutable {
     const split = programs.map(splitAtCollectives);
     const params = devices.map(() => new Map<string, GPUBuffer>());
     const slots = devices.map(() => [] as GPUBuffer[]);
+    const values = devices.map(() => new Map<string, GPUBuffer>());
     const usage = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
     const segs = await Promise.all(
       split.map((p, d) => {
@@ -77,14 +78,29 @@ export class MultiDeviceExecutable {
         }
         slots[d] = sizes.map((bytes, i) => dev.device.createBuffer({ label: `shared slot ${i}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage }));
         const slotBuffer = (i: number, bytes: number) => (slots[d][i] && slots[d][i].size >= bytes ? slots[d][i] : undefined);
+        // Values one segment computes and a later one reads stay on the device: one buffer, the producer's output
+        // and the consumer's input (segments compile in order, so the producer asks first).
+        const carries = new Map<string, GPUBuffer>();
+        values[d] = carries;
+        const valueBuffer = (seg: Graph) => (name: string, bytes: number) => {
+          if (!name.startsWith('%') || !p.deviceCarries.has(Number(name.slice(1)))) return undefined;
+          const produced = seg.outputs.some((o) => o.name === name);
+          let b = carries.get(name);
+          if (!b && produced) {
+            b = dev.device.createBuffer({ label: `carry ${name}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage });
+            carries.set(name, b);
+          }
+          if (!b) throw new KilnError(`internal error: segment input ${name} of device ${d} has no producer buffer`);
+          return b;
+        };
         // Segments one after the other: each initialises the parameters it holds into the shared buffers.
         return p.segments.reduce<Promise<(Executable | null)[]>>(
-          async (acc, seg) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer, slotBuffer }) : null],
+          async (acc, seg) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer, slotBuffer, valueBuffer: valueBuffer(seg) }) : null],
           Promise.resolve([]),
         );
       }),
     );
-    return new MultiDeviceExecutable(devices, split, segs, params, slots);
+    return new MultiDeviceExecutable(devices, split, segs, params, [...slots.map((x, d) => [...x, ...values[d].values()])]);
   }
 
   /** One step: `feeds[d]` are device d's inputs; returns every device's read-back outputs. */
