@@ -51,7 +51,7 @@ export function dataParallel(joint: Graph, size: number, weightInput: string | n
     if (o.role?.kind === 'grad' || o.role?.kind === 'loss') return { ...o, id: b.op('all_reduce', [weighted(o.id)], { size }) };
     return o;
   });
-  return b.build(`${joint.name}.${weightInput === null ? 'tp' : 'dp'}${size}`, outputs);
+  return b.build(weightInput === null ? joint.name : `${joint.name}.dp${size}`, outputs);
 }
 
 registerPass(
