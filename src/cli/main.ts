@@ -33,6 +33,8 @@ export async function main(argv: string[]): Promise<void> {
       .option('--train', 'the whole training step: the entry differentiated plus the optimizer update')
       .option('--optimizer <o>', 'with --train: adamw | adam | sgd | adafactor', 'adamw')
       .option('--accum', 'with --train: the gradient-accumulation form of the step')
+      .option('--parallel <mesh>', 'with --grad/--train: the per-device program of dp=N (data parallel; --dim B= is the per-device batch) or tp=N (tensor parallel), split at its collectives for kernel-level output')
+      .option('--zero <stage>', 'with --parallel: ZeRO stage 1 (optimizer state sharded)')
       .option('--passes', 'list the pipeline: every registered pass with its summary and options')
       .option('--print-ir-after <passes>', 'dump the IR (or schedule, memory plan, WGSL) after these stages (comma-separated, or "all") to stderr')
       .option('--print-ir-before <passes>', 'the same, before these stages')
@@ -66,7 +68,8 @@ export async function main(argv: string[]): Promise<void> {
   program
     .command('doctor')
     .description('show the WebGPU adapter, its features and limits, and what to do if there is none')
-    .action(async () => (await import('./commands/doctor.js')).doctor());
+    .option('--devices <n>', 'also open n devices (as `kiln train --devices n` does) and list them')
+    .action(async (o) => (await import('./commands/doctor.js')).doctor(o));
 
   for (const register of await optionalVerbs()) register(program);
 

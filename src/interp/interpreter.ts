@@ -35,9 +35,10 @@ export function interpret(g: Graph, opts: RunOptions = {}): Record<string, HostT
   return opts.float64 ? withFloat64(() => run(g, opts)) : run(g, opts);
 }
 
-function run(g: Graph, opts: RunOptions): Record<string, HostTensor> {
+/** How leaves read their values: fed inputs, fed parameters or their initialisers (also the sharded interpreter's). */
+export function leafContext(opts: RunOptions): EvalContext {
   const seed = opts.seed ?? 0;
-  const ctx: EvalContext = {
+  return {
     input(name, type) {
       const v = opts.inputs?.[name];
       if (!v) throw new KilnError(`missing input '${name}' (${fmtType(type)})`);
@@ -48,6 +49,10 @@ function run(g: Graph, opts: RunOptions): Record<string, HostTensor> {
       return v ? checkFeed('parameter', name, type, v) : initParam(init, type, name, seed);
     },
   };
+}
+
+function run(g: Graph, opts: RunOptions): Record<string, HostTensor> {
+  const ctx = leafContext(opts);
   const values: HostTensor[] = new Array(g.nodes.length);
   // Free each value after its last use so large graphs fit in memory.
   const lastUse = new Array<number>(g.nodes.length).fill(-1);

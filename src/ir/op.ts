@@ -66,6 +66,10 @@ export interface AttrMap {
   rms_norm: { eps: number }; // (x, gamma)
   cross_entropy: { ignore_index: number }; // (logits[..., V], labels[...]) -> f32[...], 0 where ignored
   dropout: { p: number; stream: number }; // (x, seed: u32[]) -> x * keep / (1 - p)
+  // collectives over a group of `size` devices (src/ir/ops/collective.ts)
+  all_reduce: { size: number };
+  reduce_scatter: { size: number; axis: number };
+  all_gather: { size: number; axis: number };
 }
 
 export type OpKind = keyof AttrMap;
@@ -115,9 +119,10 @@ export interface FamilyOf {
   gather: 'gather'; one_hot: 'gather'; scatter_add: 'scatter';
   softmax: 'rowwise'; log_softmax: 'rowwise'; layer_norm: 'rowwise'; rms_norm: 'rowwise'; cross_entropy: 'rowwise';
   dropout: 'random';
+  all_reduce: 'collective'; reduce_scatter: 'collective'; all_gather: 'collective';
 }
 
-export type KernelFamily = 'elementwise' | 'leaf' | 'layout' | 'reduce' | 'matmul' | 'gather' | 'scatter' | 'rowwise' | 'random';
+export type KernelFamily = 'elementwise' | 'leaf' | 'layout' | 'reduce' | 'matmul' | 'gather' | 'scatter' | 'rowwise' | 'random' | 'collective';
 
 /** The ops of one kernel family (or several). */
 export type OpsIn<F extends KernelFamily> = { [K in OpKind]: FamilyOf[K] extends F ? K : never }[OpKind];

@@ -11,6 +11,9 @@ import { verify } from '../ir/verify.js';
 import type { CompileRequest, CompileState, PassLevel, PassName } from './registry.js';
 import { passDef, PIPELINE } from './registry.js';
 import './builtin.js';
+import '../parallel/tensor-parallel.js';
+import '../parallel/data-parallel.js';
+import '../parallel/zero.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 

@@ -32,6 +32,21 @@ import { BufferUsage, createPipelines, programKey } from './pipelines.js';
 export interface CompileOptions extends ScheduleOptions, Omit<CodegenOptions, 'deviceKey'>, DumpOptions {
   /** Seed for the params' initialisers (same values as the interpreter's); null leaves params zero. Default 0. */
   seed?: number | null;
+  /**
+   * Where parameter `name` lives, when it is shared with other executables on the same device (the segments of a
+   * multi-device program, src/runtime/multi.ts); the executable neither allocates nor destroys such a buffer.
+   */
+  paramBuffer?: (name: string, bytes: number) => GPUBuffer | undefined;
+  /**
+   * A buffer for memory-plan slot `index` shared with executables that never run at the same time (the segments
+   * of one device's program run one after the other); undefined: the executable allocates its own.
+   */
+  slotBuffer?: (index: number, bytes: number) => GPUBuffer | undefined;
+  /**
+   * A buffer shared with another executable on the same device for the input or output of this name (a value one
+   * segment of a multi-device program writes and a later one reads). An input bound so is not fed by `run`.
+   */
+  valueBuffer?: (name: string, bytes: number) => GPUBuffer | undefined;
 }
 
 export interface RunOptions {
@@ -136,6 +151,8 @@ export class Executable {
   readonly inputNames: string[];
   readonly outputNames: string[];
   readonly stats: ExecutableStats;
+  /** Inputs whose buffer another executable writes (CompileOptions.valueBuffer): not fed by `run`. */
+  boundInputs: ReadonlySet<string> = new Set();
   private readonly device: GPUDevice;
   private readonly buffers: GPUBuffer[] = [];
   private readonly staging = new Map<number, GPUBuffer>();
@@ -264,6 +281,7 @@ export class Executable {
       if (n.op !== 'input' || this.schedule.storage[n.id] === 'dead') continue;
       const name = (n.attrs as AttrsOf<'input'>).name;
       const v = inputs[name];
+      if (!v && this.boundInputs.has(name)) continue;
       if (!v) throw new KilnError(`missing input '${name}' (${fmtType(n.type)})`);
       this.upload(n, v, 'input', name);
     }
@@ -445,12 +463,19 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
   const nodeBuffer = new Map<number, GPUBuffer>();
   const inPlace = new Map(s.kernels.filter((k) => k.inPlace !== undefined).map((k) => [k.root, k.inPlace!]));
   const outputIds = new Set(g.outputs.map((o) => o.id));
+  const external = new Set<string>(); // inputs bound to shared buffers (valueBuffer)
   for (const n of g.nodes) {
     const st = storage[n.id];
     const bytes = deviceBytes(n.type.shape);
     if (n.op === 'param' && (st !== 'dead' || updates.some((u) => u.param.id === n.id))) {
-      nodeBuffer.set(n.id, make(`param ${(n.attrs as AttrsOf<'param'>).name}`, bytes, rw));
-    } else if (st === 'leaf') nodeBuffer.set(n.id, make(`input ${(n.attrs as AttrsOf<'input'>).name}`, bytes, rw));
+      const pname = (n.attrs as AttrsOf<'param'>).name;
+      nodeBuffer.set(n.id, opts.paramBuffer?.(pname, bytes) ?? make(`param ${pname}`, bytes, rw));
+    } else if (st === 'leaf') {
+      const iname = (n.attrs as AttrsOf<'input'>).name;
+      const shared = opts.valueBuffer?.(iname, bytes);
+      if (shared) external.add(iname);
+      nodeBuffer.set(n.id, shared ?? make(`input ${iname}`, bytes, rw));
+    }
     else if (st === 'const') {
       const b = make(`constant %${n.id}`, bytes, rw);
       const a = n.attrs as AttrsOf<'constant'>;
@@ -459,10 +484,13 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
       const d = toDeviceData(host);
       device.queue.writeBuffer(b, 0, d.buffer, d.byteOffset, d.byteLength);
       nodeBuffer.set(n.id, b);
-    } else if (st === 'kernel' && outputIds.has(n.id) && !inPlace.has(n.id)) nodeBuffer.set(n.id, make(`output %${n.id}`, bytes, rw));
+    } else if (st === 'kernel' && outputIds.has(n.id) && !inPlace.has(n.id)) {
+      const shared = opts.valueBuffer && g.outputs.filter((o) => o.id === n.id).map((o) => opts.valueBuffer!(o.name, bytes)).find((b) => b);
+      nodeBuffer.set(n.id, shared || make(`output %${n.id}`, bytes, rw));
+    }
   }
   for (const [o, p] of inPlace) nodeBuffer.set(o, nodeBuffer.get(p)!);
-  const slotBuffers = plan.slots.map((bytes, i) => make(`slot ${i}`, bytes, rw));
+  const slotBuffers = plan.slots.map((bytes, i) => opts.slotBuffer?.(i, bytes) ?? make(`slot ${i}`, bytes, rw));
   for (const t of plan.tensors) nodeBuffer.set(t.node, slotBuffers[t.slot]);
   // kernel-private work space (scatter_add's duplicate chains), one buffer per kernel and name
   const scratch = new Map<string, GPUBuffer>();
@@ -524,6 +552,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
     firstRunMs: null,
   };
   const exe = new Executable(g, s, plan, kernels, passes, nodeBuffer, updates, dev, stats, start, all);
+  exe.boundInputs = external;
   if (opts.seed !== null) exe.initParams(opts.seed ?? 0);
   return exe;
 }

@@ -14,7 +14,7 @@
  * elementwise consumers of the anchor (bias + GELU + residual) becomes its epilogue and the anchor's own value
  * never touches memory.
  */
-import { IRError } from '../errors.js';
+import { IRError, KilnError } from '../errors.js';
 import type { Graph, Node } from '../ir/graph.js';
 import { OPS } from '../ir/registry.js';
 import { fmtType, numel, sameShape } from '../ir/types.js';
@@ -128,6 +128,9 @@ export function schedule(g: Graph, options: ScheduleOptions = {}): Schedule {
 
 /** Decides which ops form one kernel (the `schedule` stage). */
 export function fuseKernels(g: Graph, options: ScheduleOptions = {}): Schedule {
+  // Collectives are not kernels: the multi-device runtime (src/runtime/multi.ts) splits programs around them.
+  const coll = g.nodes.find((n) => OPS[n.op].lower.kernel === 'collective');
+  if (coll) throw new KilnError(`${coll.op} %${coll.id} cannot be compiled into a kernel: a program with collectives runs on several devices (MultiDeviceExecutable, src/runtime/multi.ts, splits it at them)`);
   const opts: Required<ScheduleOptions> = { ...DEFAULT_SCHEDULE_OPTIONS, ...options };
   const forced = new Set<number>();
   for (let iter = 0; ; iter++) {

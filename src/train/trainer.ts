@@ -21,6 +21,7 @@ import { Rng, type RngState } from './rng.js';
 import type { StepRunner } from './runner.js';
 import { learningRate, SCHEDULES, type LrSchedule } from './schedule.js';
 import { makeTokenizer, type Tokenizer } from './tokenizers.js';
+import { localBatch, meshSize, type ParallelConfig } from '../parallel/mesh.js';
 
 export interface TrainConfig {
   file: string;
@@ -41,6 +42,8 @@ export interface TrainConfig {
   out?: string;
   /** Cap on corpus tokens read (tests). */
   maxTokens?: number;
+  /** Partition the training step over devices (data parallel: the step graph is the model at batch / dp; tensor parallel). */
+  parallel?: ParallelConfig;
 }
 
 export interface StepRecord {
@@ -88,7 +91,9 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
   const { graph, model } = compileModel(cfg.file, { entry: 'loss', set, dims });
   const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph);
-  const stepGraph = compileIR(graph, { train: { optimizer: cfg.optimizer, accumulate: cfg.accum > 1 } });
+  const par = cfg.parallel && meshSize(cfg.parallel) > 1 ? cfg.parallel : undefined;
+  const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry: 'loss', set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
+  const stepGraph = compileIR(perDevice, { train: { optimizer: cfg.optimizer, accumulate: cfg.accum > 1 }, parallel: par });
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }

@@ -262,6 +262,9 @@ samples.log_softmax = { operands: [fl([2, 3])], attrs: {} };
 samples.layer_norm = { operands: [fl([2, 3]), fl([3]), fl([3])], attrs: { eps: 1e-5 } };
 samples.rms_norm = { operands: [fl([2, 3]), fl([3])], attrs: { eps: 1e-5 } };
 samples.cross_entropy = { operands: [fl([2, 3]), ['i32', [2]]], attrs: { ignore_index: -1 } };
+samples.all_reduce = { operands: [fl([2, 3])], attrs: { size: 2 } };
+samples.reduce_scatter = { operands: [fl([2, 4])], attrs: { size: 2, axis: 1 } };
+samples.all_gather = { operands: [fl([2, 3])], attrs: { size: 2, axis: 0 } };
 samples.dropout = { operands: [fl([4]), ['u32', []]], attrs: { p: 0.5, stream: 1 } };
 
 describe("each gradient rule's `saves` declaration is exactly what its vjp reads", () => {

@@ -37,6 +37,10 @@ cases['gelu erf'] = { build: (b, p) => b.op('gelu', [p('x', [7])], { approximate
 for (const op of ['add', 'sub', 'mul', 'div', 'max', 'min'] as const) {
   cases[`${op} with broadcasting`] = { build: (b, p) => b.op(op, [p('a', [3, 1, 4]), p('b', [2, 4], op === 'div' ? positive : undefined)], {}) };
 }
+// collectives of a group of one (the identity); across devices: test/parallel/collectives.test.ts
+cases['all_reduce'] = { build: (b, p) => b.op('all_reduce', [p('x', [2, 3])], { size: 1 }) };
+cases['reduce_scatter'] = { build: (b, p) => b.op('reduce_scatter', [p('x', [2, 3])], { size: 1, axis: 1 }) };
+cases['all_gather'] = { build: (b, p) => b.op('all_gather', [p('x', [2, 3])], { size: 1, axis: 0 }) };
 cases['pow'] = { build: (b, p) => b.op('pow', [p('a', [2, 3], positive), p('b', [3])], {}) };
 cases['select'] = { build: (b, p) => { const x = p('x', [4, 3]); return b.op('select', [b.op('gt', [x, b.scalar(0)], {}), b.mul(x, x), p('y', [1, 3])], {}); } };
 cases['sum keepdims'] = { build: (b, p) => b.op('sum', [p('x', [2, 3, 4])], { axes: [0, 2], keepdims: true }) };

@@ -344,6 +344,15 @@ describe('more reference cases', () => {
   });
 });
 
+describe('collectives on one device', () => {
+  it('a group of one is the identity; a larger group needs the sharded interpreter', () => {
+    const x = T([2, 2], [1, 2, 3, 4]);
+    for (const op of ['all_reduce', 'reduce_scatter', 'all_gather'] as const) expect(vals(run(op, [x], { size: 1, axis: 0 }))).toEqual([1, 2, 3, 4]);
+    expect(() => run('all_reduce', [x], { size: 2 })).toThrow('interpretSharded');
+    expect(() => run('reduce_scatter', [T([3], [1, 2, 3])], { size: 2, axis: 0 })).toThrow(ShapeError);
+  });
+});
+
 describe('leaves and coverage', () => {
   it('parameters read their fed value, or their initialiser when not fed; a wrong feed is a KilnError', () => {
     covered.add('param');

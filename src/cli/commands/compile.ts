@@ -23,6 +23,8 @@ export interface CompileOpts {
   passOption: string[];
   disablePass: string[];
   output?: string;
+  parallel?: string;
+  zero?: string;
 }
 
 /** What `--emit` prints: the IR or JSON at the end of the graph passes, what the backward keeps, or a stage's result. */
@@ -93,6 +95,11 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
   if (o.emit === 'saved' && !o.grad && !o.train) throw new KilnError('--emit saved lists what the backward pass keeps alive: add --grad or --train');
   const { graph } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim });
   const req = compileRequest(graph, o);
+  if (o.parallel !== undefined || (o.zero ?? '0') !== '0') {
+    const { parallelFromFlags } = await import('../../parallel/mesh.js');
+    req.parallel = parallelFromFlags(undefined, o.parallel, o.zero);
+    if (!o.grad && !o.train) throw new KilnError('--parallel partitions a training step: add --train (or --grad)');
+  }
   // Kernel-level stages run when the output needs them, or when a dump asks for one of them.
   const dumps = [req.printIrAfter, req.printIrBefore];
   const wantsKernels =
@@ -100,6 +107,19 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
     dumps.some((d) => d === 'all' || (d ?? []).some((n) => PIPELINE.includes(n as PassName) && passDef(n).level === 'kernels'));
   // --emit STAGE stops after that stage, so its output is what that stage made
   const only = stage === undefined ? undefined : PIPELINE.slice(0, PIPELINE.indexOf(stage) + 1);
+  if (wantsKernels && req.parallel && req.parallel.dp * (req.parallel.tp ?? 1) > 1) {
+    // collectives are not kernels: show each segment of the per-device program and the exchanges between them
+    const { describeSegmentedProgram } = await import('../../parallel/segments.js');
+    const g = runPipeline(graph, { ...req, levels: ['graph'] }).graph;
+    const text = describeSegmentedProgram(g, (seg) => {
+      const st = runPipeline(seg, { ...req, printIrAfter: undefined, printIrBefore: undefined, levels: ['kernels'], only });
+      const def = passDef(stage);
+      return def.show ? def.show(st) : printGraph(st.graph);
+    });
+    if (o.output) writeFileSync(o.output, text + '\n');
+    else process.stdout.write(text + '\n');
+    return;
+  }
   const state = runPipeline(graph, { ...req, levels: wantsKernels ? ['graph', 'kernels'] : ['graph'], only });
   let text: string;
   if (o.emit === 'ir') text = printGraph(state.graph);

@@ -1,12 +1,14 @@
 import { KilnError } from '../../errors.js';
 import type { Graph } from '../../ir/graph.js';
 import { DeviceRunner, InterpreterRunner, type StepRunner } from '../../train/runner.js';
+import type { ParallelConfig } from '../../parallel/mesh.js';
 
 /** The step runner and the evaluation runner of a job, on the device or in the interpreter. */
 export async function makeRunners(
-  job: { stepGraph: Graph; evalGraph: Graph; cfg: { seed: number } },
+  job: { stepGraph: Graph; evalGraph: Graph; cfg: { seed: number; parallel?: ParallelConfig } },
   device: string,
 ): Promise<{ runner: StepRunner; evalRunner: StepRunner; describe: string }> {
+  if (job.cfg.parallel && job.cfg.parallel.dp * (job.cfg.parallel.tp ?? 1) > 1) return (await import('../../parallel/runners.js')).makeParallelRunners(job, device, job.cfg.parallel);
   if (device === 'interp') {
     return { runner: new InterpreterRunner(job.stepGraph, job.cfg.seed), evalRunner: new InterpreterRunner(job.evalGraph, job.cfg.seed), describe: 'device: reference interpreter (CPU)' };
   }

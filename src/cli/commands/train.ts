@@ -26,6 +26,9 @@ interface TrainOpts {
   evalBatches: string;
   saveEvery: string;
   device: string;
+  devices?: string;
+  parallel?: string;
+  zero?: string;
   wholeWord?: boolean;
   fim: string;
 }
@@ -55,6 +58,9 @@ export function register(program: Command): void {
     .option('--eval-batches <n>', 'validation batches per evaluation', '8')
     .option('--save-every <n>', 'checkpoint every n steps (always at the end)', '100')
     .option('--device <d>', 'webgpu | interp (reference interpreter: slow, for checking)', 'webgpu')
+    .option('--devices <n>', 'train on n devices (default: the product of --parallel degrees)')
+    .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel) or tp=N (tensor parallel MLP blocks); see docs/parallel.md')
+    .option('--zero <stage>', 'ZeRO stage over the data-parallel devices: 1 shards the optimizer state', '0')
     .option('--whole-word', 'MLM: mask whole words')
     .option('--fim <rate>', 'CLM: fill-in-the-middle rate', '0')
     .option('--json', 'one JSON line per step instead of a progress bar')
@@ -90,7 +96,10 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
   const steps = num('--steps', o.steps, { int: true, min: 1 });
+  const { parallelFromFlags } = await import('../../parallel/mesh.js');
+  const parallel = parallelFromFlags(o.devices, o.parallel, o.zero);
   const job = await prepareJob({
+    parallel,
     file,
     set: o.set,
     objective: o.objective as never,

@@ -1,0 +1,245 @@
+/**
+ * Splitting a device's program at its collectives, for runtimes that cannot run a collective inside a kernel
+ * sequence (WebGPU has no peer copies: values cross devices through the host).
+ *
+ * Every non-leaf node gets a level: a collective is one level above its operand, any other op is at the level of
+ * its latest operand, or later, up to its first consumer's (so nothing crosses the host that need not). Segment k
+ * holds the ordinary ops placed at level k; between segment k-1 and k the host performs the
+ * collectives of level k (in node order). Leaves (inputs, parameters) are copied into every segment that reads
+ * them; a value one segment computes and a later segment or a collective reads leaves that segment as an output
+ * named `%<id>` and enters the reader as an input of the same name. Parameters updated by one segment and read by
+ * another share one buffer per device (the runtime provides it), so no parameter crosses the host.
+ *
+ * `runSegmented` is the host's side of a step, written once over a `SegmentRunner`: the multi-device runtime
+ * (src/runtime/multi.ts) runs segments on GPUs, `interpreterSegmentRunner` in the reference interpreter.
+ */
+import { KilnError } from '../errors.js';
+import { GraphBuilder } from '../ir/builder.js';
+import { updatedParam, type Graph, type GraphOutput, type Node } from '../ir/graph.js';
+import { combineCollective, isCollective } from '../ir/ops/collective.js';
+import type { AttrsOf } from '../ir/op.js';
+import type { HostTensor } from '../ir/tensor.js';
+import { interpret } from '../interp/interpreter.js';
+
+export const carryName = (id: number) => `%${id}`;
+
+export interface SegmentedProgram {
+  source: Graph;
+  /** segments[k]: the ordinary ops of level k as a graph of their own. */
+  segments: Graph[];
+  /** exchanges[k]: the collectives the host performs before segment k (exchanges[0] is empty). */
+  exchanges: Node[][];
+  /** Outputs of the source whose value is on the host (a collective's result or a fed input), by name. */
+  hostOutputs: { name: string; id: number }[];
+  /**
+   * Values that cross from one segment to a later one on the same device (`%<id>` names) without going through a
+   * collective: the runtime keeps them on the device (the producer's output buffer is the consumer's input buffer).
+   */
+  deviceCarries: Set<number>;
+  /** Values a collective reads: downloaded to the host. */
+  hostCarries: Set<number>;
+}
+
+const isLeaf = (n: Node) => n.op === 'input' || n.op === 'param' || n.op === 'constant' || n.op === 'iota';
+
+export function splitAtCollectives(g: Graph): SegmentedProgram {
+  const level = new Array<number>(g.nodes.length).fill(0);
+  for (const n of g.nodes) {
+    const l = Math.max(0, ...n.inputs.filter((i) => !isLeaf(g.nodes[i])).map((i) => level[i]));
+    level[n.id] = isLeaf(n) ? 0 : isCollective(n.op) ? l + 1 : l;
+  }
+  const K = 1 + Math.max(0, ...g.nodes.filter((n) => isCollective(n.op)).map((n) => level[n.id]));
+  const exchanges: Node[][] = Array.from({ length: K }, () => []);
+  for (const n of g.nodes) if (isCollective(n.op)) exchanges[level[n.id]].push(n);
+
+  // An op runs in the last segment it can (its consumers' earliest): the optimizer's weight decay reads only a
+  // parameter, so it is level 0, but computing it before the exchange would carry it through the host.
+  const place = [...level];
+  const isOut = new Set(g.outputs.map((o) => o.id));
+  const consumers: number[][] = g.nodes.map(() => []);
+  for (const n of g.nodes) for (const i of n.inputs) consumers[i].push(n.id);
+  for (let id = g.nodes.length - 1; id >= 0; id--) {
+    const n = g.nodes[id];
+    if (isLeaf(n) || isCollective(n.op) || isOut.has(id) || !consumers[id].length) continue;
+    place[id] = Math.min(...consumers[id].map((c) => (isCollective(g.nodes[c].op) ? level[c] - 1 : place[c])));
+  }
+  // Which segment computes each value (-1: the host holds it: a collective's result or a graph input; -2: a leaf).
+  const home = g.nodes.map((n) => (isCollective(n.op) || n.op === 'input' ? -1 : isLeaf(n) ? -2 : place[n.id]));
+  const carried = new Set<number>(); // values a segment must output for a later segment or a collective
+  const deviceCarries = new Set<number>();
+  const hostCarries = new Set<number>();
+  const read = (reader: number, i: number) => {
+    if (home[i] >= 0 && home[i] < reader) {
+      carried.add(i);
+      deviceCarries.add(i);
+    }
+  };
+  for (const n of g.nodes) {
+    if (isCollective(n.op)) {
+      const i = n.inputs[0];
+      if (home[i] === -2) throw new KilnError(`${n.op} %${n.id} reads leaf %${i} directly: copy it through an op first`);
+      if (home[i] >= 0) {
+        carried.add(i);
+        hostCarries.add(i);
+      }
+    } else if (home[n.id] >= 0) for (const i of n.inputs) read(home[n.id], i);
+  }
+
+  const outputsBySeg: GraphOutput[][] = Array.from({ length: K }, () => []);
+  const hostOutputs: { name: string; id: number }[] = [];
+  for (const o of g.outputs) {
+    const h = home[o.id];
+    const hostUpdate = updatedParam(o) !== undefined && h === -1;
+    if (hostUpdate && !isCollective(g.nodes[o.id].op)) throw new KilnError(`update output '${o.name}' is a graph input; the segmented runtime wants it from a segment or a collective`);
+    // a parameter set from a collective's result (ZeRO's all-gathered parameters): the segment after the exchange
+    // takes the value as an input and writes it into the parameter's buffer
+    if (hostUpdate) outputsBySeg[level[o.id]].push(o);
+    else if (h >= 0) outputsBySeg[h].push(o);
+    else if (h === -2) outputsBySeg[0].push(o);
+    else hostOutputs.push({ name: o.name, id: o.id });
+  }
+
+  // A parameter must be read before it is written: updates land at the end of their segment's run.
+  for (const [k, outs] of outputsBySeg.entries()) {
+    for (const o of outs) {
+      const p = updatedParam(o);
+      const late = p === undefined ? undefined : g.nodes.find((n) => home[n.id] > k && n.inputs.some((i) => g.nodes[i].op === 'param' && (g.nodes[i].attrs as AttrsOf<'param'>).name === p));
+      if (late) throw new KilnError(`parameter '${p}' is updated in segment ${k} but read after it (by %${late.id}, segment ${home[late.id]})`);
+    }
+  }
+  const segments = outputsBySeg.map((outs, k) => {
+    const b = new GraphBuilder();
+    const map = new Map<number, number>();
+    const get = (i: number): number => {
+      let m = map.get(i);
+      if (m !== undefined) return m;
+      const src = g.nodes[i];
+      if (isLeaf(src)) m = b.op(src.op, [], src.attrs as never, src.name !== undefined ? { name: src.name } : {});
+      else m = b.op('input', [], { name: carryName(i), dtype: src.type.dtype, shape: [...src.type.shape] });
+      map.set(i, m);
+      return m;
+    };
+    for (const n of g.nodes) {
+      if (home[n.id] !== k) continue;
+      const id = b.op(n.op, n.inputs.map(get), n.attrs as never, { name: n.name, scope: n.scope, loc: n.loc });
+      map.set(n.id, id);
+    }
+    const params = new Map(g.nodes.filter((n) => n.op === 'param').map((n) => [(n.attrs as AttrsOf<'param'>).name, n.id]));
+    for (const o of outs) {
+      const p = updatedParam(o);
+      if (p !== undefined) get(params.get(p)!); // the parameter it writes must be in the segment
+    }
+    const carries = [...carried].filter((i) => home[i] === k).map((i) => ({ name: carryName(i), id: get(i) }));
+    return b.build(`${g.name}.seg${k}`, [...outs.map((o) => ({ ...o, id: get(o.id) })), ...carries]);
+  });
+  return { source: g, segments, exchanges, hostOutputs, deviceCarries, hostCarries };
+}
+
+/**
+ * Runs segment k of device d's program on its inputs; downloads the named outputs (parameters stay where they live,
+ * and so do device carries: the runner feeds a segment's `%<id>` inputs of `deviceCarries` itself).
+ */
+export type SegmentRunner = (device: number, k: number, inputs: Record<string, HostTensor>, download: string[]) => Promise<Record<string, HostTensor>>;
+
+/** Host bytes exchanged by the last `runSegmented` call (device -> host and host -> device). */
+export interface ExchangeStats {
+  toHost: number;
+  toDevice: number;
+}
+
+/**
+ * One step of N devices: segment 0 on every device, the level-1 collectives on the host, segment 1 ..., and
+ * the outputs of every device by name (the read-back ones: `update` outputs stay on the devices).
+ */
+export async function runSegmented(
+  programs: SegmentedProgram[],
+  feeds: Record<string, HostTensor>[],
+  run: SegmentRunner,
+  stats?: ExchangeStats,
+): Promise<Record<string, HostTensor>[]> {
+  const N = programs.length;
+  const K = programs[0].segments.length;
+  for (const p of programs) if (p.segments.length !== K) throw new KilnError(`the devices' programs have different numbers of segments (${K} vs ${p.segments.length})`);
+  const host = feeds.map((f, d) => {
+    const m = new Map<number, HostTensor>();
+    for (const n of programs[d].source.nodes) if (n.op === 'input' && f[(n.attrs as AttrsOf<'input'>).name]) m.set(n.id, f[(n.attrs as AttrsOf<'input'>).name]);
+    return m;
+  });
+  const results: Record<string, HostTensor>[] = feeds.map(() => ({}));
+  const bytes = (t: HostTensor) => t.data.length * 4;
+  for (let k = 0; k < K; k++) {
+    const ex = programs.map((p) => p.exchanges[k]);
+    for (let j = 0; j < ex[0].length; j++) {
+      const c = ex[0][j];
+      const xs = ex.map((e, d) => {
+        const v = host[d].get(e[j]?.inputs[0] ?? -1);
+        if (!e[j] || e[j].op !== c.op || !v) throw new KilnError(`device ${d} does not take part in ${c.op} %${c.id}`);
+        return v;
+      });
+      const out = combineCollective(c.op as never, c.attrs as never, xs);
+      ex.forEach((e, d) => host[d].set(e[j].id, out[d]));
+    }
+    await Promise.all(
+      programs.map(async (p, d) => {
+        const seg = p.segments[k];
+        if (!seg.outputs.length) return;
+        const inputs: Record<string, HostTensor> = {};
+        for (const n of seg.nodes) {
+          if (n.op !== 'input') continue;
+          const name = (n.attrs as AttrsOf<'input'>).name;
+          if (name.startsWith('%') && p.deviceCarries.has(Number(name.slice(1)))) continue; // already on the device
+          const v = name.startsWith('%') ? host[d].get(Number(name.slice(1))) : feeds[d][name];
+          if (!v) throw new KilnError(`missing input '${name}' for segment ${k} of device ${d}`);
+          inputs[name] = v;
+          if (name.startsWith('%') && stats) stats.toDevice += bytes(v);
+        }
+        const download = seg.outputs
+          .filter((o) => updatedParam(o) === undefined && !(o.name.startsWith('%') && !p.hostCarries.has(Number(o.name.slice(1)))))
+          .map((o) => o.name);
+        const out = await run(d, k, inputs, download);
+        for (const name of download) {
+          if (name.startsWith('%')) {
+            host[d].set(Number(name.slice(1)), out[name]);
+            if (stats) stats.toHost += bytes(out[name]);
+          } else results[d][name] = out[name];
+        }
+      }),
+    );
+  }
+  programs.forEach((p, d) => {
+    for (const o of p.hostOutputs) results[d][o.name] = host[d].get(o.id)!;
+  });
+  return results;
+}
+
+/** Segments run by the reference interpreter, each device's parameters held on the host (tests of the splitter). */
+export function interpreterSegmentRunner(programs: SegmentedProgram[], params: Record<string, HostTensor>[]): SegmentRunner {
+  const kept = programs.map(() => new Map<string, HostTensor>()); // device carries, as a device would keep them
+  return async (d, k, inputs, download) => {
+    const seg = programs[d].segments[k];
+    const out = interpret(seg, { inputs: { ...Object.fromEntries(kept[d]), ...inputs }, params: params[d] });
+    for (const o of seg.outputs) if (o.name.startsWith('%') && programs[d].deviceCarries.has(Number(o.name.slice(1)))) kept[d].set(o.name, out[o.name]);
+    for (const o of seg.outputs) {
+      const p = updatedParam(o);
+      if (p !== undefined) params[d][p] = out[o.name];
+    }
+    return Object.fromEntries(download.map((n) => [n, out[n]]));
+  };
+}
+
+/** `kiln compile --parallel ... --emit schedule|memory|wgsl`: every segment as `show` prints it, with the exchanges between. */
+export function describeSegmentedProgram(g: Graph, show: (segment: Graph) => string): string {
+  const p = splitAtCollectives(g);
+  const out = [`per-device program ${g.name} (every device runs it): ${p.segments.length} segment(s), collectives on the host between them`];
+  p.segments.forEach((seg, k) => {
+    const ex = p.exchanges[k];
+    if (ex.length) {
+      const kinds = [...new Set(ex.map((c) => c.op))].map((op) => `${ex.filter((c) => c.op === op).length} ${op}`).join(', ');
+      const bytes = ex.reduce((s, c) => s + c.inputs.reduce((a, i) => a + g.nodes[i].type.shape.reduce((x, y) => x * y, 1) * 4, 0), 0);
+      out.push(`// ----- exchange ${k}: ${kinds} (${bytes} bytes from each device) -----`);
+    }
+    out.push(`// ----- segment ${k}: ${seg.nodes.length} nodes, ${seg.outputs.length} outputs -----`);
+    out.push(seg.outputs.length ? show(seg) : '(empty)');
+  });
+  return out.join('\n');
+}

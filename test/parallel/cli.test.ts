@@ -1,0 +1,31 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const kiln = (...args: string[]) => {
+  const r = spawnSync(process.execPath, [join(process.cwd(), 'bin', 'kiln.js'), ...args], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+};
+const tmp = () => mkdtempSync(join(tmpdir(), 'kiln-par-'));
+const job = ['train', 'src/models/gpt.kiln', '--set', 'd=16,heads=2,layers=1,ctx=16', '--batch', '4', '--steps', '3', '--eval-every', '0', '--lr', '1e-2', '--seed', '1', '--device', 'interp', '--json'];
+const losses = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'step').map((r) => r.loss as number);
+
+describe('kiln train across (simulated) devices', () => {
+  it('dp=2 with ZeRO-1 and tp=2 report the single-device losses; bad meshes are refused without a stack trace', () => {
+    const one = kiln(...job, '--out', tmp());
+    expect(one.code, one.err).toBe(0);
+    const want = losses(one.out);
+    expect(want.length).toBe(3);
+    for (const mesh of [['--devices', '2', '--zero', '1'], ['--parallel', 'tp=2']]) {
+      const r = kiln(...job, ...mesh, '--out', tmp());
+      expect(r.code, r.err).toBe(0);
+      losses(r.out).forEach((l, i) => expect(Math.abs(l - want[i]) / want[i]).toBeLessThan(1e-6));
+    }
+    const bad = kiln(...job, '--devices', '3', '--out', tmp());
+    expect(bad.code).toBe(1);
+    expect(bad.err).toContain('--batch 4 does not split over dp=3 devices');
+    expect(bad.err).not.toMatch(/\n\s+at /);
+  });
+});
