@@ -403,7 +403,37 @@ def('split', ['x', 'parts', ['axis', int(-1)]], (a, cx) => {
 
 // ---- indexing ----
 
-def('gather', ['table', 'idx'], (a, cx) => cx.t(cx.op('gather', [cx.tensor(a.get('table')!, 'table'), cx.tensor(a.get('idx')!, 'idx')], {})));
+/**
+ * gather(x, idx, axis=0): x's slices along `axis` picked by idx; the result has idx's shape in place of that axis.
+ * Negative indices count from the end, as in Python (-1 is the last); an index still outside [0, size) after that
+ * reads as zeros (and `kiln run` warns about it).
+ */
+def('gather', ['table', 'idx', ['axis', int(0)]], (a, cx) => {
+  const t = cx.tensor(a.get('table')!, 'table');
+  const idx = cx.tensor(a.get('idx')!, 'idx');
+  if (!isInt(cx.dtypeOf(idx))) cx.fail(`gather(): idx must be an integer tensor, got ${cx.dtypeOf(idx)}`, 'idx');
+  const shape = cx.shapeOf(t);
+  if (!shape.length) cx.fail('gather(): needs a tensor of rank >= 1', 'table');
+  const axis = cx.axis(cx.integer(a.get('axis')!, 'axis'), shape.length);
+  let i = idx;
+  if (cx.dtypeOf(idx) === 'i32') {
+    const size = cx.op('constant', [], { dtype: 'i32', shape: [], values: [shape[axis]] });
+    i = cx.op('select', [cx.op('lt', [idx, cx.op('constant', [], { dtype: 'i32', shape: [], values: [0] })], {}), cx.op('add', [idx, size], {}), idx], {});
+  }
+  return cx.t(gatherAxis(cx, t, i, axis));
+});
+
+/** gather along any axis: the axis moved to the front, the IR's row gather, the index axes moved back in its place. */
+function gatherAxis(cx: Cx, t: number, idx: number, axis: number): number {
+  const r = cx.shapeOf(t).length;
+  const k = cx.shapeOf(idx).length;
+  const front = axis === 0 ? t : cx.op('transpose', [t], { perm: [axis, ...Array.from({ length: r }, (_, j) => j).filter((j) => j !== axis)] });
+  const g = cx.op('gather', [front, idx], {});
+  if (axis === 0) return g;
+  // g: [idx..., x's axes before `axis`..., after...] -> [before..., idx..., after...]
+  const perm = [...Array.from({ length: axis }, (_, j) => k + j), ...Array.from({ length: k }, (_, j) => j), ...Array.from({ length: r - 1 - axis }, (_, j) => k + axis + j)];
+  return cx.op('transpose', [g], { perm });
+}
 def('scatter_add', ['idx', 'updates', 'rows'], (a, cx) =>
   cx.t(cx.op('scatter_add', [cx.tensor(a.get('idx')!, 'idx'), cx.tensor(a.get('updates')!, 'updates')], { rows: cx.integer(a.get('rows')!, 'rows') })),
 );
@@ -416,7 +446,57 @@ def('iota', [['axis', int(0)], ['dtype', DT('i32')]], (a, cx) => {
   if (shape.some((d) => d < 0)) cx.fail(`iota(): invalid shape [${shape.join(', ')}]`);
   return cx.t(cx.op('iota', [], { shape, axis: cx.axis(cx.integer(a.get('axis')!, 'axis'), shape.length), dtype: cx.dtype(a.get('dtype')!, 'dtype') }));
 }, 'shape');
-def('arange', ['n', ['dtype', DT('i32')]], (a, cx) => cx.t(cx.op('iota', [], { shape: [cx.integer(a.get('n')!, 'n')], axis: 0, dtype: cx.dtype(a.get('dtype')!, 'dtype') })));
+/** arange(stop) / arange(start, stop, step=1): start, start + step, ... up to (not including) stop, as numpy. */
+def('arange', ['start', ['stop', NONE], ['step', int(1)], ['dtype', NONE]], (a, cx) => {
+  const stopV = a.get('stop')!;
+  const [start, stop] = stopV.k === 'none' ? [0, cx.number(a.get('start')!, 'start')] : [cx.number(a.get('start')!, 'start'), cx.number(stopV, 'stop')];
+  const step = cx.number(a.get('step')!, 'step');
+  if (step === 0) cx.fail('arange(): step must not be 0', 'step');
+  const allInt = [start, stop, step].every(Number.isInteger);
+  const dv = a.get('dtype')!;
+  const dtype = dv.k === 'none' ? (allInt ? 'i32' : 'f32') : cx.dtype(dv, 'dtype');
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  if (!isFloat(dtype) && !allInt) cx.fail(`arange(): ${dtype} needs integer start, stop and step`, 'dtype');
+  let x = cx.op('iota', [], { shape: [n], axis: 0, dtype });
+  if (step !== 1) x = cx.op('mul', [x, cx.op('constant', [], { dtype, shape: [], values: [step] })], {});
+  if (start !== 0) x = cx.op('add', [x, cx.op('constant', [], { dtype, shape: [], values: [start] })], {});
+  return cx.t(x);
+});
+
+/** triu(x, k=0) / tril(x, k=0): x with the elements below (above) the k-th diagonal of the last two axes set to 0. */
+for (const [name, cmp] of [['triu', 'ge'], ['tril', 'le']] as const) {
+  def(name, ['x', ['k', int(0)]], (a, cx) => {
+    const t = cx.tensor(a.get('x')!, 'x');
+    const s = cx.shapeOf(t);
+    if (s.length < 2) cx.fail(`${name}(): needs a tensor of rank >= 2, got rank ${s.length}`, 'x');
+    const [R, C] = s.slice(-2);
+    const row = cx.op('iota', [], { shape: [R, C], axis: 0, dtype: 'i32' });
+    const col = cx.op('iota', [], { shape: [R, C], axis: 1, dtype: 'i32' });
+    const k = cx.op('constant', [], { dtype: 'i32', shape: [], values: [cx.integer(a.get('k')!, 'k')] });
+    const keep = cx.op(cmp, [cx.op('sub', [col, row], {}), k], {});
+    const zero = cx.op('constant', [], { dtype: cx.dtypeOf(t), shape: [], values: [0] });
+    return cx.t(cx.op('select', [keep, t, zero], {}));
+  });
+}
+
+/** broadcast_to(x, *shape): numpy broadcasting to `shape`; expand(x, *shape) is the same with -1 keeping a size. */
+for (const name of ['broadcast_to', 'expand'] as const) {
+  def(name, ['x'], (a, cx) => {
+    const t = cx.tensor(a.get('x')!, 'x');
+    const s = cx.shapeOf(t);
+    const shape = shapeArg(a.get('shape')!, cx, 'shape').map((d, i) => {
+      if (d !== -1 || name === 'broadcast_to') return d;
+      const j = i - (shape0Len(a, cx) - s.length);
+      if (j < 0) cx.fail(`expand(): -1 at axis ${i} has no size to keep (x has rank ${s.length})`, 'shape');
+      return s[j];
+    });
+    if (shape.some((d) => d < 0)) cx.fail(`${name}(): invalid shape [${shape.join(', ')}]`, 'shape');
+    return cx.t(cx.op('broadcast', [t], { shape }));
+  }, 'shape');
+}
+function shape0Len(a: Map<string, Value>, cx: Cx): number {
+  return shapeArg(a.get('shape')!, cx, 'shape').length;
+}
 
 internal('index', ['x'], (a, cx, items) => {
   const x = a.get('x')!;

@@ -32,6 +32,46 @@ fn kiln_sigmoid(x: f32) -> f32 {
   return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }`;
 
+/**
+ * Integer pow, the semantics of `**` on i32/u32 tensors: x^y by repeated multiplication with two's-complement
+ * wrap-around at 32 bits (as the product of y copies of x in 32-bit integer arithmetic); a negative exponent gives the
+ * integer part of 1 / x^|y|: 1 for x = 1, ±1 for x = -1, 0 otherwise (0 for x = 0 too: no division error).
+ */
+export function intPow(x: number, y: number): number {
+  if (y < 0) return x === 1 ? 1 : x === -1 ? (y % 2 === 0 ? 1 : -1) : 0;
+  let r = 1;
+  let b = x | 0;
+  for (let e = y >>> 0; e > 0; e >>>= 1) {
+    if (e & 1) r = Math.imul(r, b);
+    b = Math.imul(b, b);
+  }
+  return r;
+}
+const WGSL_IPOW = /* wgsl */ `
+fn kiln_ipow_i32(x: i32, y: i32) -> i32 {
+  if (y < 0) { return select(select(0, select(-1, 1, (y & 1) == 0), x == -1), 1, x == 1); }
+  var r = 1;
+  var b = x;
+  var e = u32(y);
+  for (var k = 0u; k < 32u && e > 0u; k++) {
+    if ((e & 1u) != 0u) { r = r * b; }
+    b = b * b;
+    e = e >> 1u;
+  }
+  return r;
+}
+fn kiln_ipow_u32(x: u32, y: u32) -> u32 {
+  var r = 1u;
+  var b = x;
+  var e = y;
+  for (var k = 0u; k < 32u && e > 0u; k++) {
+    if ((e & 1u) != 0u) { r = r * b; }
+    b = b * b;
+    e = e >> 1u;
+  }
+  return r;
+}`;
+
 const sigmoid = (x: number) => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
 const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)));
 const geluErf = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
@@ -255,7 +295,6 @@ function arith(op: BinaryKind) {
   return (inputs: readonly TensorType[]): TensorType => {
     const d = requireSameDtype(op, inputs);
     if (d === 'bool') fail(op, inputs, 'operands must be numeric, got bool');
-    if (op === 'pow' && !isFloat(d)) fail(op, inputs, 'operands must be float');
     return { dtype: d, shape: broadcastShapes(op, [inputs[0].shape, inputs[1].shape]) };
   };
 }
@@ -334,7 +373,7 @@ export const binaryOps: BinaryRules = {
   pow: {
     arity: 2,
     infer: arith('pow'),
-    evaluate: (i, _a, out) => mapBroadcast(i, out, Math.pow),
+    evaluate: (i, _a, out) => mapBroadcast(i, out, out.dtype === 'i32' ? intPow : out.dtype === 'u32' ? (x, y) => intPow(x >>> 0, y >>> 0) >>> 0 : Math.pow),
     grad: {
       saves: { inputs: [0, 1], output: true },
       vjp: (b, n, g) => {
@@ -346,9 +385,14 @@ export const binaryOps: BinaryRules = {
       },
     },
     // WGSL pow is undefined for x < 0; integral exponents (x^2, x^3) are common in models, so handle the sign.
+    // Integer pow has no WGSL builtin: square-and-multiply with 32-bit wrapping, as intPow.
     lower: {
       kernel: 'elementwise',
-      expr: ([a, b]) => `select(pow(abs(${a}), ${b}) * select(1.0, -1.0, fract(${b} * 0.5) != 0.0 && ${a} < 0.0), pow(${a}, ${b}), ${a} >= 0.0 || fract(${b}) != 0.0)`,
+      expr: ([a, b], _at, _i, out) =>
+        out.dtype === 'i32' || out.dtype === 'u32'
+          ? `kiln_ipow_${out.dtype}(${a}, ${b})`
+          : `select(pow(abs(${a}), ${b}) * select(1.0, -1.0, fract(${b} * 0.5) != 0.0 && ${a} < 0.0), pow(${a}, ${b}), ${a} >= 0.0 || fract(${b}) != 0.0)`,
+      helpers: WGSL_IPOW,
     },
   },
   max: {
