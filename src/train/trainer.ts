@@ -380,7 +380,11 @@ export class Trainer {
         this.state.val.push({ step: this.state.step, loss: v });
         hooks.onEval?.(this.state.step, v);
       }
-      if (c.out && ((c.saveEvery > 0 && this.state.step % c.saveEvery === 0) || last)) hooks.onSave?.(await this.save(c.out));
+      if (c.out && ((c.saveEvery > 0 && this.state.step % c.saveEvery === 0) || last)) {
+        // saved whether or not a hook listens (`hooks.onSave?.(await ...)` would skip the save without one)
+        const dir = await this.save(c.out);
+        hooks.onSave?.(dir);
+      }
       if (hooks.stopAfter !== undefined && ++done >= hooks.stopAfter) return;
     }
   }
