@@ -41,8 +41,9 @@ export interface ModelInfo {
 function readSource(path: string): string {
   try {
     return readFileSync(path, 'utf8');
-  } catch {
-    throw new KilnError(`cannot read ${path}: no such file`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new KilnError(`cannot read ${path}: ${code === 'EISDIR' ? 'it is a folder' : code === 'ENOENT' ? 'no such file' : (code ?? String(e))}`);
   }
 }
 

@@ -26,6 +26,8 @@ export interface LowerOptions {
 
 const MAX_DEPTH = 64;
 const MAX_NODES = 2_000_000;
+/** Compile-time evaluation budget (expressions evaluated): exponential recursion fails in seconds, not hours. */
+export const MAX_EVAL_STEPS = 1_000_000;
 const CONFIG_TYPES = ['int', 'float', 'bool', 'str'];
 
 export class Env {
@@ -91,6 +93,7 @@ export class Lowerer {
   private rngSeed?: number;
   private stream = 0;
   private depth = 0;
+  private steps = 0;
 
   constructor(readonly main: Module) {}
 
@@ -448,6 +451,9 @@ export class Lowerer {
   // ---- expressions ----
 
   eval(e: Expr, env: Env): Value {
+    if (++this.steps > MAX_EVAL_STEPS) {
+      this.fail(env, e.span, `compile-time evaluation took more than ${MAX_EVAL_STEPS} steps (${this.b.nodes.length} graph nodes so far): is a recursion exponential, or a loop too long?`);
+    }
     switch (e.kind) {
       case 'num':
         return num(e.value, e.isInt);
