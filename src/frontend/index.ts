@@ -172,9 +172,9 @@ export function checkSource(text: string, file: string, opts: LowerOptions = {})
 export function checkFile(path: string, opts: LowerOptions = {}): Diagnostic[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [makeDiagnostic(`cannot read ${path}: no such file`, undefined, () => undefined)];
+    text = readSource(path);
+  } catch (e) {
+    return [makeDiagnostic((e as Error).message, undefined, () => undefined)];
   }
   return checkSource(text, path, opts);
 }

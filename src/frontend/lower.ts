@@ -26,6 +26,8 @@ export interface LowerOptions {
 
 const MAX_DEPTH = 64;
 const MAX_NODES = 2_000_000;
+/** Largest element count of a tensor: every index the kernels compute must fit a 32-bit signed integer. */
+export const MAX_ELEMENTS = 2 ** 31 - 1;
 /** Compile-time evaluation budget (expressions evaluated): exponential recursion fails in seconds, not hours. */
 export const MAX_EVAL_STEPS = 1_000_000;
 const CONFIG_TYPES = ['int', 'float', 'bool', 'str'];
@@ -110,12 +112,19 @@ export class Lowerer {
   /** Emits one IR node; shape-rule violations become diagnostics at `span`. */
   op<K extends OpKind>(env: Env, span: Span | undefined, kind: K, inputs: number[], attrs: AttrsOf<K>): number {
     if (this.b.nodes.length > MAX_NODES) this.fail(env, span, `the graph has more than ${MAX_NODES} nodes`);
+    let id: number;
     try {
-      return this.b.op(kind, inputs, attrs, { loc: this.loc(env, span) });
+      id = this.b.op(kind, inputs, attrs, { loc: this.loc(env, span) });
     } catch (e) {
       if (e instanceof ShapeError) throw new LowerError(e.message, this.loc(env, span));
       throw e;
     }
+    const { shape } = this.b.type(id);
+    const count = shape.reduce((a, d) => a * d, 1);
+    if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count > MAX_ELEMENTS) {
+      this.fail(env, span, `${kind} makes a tensor of shape ${fmtShape(shape)} (${count.toExponential(3)} elements): a tensor holds at most ${MAX_ELEMENTS} elements (2^31 - 1, the index range of the compiled kernels)`);
+    }
+    return id;
   }
   type(id: number): TensorType {
     return this.b.type(id);
@@ -221,7 +230,11 @@ export class Lowerer {
 
   lowerEntry(entry: FnDecl, graphName: string, opts: LowerOptions): Graph {
     const env = new Env(undefined, this.main);
+    const seenInputs = new Map<string, Span>();
     for (const p of entry.params) {
+      const first = seenInputs.get(p.name);
+      if (first) this.fail(env, p.span, `entry '${entry.name}' has two inputs named '${p.name}' (the first at line ${first.line})`);
+      seenInputs.set(p.name, p.span);
       if (!p.type || !p.type.dims && !DTYPES.includes(p.type.base as DType)) {
         this.fail(env, p.span, `entry input '${p.name}' needs a tensor type, e.g. ${p.name}: i32[B, T]`);
       }
@@ -246,6 +259,11 @@ export class Lowerer {
     }
     const result = this.runBody(entry, env);
     const outs = this.entryOutputs(entry, result, env);
+    const outNames = new Set<string>();
+    for (const [i, o] of outs.entries()) {
+      if (outNames.has(o.name)) this.fail(env, entry.ret?.outs[i]?.span ?? entry.nameSpan, `entry '${entry.name}' has two outputs named '${o.name}'`);
+      outNames.add(o.name);
+    }
     const g = this.b.build(graphName, outs);
     verify(g);
     return g;

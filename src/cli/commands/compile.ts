@@ -59,6 +59,13 @@ export async function compile(file: string, o: CompileOpts): Promise<void> {
       else text = generateKernels(s).map((k) => k.passes.map((p) => p.wgsl).join('\n')).join('\n');
     }
   }
-  if (o.output) writeFileSync(o.output, text + '\n');
+  if (o.output) {
+    try {
+      writeFileSync(o.output, text + '\n');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new KilnError(`-o ${o.output}: cannot write: ${code === 'EISDIR' ? 'it is a folder (give a file name)' : (code ?? String(e))}`);
+    }
+  }
   else process.stdout.write(text + '\n');
 }
