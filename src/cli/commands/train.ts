@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
+import { fsReason } from '../../train/checkpoint.js';
 import { openRunFolder } from '../../train/runfolder.js';
 import { collectSet, num, type ConfigValue } from '../options.js';
 
@@ -183,7 +184,11 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
       val: trainer.state.val,
       reference: job.objective === 'clm' ? { value: h, label: `unigram entropy ${h.toFixed(2)}` } : undefined,
     });
-    writeFileSync(join(o.out, 'loss.svg'), svg);
+    try {
+      writeFileSync(join(o.out, 'loss.svg'), svg);
+    } catch (e) {
+      throw new KilnError(`cannot write ${join(o.out, 'loss.svg')}: ${fsReason(e)} (the checkpoints are intact)`);
+    }
     const final = trainer.state.val.at(-1)?.loss;
     const summary = {
       type: 'summary',
