@@ -69,7 +69,7 @@ export function openRunFolder(dir: string): RunFolder {
       throw new KilnError(`--out ${dir} is locked by process ${owner.pid} on host ${owner.host} (since ${owner.started}); if no run is using it, delete ${path}`);
     }
     if (owner && processAlive(owner.pid) && owner.pid !== process.pid) {
-      throw new KilnError(`--out ${dir} is in use by another run (process ${owner.pid}, since ${owner.started}); use another --out, or wait for it to finish`);
+      throw new KilnError(`--out ${dir} is in use by another run (process ${owner.pid}, since ${owner.started}); use another --out, or wait for it to finish (if no run is using it, delete ${path})`);
     }
     if (attempt > 2) throw new KilnError(`--out ${dir}: cannot take the lock ${path}`);
     notes.push(`taking over the stale lock of ${dir}: ${owner ? `process ${owner.pid} (started ${owner.started}) is no longer running` : 'its lock file was unreadable'}`);
@@ -82,13 +82,22 @@ export function openRunFolder(dir: string): RunFolder {
   const removed = removeStaleTemporaries(dir);
   if (removed.length) notes.push(`removed ${removed.length} temporary checkpoint folder(s) left by runs that are gone: ${removed.join(', ')}`);
   let held = true;
+  // Ctrl-C or a polite kill releases the lock, then ends the process as the signal would have
+  const onSignal = (sig: NodeJS.Signals) => {
+    release();
+    process.kill(process.pid, sig);
+  };
   const release = () => {
     if (!held) return;
     held = false;
     process.off('exit', release);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     if (readLock(path)?.pid === process.pid) rmSync(path, { force: true });
   };
   process.on('exit', release);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   return { dir, notes, release };
 }
 

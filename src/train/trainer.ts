@@ -371,6 +371,8 @@ export class Trainer {
     const c = this.job.cfg;
     let done = 0;
     while (this.state.step < c.steps) {
+      // let the event loop run between steps (the interpreter never waits on anything): a signal is handled at once
+      await new Promise((r) => setImmediate(r));
       const rec = await this.step();
       hooks.onStep?.(rec);
       const last = this.state.step === c.steps;

@@ -60,6 +60,28 @@ describe('non-finite steps', () => {
     }
   });
 
+  it('--on-nonfinite skip on the WebGPU device: a NaN or infinite step leaves the parameters as they were', async () => {
+    const { sharedDevice } = await import('../runtime/helpers.js');
+    const { DeviceRunner } = await import('../../src/train/runner.js');
+    const g = buildTrainStep(joint(), { kind: 'adam', clip: 1, skipNonFinite: true });
+    const runner = await DeviceRunner.create(g, await sharedDevice(), 0);
+    try {
+      await runner.setParams(params);
+      await runner.run({ ...io, x: f32([3], [1, NaN, 1]) }, ['loss']);
+      await runner.run({ ...io, x: f32([3], [1, -Infinity, 1]) }, ['loss']);
+      const kept = await runner.getParams();
+      expect(Array.from(kept.w.data)).toEqual([1, 2, 3]);
+      expect(Array.from(kept['opt.v.w'].data)).toEqual([0, 0, 0]);
+      await runner.run({ ...io, x: f32([3], [1, 1, 1]) }, ['loss']);
+      const want = interpret(g, { inputs: { ...io, x: f32([3], [1, 1, 1]) }, params })[UPDATE_PREFIX + 'w'];
+      const got = (await runner.getParams(['w'])).w;
+      for (let i = 0; i < 3; i++) expect(got.data[i]).toBeCloseTo(want.data[i], 4);
+      expect(Array.from(got.data)).not.toEqual([1, 2, 3]);
+    } finally {
+      runner.destroy();
+    }
+  });
+
   it('a checkpoint holding a non-finite value is never written; the previous one stays', () => {
     const dir = fresh();
     saveCheckpoint(dir, 2, { w: f32([2], [1, 2]) }, {}, meta);
@@ -253,6 +275,15 @@ describe('the run folder', () => {
     expect(second.status).toBe(1);
     expect(second.stderr).toContain(`error: --out ${out} is in use by another run (process ${first.pid}`);
     expect(await exited).toBe(0);
+    // SIGTERM mid-run releases the lock on the way out
+    const third = spawn(process.execPath, cli(out, ['--steps', '400', '--allow-change', 'steps', '--resume', out]), { stdio: 'ignore' });
+    const thirdExit = new Promise((r) => third.on('exit', (code, sig) => r(sig)));
+    while (!existsSync(join(out, '.lock'))) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    third.kill('SIGTERM');
+    expect(await thirdExit).toBe('SIGTERM');
+    expect(existsSync(join(out, '.lock'))).toBe(false);
+    expect(loadCheckpoint(out).state.step).toBeGreaterThanOrEqual(40);
     expect(JSON.parse(stdout.trim().split('\n').at(-1)!).steps).toBe(40);
     expect(loadCheckpoint(out).state.step).toBe(40);
     expect(existsSync(join(out, '.lock'))).toBe(false);
