@@ -119,13 +119,27 @@ export class Lowerer {
       if (e instanceof ShapeError) throw new LowerError(e.message, this.loc(env, span));
       throw e;
     }
-    const { shape } = this.b.type(id);
+    const { shape, dtype } = this.b.type(id);
+    if (kind === 'constant') this.checkConstant(env, span, dtype, (attrs as AttrsOf<'constant'>).values);
     const count = shape.reduce((a, d) => a * d, 1);
     if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count > MAX_ELEMENTS) {
       this.fail(env, span, `${kind} makes a tensor of shape ${fmtShape(shape)} (${count.toExponential(3)} elements): a tensor holds at most ${MAX_ELEMENTS} elements (2^31 - 1, the index range of the compiled kernels)`);
     }
     return id;
   }
+  /** A literal must be representable in its dtype: the interpreter would wrap it and WGSL would refuse the literal. */
+  private checkConstant(env: Env, span: Span | undefined, dtype: DType, values: ArrayLike<number>): void {
+    const range: Partial<Record<DType, [number, number]>> = { i32: [-(2 ** 31), 2 ** 31 - 1], u32: [0, 2 ** 32 - 1], f32: [-3.4028234663852886e38, 3.4028234663852886e38] };
+    const r = range[dtype];
+    if (!r) return;
+    for (let i = 0; i < Math.min(values.length, 1 << 16); i++) {
+      const v = values[i];
+      if (Number.isFinite(v) ? v < r[0] || v > r[1] : dtype !== 'f32') {
+        this.fail(env, span, `the value ${v} does not fit ${dtype} (${r[0]} .. ${r[1]})${dtype === 'f32' ? '' : ': it would wrap around'}`);
+      }
+    }
+  }
+
   type(id: number): TensorType {
     return this.b.type(id);
   }

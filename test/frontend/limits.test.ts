@@ -56,6 +56,15 @@ describe('budgets and sizes', () => {
     expect(diag(entry('  return x + sum(zeros(65536, 32768))'))).toMatch(/\[65536, 32768\] \(2.147e\+9 elements\)/); // 2^31: one too many
     expect(checkSource(entry('  return x + sum(zeros(2147483647, 1))'), 'h.kiln')).toEqual([]);
   });
+
+  it('literals that do not fit their dtype are refused (they would wrap, and WGSL would refuse 1000000000000u)', () => {
+    expect(diag(entry('  return x + 1000000000000', 'x: u32[d]) -> y: u32[d]'))).toBe('h.kiln:6:10: error: the value 1000000000000 does not fit u32 (0 .. 4294967295): it would wrap around');
+    expect(diag(entry('  return x + 1e24', 'x: i32[d]) -> y: i32[d]'))).toMatch(/^h.kiln:6:10: error: the value 1e\+24 does not fit i32/);
+    expect(diag(entry('  return x * 1e39'))).toMatch(/^h.kiln:6:10: error: the value 1e\+39 does not fit f32/);
+    const { graph } = compileSource(entry('  return x + 4294967295', 'x: u32[d]) -> y: u32[d]'), 'h.kiln');
+    const y = interpret(graph, { inputs: { x: { dtype: 'u32', shape: [4], data: Uint32Array.of(0, 0, 0, 0) } } }).y;
+    expect(Array.from(y.data)).toEqual([4294967295, 4294967295, 4294967295, 4294967295]);
+  });
 });
 
 describe('ordinary mistakes are positioned errors', () => {
