@@ -155,26 +155,25 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
     }
     const progress = makeProgress(steps, trainer.state.step, o.json ? 'json' : process.stdout.isTTY ? 'bar' : 'lines');
     let first = true;
-    await trainer
-      .run({
-      onStep: (r) => {
-        if (first) {
-          first = false;
-          progress.note(`first step done ${((performance.now() - t0) / 1000).toFixed(1)} s after start (compile, pipelines, first run)`);
-        }
-        progress.step(r);
-      },
-      onEval: (step, loss) => {
-        progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)})`);
-        progress.event({ type: 'eval', step, loss });
-      },
-      onSave: (dir) => progress.event({ type: 'checkpoint', dir }),
-    })
-      .catch((e) => {
-        progress.stop();
-        throw e;
+    try {
+      await trainer.run({
+        onStep: (r) => {
+          if (first) {
+            first = false;
+            progress.note(`first step done ${((performance.now() - t0) / 1000).toFixed(1)} s after start (compile, pipelines, first run)`);
+          }
+          progress.step(r);
+        },
+        onEval: (step, loss) => {
+          progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)})`);
+          progress.event({ type: 'eval', step, loss });
+        },
+        onSave: (dir) => progress.event({ type: 'checkpoint', dir }),
       });
-    progress.stop();
+    } finally {
+      // also when the run stops on an error (divergence, a failed save): the message follows the last progress line
+      progress.stop();
+    }
     const hist = trainer.state.history;
     const tail = hist.slice(-Math.max(1, Math.floor(hist.length / 10)));
     const tps = tail.reduce((s, r) => s + r.tokens, 0) / (tail.reduce((s, r) => s + r.ms, 0) / 1000);
