@@ -85,6 +85,11 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 1;
       return;
     }
+    if (e instanceof RangeError && /Array buffer allocation failed|Invalid typed array length/.test(e.message)) {
+      process.stderr.write(`error: out of memory: a tensor of this program does not fit in this machine's memory (${e.message}); use smaller sizes\n`);
+      process.exitCode = 1;
+      return;
+    }
     process.stderr.write(`internal error (a bug in Kiln, please report it):\n${(e as Error)?.stack ?? e}\n`);
     process.exitCode = 70;
   }

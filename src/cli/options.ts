@@ -44,6 +44,7 @@ export function collectDims(value: string, prev: Record<string, number> = {}): R
     const [k, v] = splitPair('--dim', part);
     const n = Number(v);
     if (!Number.isInteger(n) || n <= 0) throw new KilnError(`--dim ${k} must be a positive integer, got '${v}'`);
+    if (n > 2 ** 31 - 1) throw new KilnError(`--dim ${k}=${v} is too large: a dimension is at most ${2 ** 31 - 1}`);
     out[k] = n;
   }
   return out;

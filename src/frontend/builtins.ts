@@ -202,7 +202,11 @@ for (const op of ['+', '-', '*', '/', '//', '%', '@', '**', '==', '!=', '<', '<=
 internal('neg', ['x'], (a, cx) => {
   const x = a.get('x')!;
   if (x.k === 'num') return num(-x.v, x.int);
-  return cx.t(cx.op('neg', [cx.tensor(x, 'x')], {}));
+  const t = cx.tensor(x, 'x');
+  // one rule on every device: the interpreter would wrap around and WGSL has no unary minus on u32
+  const dtype = cx.dtypeOf(t);
+  if (dtype === 'u32' || dtype === 'bool') cx.fail(`unary minus is not defined on ${dtype} tensors (it would wrap around): cast to i32 or f32 first, e.g. -x.to(i32)`);
+  return cx.t(cx.op('neg', [t], {}));
 });
 internal('not', ['x'], (a, cx) => {
   const x = a.get('x')!;

@@ -7,7 +7,7 @@
 import type { IToken } from 'chevrotain';
 import type { ConfigDecl, DimDecl, FnDecl, OutputDecl, Span, Stmt, TopLevel } from './ast.js';
 import { DiagnosticError, locOf, makeDiagnostic } from './diagnostics.js';
-import { lexComments, parse } from './parser.js';
+import { lexComments, parse, stripBom } from './parser.js';
 import { exprText, targetText, typeText } from './print.js';
 
 interface Item {
@@ -177,7 +177,8 @@ function topItem(t: TopLevel): Item {
   return fnItem(t);
 }
 
-export function formatSource(text: string, file: string): string {
+export function formatSource(source: string, file: string): string {
+  const text = stripBom(source);
   const { program, errors } = parse(text);
   if (errors.length) {
     throw new DiagnosticError(errors.map((e) => makeDiagnostic(e.message, locOf(file, e.span), () => text)));

@@ -41,8 +41,9 @@ export interface ModelInfo {
 function readSource(path: string): string {
   try {
     return readFileSync(path, 'utf8');
-  } catch {
-    throw new KilnError(`cannot read ${path}: no such file`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new KilnError(`cannot read ${path}: ${code === 'EISDIR' ? 'it is a folder' : code === 'ENOENT' ? 'no such file' : (code ?? String(e))}`);
   }
 }
 
@@ -171,9 +172,9 @@ export function checkSource(text: string, file: string, opts: LowerOptions = {})
 export function checkFile(path: string, opts: LowerOptions = {}): Diagnostic[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return [makeDiagnostic(`cannot read ${path}: no such file`, undefined, () => undefined)];
+    text = readSource(path);
+  } catch (e) {
+    return [makeDiagnostic((e as Error).message, undefined, () => undefined)];
   }
   return checkSource(text, path, opts);
 }

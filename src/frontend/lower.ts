@@ -26,6 +26,10 @@ export interface LowerOptions {
 
 const MAX_DEPTH = 64;
 const MAX_NODES = 2_000_000;
+/** Largest element count of a tensor: every index the kernels compute must fit a 32-bit signed integer. */
+export const MAX_ELEMENTS = 2 ** 31 - 1;
+/** Compile-time evaluation budget (expressions evaluated): exponential recursion fails in seconds, not hours. */
+export const MAX_EVAL_STEPS = 1_000_000;
 const CONFIG_TYPES = ['int', 'float', 'bool', 'str'];
 
 export class Env {
@@ -91,6 +95,7 @@ export class Lowerer {
   private rngSeed?: number;
   private stream = 0;
   private depth = 0;
+  private steps = 0;
 
   constructor(readonly main: Module) {}
 
@@ -107,13 +112,34 @@ export class Lowerer {
   /** Emits one IR node; shape-rule violations become diagnostics at `span`. */
   op<K extends OpKind>(env: Env, span: Span | undefined, kind: K, inputs: number[], attrs: AttrsOf<K>): number {
     if (this.b.nodes.length > MAX_NODES) this.fail(env, span, `the graph has more than ${MAX_NODES} nodes`);
+    let id: number;
     try {
-      return this.b.op(kind, inputs, attrs, { loc: this.loc(env, span) });
+      id = this.b.op(kind, inputs, attrs, { loc: this.loc(env, span) });
     } catch (e) {
       if (e instanceof ShapeError) throw new LowerError(e.message, this.loc(env, span));
       throw e;
     }
+    const { shape, dtype } = this.b.type(id);
+    if (kind === 'constant') this.checkConstant(env, span, dtype, (attrs as AttrsOf<'constant'>).values);
+    const count = shape.reduce((a, d) => a * d, 1);
+    if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count > MAX_ELEMENTS) {
+      this.fail(env, span, `${kind} makes a tensor of shape ${fmtShape(shape)} (${count.toExponential(3)} elements): a tensor holds at most ${MAX_ELEMENTS} elements (2^31 - 1, the index range of the compiled kernels)`);
+    }
+    return id;
   }
+  /** A literal must be representable in its dtype: the interpreter would wrap it and WGSL would refuse the literal. */
+  private checkConstant(env: Env, span: Span | undefined, dtype: DType, values: ArrayLike<number>): void {
+    const range: Partial<Record<DType, [number, number]>> = { i32: [-(2 ** 31), 2 ** 31 - 1], u32: [0, 2 ** 32 - 1], f32: [-3.4028234663852886e38, 3.4028234663852886e38] };
+    const r = range[dtype];
+    if (!r) return;
+    for (let i = 0; i < Math.min(values.length, 1 << 16); i++) {
+      const v = values[i];
+      if (Number.isFinite(v) ? v < r[0] || v > r[1] : dtype !== 'f32') {
+        this.fail(env, span, `the value ${v} does not fit ${dtype} (${r[0]} .. ${r[1]})${dtype === 'f32' ? '' : ': it would wrap around'}`);
+      }
+    }
+  }
+
   type(id: number): TensorType {
     return this.b.type(id);
   }
@@ -218,7 +244,11 @@ export class Lowerer {
 
   lowerEntry(entry: FnDecl, graphName: string, opts: LowerOptions): Graph {
     const env = new Env(undefined, this.main);
+    const seenInputs = new Map<string, Span>();
     for (const p of entry.params) {
+      const first = seenInputs.get(p.name);
+      if (first) this.fail(env, p.span, `entry '${entry.name}' has two inputs named '${p.name}' (the first at line ${first.line})`);
+      seenInputs.set(p.name, p.span);
       if (!p.type || !p.type.dims && !DTYPES.includes(p.type.base as DType)) {
         this.fail(env, p.span, `entry input '${p.name}' needs a tensor type, e.g. ${p.name}: i32[B, T]`);
       }
@@ -243,6 +273,11 @@ export class Lowerer {
     }
     const result = this.runBody(entry, env);
     const outs = this.entryOutputs(entry, result, env);
+    const outNames = new Set<string>();
+    for (const [i, o] of outs.entries()) {
+      if (outNames.has(o.name)) this.fail(env, entry.ret?.outs[i]?.span ?? entry.nameSpan, `entry '${entry.name}' has two outputs named '${o.name}'`);
+      outNames.add(o.name);
+    }
     const g = this.b.build(graphName, outs);
     verify(g);
     return g;
@@ -448,6 +483,9 @@ export class Lowerer {
   // ---- expressions ----
 
   eval(e: Expr, env: Env): Value {
+    if (++this.steps > MAX_EVAL_STEPS) {
+      this.fail(env, e.span, `compile-time evaluation took more than ${MAX_EVAL_STEPS} steps (${this.b.nodes.length} graph nodes so far): is a recursion exponential, or a loop too long?`);
+    }
     switch (e.kind) {
       case 'num':
         return num(e.value, e.isInt);

@@ -8,7 +8,7 @@ import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FnDecl, ModelDecl, Program, Span } from './ast.js';
 import { type Diagnostic, locOf, makeDiagnostic } from './diagnostics.js';
-import { parse } from './parser.js';
+import { parse, stripBom } from './parser.js';
 
 export const MODELS_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../models');
 export const STDLIB_DIR = join(MODELS_DIR, 'std');
@@ -50,7 +50,8 @@ export function loadProgram(file: string, text: string): Loaded {
   const src = (f: string) => sources.get(f);
   const diag = (m: Module, msg: string, span: Span | undefined) => diagnostics.push(makeDiagnostic(msg, locOf(m.file, span), src));
 
-  const load = (abs: string, shown: string, body: string, isMain: boolean, stack: string[]): Module => {
+  const load = (abs: string, shown: string, source: string, isMain: boolean, stack: string[]): Module => {
+    const body = stripBom(source);
     sources.set(shown, body);
     const { program, errors } = parse(body);
     const m: Module = { file: shown, abs, text: body, program, scope: new Map(), isMain };
@@ -84,7 +85,15 @@ export function loadProgram(file: string, text: string): Loaded {
           diag(m, `cannot find imported file '${it.path}' (looked for ${displayPath(target)})`, it.span);
           continue;
         }
-        dep = load(target, displayPath(target), readFileSync(target, 'utf8'), false, chain);
+        let text: string;
+        try {
+          text = readFileSync(target, 'utf8');
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          diag(m, `cannot read imported file '${it.path}' (${displayPath(target)}): ${code === 'EISDIR' ? 'it is a folder' : (code ?? String(e))}`, it.span);
+          continue;
+        }
+        dep = load(target, displayPath(target), text, false, chain);
       }
       for (const [name, entry] of dep.scope) {
         const have = m.scope.get(name);

@@ -664,9 +664,65 @@ export interface SyntaxError {
   span: Span;
 }
 
-export function parse(text: string): { program: Program; errors: SyntaxError[] } {
+/** A UTF-8 byte-order mark some editors write is not part of the source. */
+export const stripBom = (text: string) => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+
+/**
+ * Nesting limits: the parser and the lowering recurse once per level, so an absurd depth (200 nested parentheses,
+ * 50,000 unary minuses, a sum of 5,000 terms) is refused with a position instead of overflowing the stack.
+ */
+export const MAX_NESTING = 100;
+export const MAX_EXPR_DEPTH = 1000;
+
+const OPEN = new Set(['LParen', 'LBracket', 'LBrace']);
+const CLOSE = new Set(['RParen', 'RBracket', 'RBrace']);
+const PREFIX = new Set(['Minus', 'Plus', 'not']);
+
+/** Bracket/block depth and runs of prefix operators, on the tokens (before any recursion). */
+function tokenNesting(tokens: IToken[]): SyntaxError | undefined {
+  let depth = 0;
+  let run = 0;
+  let prev: IToken | undefined;
+  const chains: number[] = []; // `else if` chain length per block depth (each link nests one level in the tree)
+  for (const [i, t] of tokens.entries()) {
+    const k = t.tokenType.name;
+    if (k === 'if' && prev?.tokenType.name === 'else') {
+      chains[depth] = (chains[depth] ?? 0) + 1;
+      if (chains[depth] > MAX_NESTING) return { message: `more than ${MAX_NESTING} 'else if' in one chain here: use a lookup or split it up`, span: tokSpan(t) };
+    }
+    if (k === 'RBrace' && tokens[i + 1]?.tokenType.name !== 'else') chains[Math.max(0, depth - 1)] = 0;
+    if (OPEN.has(k) && ++depth > MAX_NESTING) return { message: `brackets and blocks nest deeper than ${MAX_NESTING} levels here: simplify the code`, span: tokSpan(t) };
+    if (CLOSE.has(k)) depth = Math.max(0, depth - 1);
+    // a prefix operator follows another operator, an opening bracket, or nothing
+    const prefix = PREFIX.has(k) && (!prev || !/^(Identifier|Integer|Float|StringLit|RParen|RBracket|true|false|none)$/.test(prev.tokenType.name));
+    run = prefix ? run + 1 : 0;
+    if (run > MAX_NESTING) return { message: `more than ${MAX_NESTING} prefix operators in a row here: simplify the expression`, span: tokSpan(t) };
+    prev = t;
+  }
+  return undefined;
+}
+
+/** Depth of the syntax tree, walked with an explicit stack; the first node past the limit. */
+function treeTooDeep(program: Program): SyntaxError | undefined {
+  const stack: [unknown, number][] = [[program, 0]];
+  while (stack.length) {
+    const [node, d] = stack.pop()!;
+    if (!node || typeof node !== 'object') continue;
+    const isNode = !Array.isArray(node) && 'kind' in node;
+    if (isNode && d > MAX_EXPR_DEPTH) {
+      return { message: `the code nests deeper than ${MAX_EXPR_DEPTH} levels here (a very long chain of operators or nested statements): split it up`, span: (node as { span?: Span }).span ?? NOSPAN };
+    }
+    for (const [k, v] of Object.entries(node)) if (k !== 'span' && v && typeof v === 'object') stack.push([v, d + (isNode ? 1 : 0)]);
+  }
+  return undefined;
+}
+
+export function parse(source: string): { program: Program; errors: SyntaxError[] } {
   const parser = (parserInstance ??= new KilnParser());
+  const text = stripBom(source);
   const lex = T.KilnLexer.tokenize(text);
+  const nesting = tokenNesting(lex.tokens);
+  if (nesting) return { program: { items: [] }, errors: [nesting] };
   const errors: SyntaxError[] = lex.errors.map((e: ILexingError) => ({
     message: `unexpected character '${text.substr(e.offset, Math.max(1, Math.min(e.length, 1)))}'`,
     span: { line: e.line ?? 1, col: e.column ?? 1, endLine: e.line ?? 1, endCol: e.column ?? 1 },
@@ -674,13 +730,15 @@ export function parse(text: string): { program: Program; errors: SyntaxError[] }
   parser.input = lex.tokens;
   const program = parser.program();
   for (const e of parser.errors) errors.push(syntaxError(e, text));
+  const deep = program && !errors.length ? treeTooDeep(program) : undefined;
+  if (deep) return { program: { items: [] }, errors: [deep] };
   errors.sort((a, b) => a.span.line - b.span.line || a.span.col - b.span.col);
   return { program: program ?? { items: [] }, errors };
 }
 
 /** Lexes only: the formatter needs the comments, which the parser never sees. */
 export function lexComments(text: string): IToken[] {
-  return (T.KilnLexer.tokenize(text).groups.comments ?? []) as IToken[];
+  return (T.KilnLexer.tokenize(stripBom(text)).groups.comments ?? []) as IToken[];
 }
 
 function describe(t: IToken): string {

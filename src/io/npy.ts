@@ -72,11 +72,19 @@ export function decodeNpy(bytes: Uint8Array, file = '<npy>'): HostTensor {
     .map((s) => s.trim())
     .filter((s) => s.length)
     .map(Number);
+  const badDim = shape.findIndex((d) => !Number.isSafeInteger(d) || d < 0);
+  if (badDim >= 0) bad(`shape (${shapeText!.trim()}) has an invalid dimension '${shapeText!.split(',')[badDim]?.trim()}' (dimensions are non-negative integers)`);
   const n = numel(shape);
+  if (n > 2 ** 31 - 1) bad(`shape (${shape.join(', ')}) has ${n} elements, more than a tensor may hold (${2 ** 31 - 1})`);
   const item = { '<f4': 4, '<f2': 2, '<i4': 4, '<u4': 4, '|b1': 1, '<i8': 8, '<f8': 8, '|u1': 1, '<u8': 8 }[descr!]!;
   const off = start + hlen;
   if (off + n * item > bytes.length) bad(`truncated data: shape (${shape.join(', ')}) needs ${n * item} bytes, file has ${bytes.length - off}`);
   const data = allocData(dtype, n);
+  // int64/uint64 are read as 32-bit: a value that does not fit is refused, never wrapped (2^32 + 3 is not 3)
+  const narrow = (v: bigint, lo: number, hi: number, i: number): number => {
+    if (v < BigInt(lo) || v > BigInt(hi)) bad(`element ${i} is ${v}, outside the range of ${dtype === 'i32' ? 'int32' : 'uint32'} (${lo} .. ${hi}) that ${descr} values are read as`);
+    return Number(v);
+  };
   const body = new DataView(bytes.buffer, bytes.byteOffset + off);
   for (let i = 0; i < n; i++) {
     switch (descr) {
@@ -84,9 +92,9 @@ export function decodeNpy(bytes: Uint8Array, file = '<npy>'): HostTensor {
       case '<f8': data[i] = body.getFloat64(i * 8, true); break;
       case '<f2': data[i] = f16BitsToF32(body.getUint16(i * 2, true)); break;
       case '<i4': data[i] = body.getInt32(i * 4, true); break;
-      case '<i8': data[i] = Number(body.getBigInt64(i * 8, true)); break;
+      case '<i8': data[i] = narrow(body.getBigInt64(i * 8, true), -(2 ** 31), 2 ** 31 - 1, i); break;
       case '<u4': data[i] = body.getUint32(i * 4, true); break;
-      case '<u8': data[i] = Number(body.getBigUint64(i * 8, true)); break;
+      case '<u8': data[i] = narrow(body.getBigUint64(i * 8, true), 0, 2 ** 32 - 1, i); break;
       case '|u1': data[i] = body.getUint8(i); break;
       case '|b1': data[i] = body.getUint8(i) ? 1 : 0; break;
     }
@@ -98,12 +106,17 @@ export function readNpy(path: string): HostTensor {
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(path);
-  } catch {
-    throw new KilnError(`cannot read ${path}: no such file`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new KilnError(`cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder' : (code ?? String(e))}`);
   }
   return decodeNpy(bytes, path);
 }
 
 export function writeNpy(path: string, t: HostTensor): void {
-  writeFileSync(path, encodeNpy(t));
+  try {
+    writeFileSync(path, encodeNpy(t));
+  } catch (e) {
+    throw new KilnError(`cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
 }

@@ -3,7 +3,11 @@
  * newest step. A step folder is written under a temporary name, fsynced and renamed, then `latest` is replaced by
  * rename, so a crash at any point leaves the previous checkpoint intact and loadable. state.json carries the
  * SHA-256 of both tensor files; loading verifies them, the format and every shape before returning anything, so
- * a corrupt, truncated or mismatched checkpoint is refused before any training state is touched.
+ * a corrupt, truncated or mismatched checkpoint is refused before any training state is touched. state.json itself
+ * carries the SHA-256 of its other fields, so an edited or damaged state (a step of -5) is refused too.
+ *
+ * A checkpoint never holds a non-finite value: saving one is refused. A failed write (a full disk, a read-only
+ * folder) removes its temporary folder and leaves `latest` and every older step untouched.
  */
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +26,8 @@ export interface CheckpointState {
   /** Anything the trainer needs to continue exactly: data position, RNG states, schedule, loss history. */
   train: Record<string, unknown>;
   files: { params: string; optim: string };
+  /** SHA-256 of this object's JSON without `checksum` (see stateChecksum). */
+  checksum?: string;
 }
 
 export interface Checkpoint {
@@ -31,7 +37,40 @@ export interface Checkpoint {
   optim: Record<string, HostTensor>;
 }
 
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
+
+/** JSON numbers and strings round-trip exactly, so re-serialising the parsed fields reproduces the hashed text. */
+const stateChecksum = (s: CheckpointState) => sha256(JSON.stringify({ ...s, checksum: undefined }));
+
+/** The first non-finite value among the tensors, if any: such a checkpoint is never written. */
+export function firstNonFinite(tensors: Record<string, HostTensor>): { name: string; index: number; value: number } | undefined {
+  for (const [name, t] of Object.entries(tensors)) {
+    if (t.dtype !== 'f32' && t.dtype !== 'f16') continue;
+    const d = t.data;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return { name, index: i, value: d[i] };
+  }
+  return undefined;
+}
+
+/** A file-system error as a sentence: the code and what it means, not a stack. */
+export function fsReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const why: Record<string, string> = {
+    ENOSPC: 'no space left on the device',
+    EDQUOT: 'disk quota exceeded',
+    EROFS: 'the file system is read-only',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    ENOTDIR: 'a part of the path is a file, not a folder',
+    EEXIST: 'it exists and is not a folder',
+    EIO: 'an input/output error',
+    ENAMETOOLONG: 'the name is too long',
+  };
+  return err?.code ? `${err.code}: ${why[err.code] ?? err.message}` : String((e as Error)?.message ?? e);
+}
+
+/** Step folders of a run, oldest first. */
+export const stepFolders = (dir: string) => (existsSync(dir) ? readdirSync(dir).filter((f) => /^step-\d+$/.test(f)).sort() : []);
 
 function writeSynced(path: string, data: Uint8Array | string): void {
   writeFileSync(path, data);
@@ -48,25 +87,37 @@ export function saveCheckpoint(
   meta: { model: CheckpointState['model']; train: Record<string, unknown> },
   keep = 2,
 ): string {
-  mkdirSync(dir, { recursive: true });
+  const bad = firstNonFinite(params) ?? firstNonFinite(optim);
+  if (bad) throw new KilnError(`refusing to write checkpoint step ${step} to ${dir}: '${bad.name}' holds ${bad.value} at element ${bad.index} (a checkpoint never holds a non-finite value)`);
   const name = `step-${String(step).padStart(7, '0')}`;
   const tmp = join(dir, `.tmp-${name}-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  const p = encodeSafetensors(params, { format: 'pt' });
-  const o = encodeSafetensors(optim, { format: 'pt' });
-  writeSynced(join(tmp, 'params.safetensors'), p);
-  writeSynced(join(tmp, 'optim.safetensors'), o);
-  const state: CheckpointState = { format: 'kiln-checkpoint', version: 1, step, model: meta.model, train: meta.train, files: { params: sha256(p), optim: sha256(o) } };
-  writeSynced(join(tmp, 'state.json'), JSON.stringify(state, null, 1));
+  const previous = stepFolders(dir).at(-1);
+  try {
+    mkdirSync(dir, { recursive: true });
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+    const p = encodeSafetensors(params, { format: 'pt' });
+    const o = encodeSafetensors(optim, { format: 'pt' });
+    writeSynced(join(tmp, 'params.safetensors'), p);
+    writeSynced(join(tmp, 'optim.safetensors'), o);
+    const state: CheckpointState = { format: 'kiln-checkpoint', version: 1, step, model: meta.model, train: meta.train, files: { params: sha256(p), optim: sha256(o) } };
+    state.checksum = stateChecksum(state);
+    writeSynced(join(tmp, 'state.json'), JSON.stringify(state, null, 1));
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw new KilnError(
+      `cannot write checkpoint step ${step} to ${dir}: ${fsReason(e)}; ` +
+        (previous ? `the previous checkpoint ${join(dir, previous)} is intact` : 'no earlier checkpoint exists in this folder'),
+    );
+  }
   const final = join(dir, name);
   rmSync(final, { recursive: true, force: true });
   renameSync(tmp, final);
   const latestTmp = join(dir, `.latest-${process.pid}`);
   writeSynced(latestTmp, name + '\n');
   renameSync(latestTmp, join(dir, 'latest'));
-  // keep the newest `keep` step folders
-  const steps = readdirSync(dir).filter((f) => /^step-\d+$/.test(f)).sort();
+  // keep the newest `keep` step folders (every one of them is finite: a non-finite one is never written)
+  const steps = stepFolders(dir);
   for (const old of steps.slice(0, Math.max(0, steps.length - keep))) rmSync(join(dir, old), { recursive: true, force: true });
   return final;
 }
@@ -110,6 +161,9 @@ export function loadCheckpoint(path: string, expected?: ExpectedShapes): Checkpo
     throw new KilnError(`checkpoint ${dir}: state.json is unreadable or not valid JSON (corrupt checkpoint)`);
   }
   if (state?.format !== 'kiln-checkpoint' || state.version !== 1 || !state.files) throw new KilnError(`checkpoint ${dir}: state.json is not a Kiln checkpoint v1`);
+  if (typeof state.checksum !== 'string') throw new KilnError(`checkpoint ${dir}: state.json has no checksum (written by an older Kiln, or edited)`);
+  if (stateChecksum(state) !== state.checksum) throw new KilnError(`checkpoint ${dir}: state.json was edited or is corrupt (checksum mismatch)`);
+  if (!Number.isInteger(state.step) || state.step < 0) throw new KilnError(`checkpoint ${dir}: state.json has an invalid step ${JSON.stringify(state.step)}`);
   if (expected?.modelName && state.model?.name !== expected.modelName) {
     throw new KilnError(`checkpoint ${dir} is of model '${state.model?.name}', not '${expected.modelName}'`);
   }
@@ -120,9 +174,20 @@ export function loadCheckpoint(path: string, expected?: ExpectedShapes): Checkpo
     if (sha256(bytes) !== state.files[f]) throw new KilnError(`checkpoint ${dir}: ${f}.safetensors is corrupt or truncated (checksum mismatch)`);
     return decodeSafetensors(bytes, file).tensors;
   };
-  const params = read('params');
-  const optim = read('optim');
-  if (expected?.params) checkShapes('parameter', dir, params, expected.params);
-  if (expected?.optim) checkShapes('optimizer state', dir, optim, expected.optim);
-  return { dir, state, params, optim };
+  const ck = { dir, state, params: read('params'), optim: read('optim') };
+  if (expected) validateCheckpoint(ck, expected);
+  return ck;
+}
+
+/**
+ * The one check of a checkpoint against a model, used by every verb (train --resume, eval, sample): the model's
+ * name, and exactly its parameters (none missing, none extra, same dtypes and shapes), and the optimizer state
+ * when resuming.
+ */
+export function validateCheckpoint(ck: Checkpoint, expected: ExpectedShapes): void {
+  if (expected.modelName && ck.state.model?.name !== expected.modelName) {
+    throw new KilnError(`checkpoint ${ck.dir} is of model '${ck.state.model?.name}', not '${expected.modelName}'`);
+  }
+  if (expected.params) checkShapes('parameter', ck.dir, ck.params, expected.params);
+  if (expected.optim) checkShapes('optimizer state', ck.dir, ck.optim, expected.optim);
 }

@@ -33,7 +33,9 @@ export function corpusFiles(data: string): string[] {
       .map((f) => join(dir, f));
   }
   if (!existsSync(data)) throw new KilnError(`--data ${data}: no such file or folder (or use a built-in corpus: ${BUILTIN_CORPORA.join(', ')})`);
-  if (statSync(data).isFile()) return [data];
+  const st = statSync(data);
+  if (st.isFile()) return [data];
+  if (!st.isDirectory()) throw new KilnError(`--data ${data} is neither a file nor a folder (a device, FIFO or socket cannot be read as a corpus)`);
   const files: string[] = [];
   const walk = (d: string) => {
     for (const f of readdirSync(d).sort()) {

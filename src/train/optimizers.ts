@@ -29,6 +29,11 @@ export interface OptimizerConfig {
   /** Adafactor: power of the second-moment decay 1 - t^-decay (0.8), update clipping threshold d (1.0). */
   decayRate?: number;
   clipThreshold?: number;
+  /**
+   * Leave parameters and optimizer state unchanged in a step whose loss or gradient norm is not finite (the
+   * trainer's `--on-nonfinite skip`). A select, so a skipped step changes nothing; off by default.
+   */
+  skipNonFinite?: boolean;
 }
 
 const pname = (n: Node) => (n.attrs as AttrsOf<'param'>).name;
@@ -156,6 +161,16 @@ const stepOutputs = (loss: number, norm: number): GraphOutput[] => [
   { name: 'loss', id: loss, role: { kind: 'loss' } },
   { name: 'grad_norm', id: norm, role: { kind: 'metric' } },
 ];
+/** 1 when loss and gradient norm are both finite: NaN and infinities propagate through the sum and fail `<`. */
+function finiteStep(b: GraphBuilder, norm: number, loss: number): number {
+  return b.op('lt', [b.add(norm, b.unary('abs', loss)), c(b, 3e38)], {});
+}
+
+/** Each update output replaced by select(ok, update, current value). */
+function guardUpdates(b: GraphBuilder, updates: GraphOutput[], ok: number): GraphOutput[] {
+  const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
+  return updates.map((u) => ({ ...u, id: b.op('select', [ok, u.id, byName.get(updatedParam(u)!)!], {}) }));
+}
 
 /**
  * One optimizer step fused with the forward and backward pass (no accumulation): outputs `loss`, `grad_norm`
@@ -166,8 +181,9 @@ export function buildTrainStep(joint: Graph, cfg: OptimizerConfig, loss = 'loss'
   const io = stepInputs(b);
   const grads = new Map(trainableParams(joint).map((p) => [p, gradOf(joint, p)]));
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
-  const updates = applyOptimizer(b, clipped, cfg, io);
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
+  const raw = applyOptimizer(b, clipped, cfg, io);
+  const updates = cfg.skipNonFinite ? guardUpdates(b, raw, finiteStep(b, norm, lossId)) : raw;
   return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...updates]);
 }
 
@@ -183,19 +199,21 @@ export function buildAccumTrainStep(joint: Graph, cfg: OptimizerConfig, loss = '
   const b = GraphBuilder.extend(joint);
   const io = stepInputs(b);
   const w = b.op('input', [], { name: 'loss_weight', dtype: 'f32', shape: [] });
-  const apply = b.op('ne', [b.op('input', [], { name: 'apply', dtype: 'u32', shape: [] }), b.scalar(0, 'u32')], {});
+  const lossId = joint.outputs.find((o) => o.name === loss)!.id;
+  const applyIn = b.op('ne', [b.op('input', [], { name: 'apply', dtype: 'u32', shape: [] }), b.scalar(0, 'u32')], {});
   const grads = new Map<Node, number>();
   const accUpdates: GraphOutput[] = [];
   for (const p of trainableParams(joint)) {
     const acc = b.add(state(b, 'acc.', p), b.mul(w, gradOf(joint, p)));
     grads.set(p, acc);
-    accUpdates.push(updateOutput(`acc.${pname(p)}`, b.op('select', [apply, b.full(0, p.type), acc], {})));
+    accUpdates.push(updateOutput(`acc.${pname(p)}`, b.op('select', [applyIn, b.full(0, p.type), acc], {})));
   }
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
   const raw = applyOptimizer(b, clipped, cfg, io);
+  // a skipped (non-finite) step still zeroes the accumulators: the next step starts clean
+  const apply = cfg.skipNonFinite ? b.op('and', [applyIn, finiteStep(b, norm, lossId)], {}) : applyIn;
   const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
   const updates = raw.map((u) => ({ ...u, id: b.op('select', [apply, u.id, byName.get(updatedParam(u)!)!], {}) }));
-  const lossId = joint.outputs.find((o) => o.name === loss)!.id;
   return b.build(joint.name + '.accum_step', [...stepOutputs(lossId, norm), ...updates, ...accUpdates]);
 }
 

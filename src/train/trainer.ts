@@ -13,7 +13,7 @@ import { hashString } from '../ir/philox.js';
 import type { HostTensor } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
 import type { ConfigValue } from '../cli/options.js';
-import { loadCheckpoint, saveCheckpoint, type Checkpoint, type ExpectedShapes } from './checkpoint.js';
+import { loadCheckpoint, saveCheckpoint, validateCheckpoint, type Checkpoint, type ExpectedShapes } from './checkpoint.js';
 import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
 import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
 import { isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
@@ -44,6 +44,11 @@ export interface TrainConfig {
   maxTokens?: number;
   /** Partition the training step over devices (data parallel: the step graph is the model at batch / dp; tensor parallel). */
   parallel?: ParallelConfig;
+  /** A step with a non-finite loss or gradient norm: stop (default), or skip it (at most maxNonFinite times). */
+  onNonFinite?: 'stop' | 'skip';
+  maxNonFinite?: number;
+  /** Settings a resume may change on purpose (`--allow-change`); see RESUME_SETTINGS. */
+  allowChange?: string[];
 }
 
 export interface StepRecord {
@@ -53,6 +58,8 @@ export interface StepRecord {
   gradNorm: number;
   tokens: number;
   ms: number;
+  /** The step's loss or gradient norm was not finite and its update was not applied (--on-nonfinite skip). */
+  skipped?: boolean;
 }
 
 const DEFAULT_OBJECTIVE: Record<string, Objective> = { gpt: 'clm', bert: 'mlm', prefixlm: 'prefix', t5: 'span' };
@@ -93,7 +100,9 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph);
   const par = cfg.parallel && meshSize(cfg.parallel) > 1 ? cfg.parallel : undefined;
   const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry: 'loss', set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
-  const stepGraph = compileIR(perDevice, { train: { optimizer: cfg.optimizer, accumulate: cfg.accum > 1 }, parallel: par });
+  if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
+  const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
+  const stepGraph = compileIR(perDevice, { train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par });
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }
@@ -109,6 +118,70 @@ export function loadResumeCheckpoint(job: PreparedJob, path: string): Checkpoint
   const objective = (ck.state.train as { objective?: string }).objective;
   if (objective !== job.objective) throw new KilnError(`checkpoint ${ck.dir} was trained with objective '${objective}', not '${job.objective}'`);
   return ck;
+}
+
+/**
+ * Every setting that decides how a run continues, as recorded in a checkpoint. `fixed` ones can never differ on
+ * resume (the optimizer state or the batches would mean something else); the others may, with --allow-change.
+ */
+export const RESUME_SETTINGS: Record<string, { fixed?: boolean; of: (c: TrainConfig, job: PreparedJob) => unknown }> = {
+  objective: { fixed: true, of: (_c, j) => j.objective },
+  tokenizer: { fixed: true, of: (c) => c.tokenizer },
+  model: { fixed: true, of: (_c, j) => j.config },
+  optimizer: { fixed: true, of: (c) => ({ ...c.optimizer, clip: undefined, weightDecay: undefined, skipNonFinite: undefined }) },
+  'weight-decay': { of: (c) => c.optimizer.weightDecay ?? null },
+  clip: { of: (c) => c.optimizer.clip ?? 1 },
+  data: { of: (c) => c.data },
+  batch: { of: (c) => c.batch },
+  accum: { of: (c) => c.accum },
+  seed: { of: (c) => c.seed },
+  objectiveOptions: { fixed: true, of: (c) => c.objectiveOptions ?? {} },
+  steps: { of: (c) => c.steps },
+  lr: { of: (c) => c.schedule.peak },
+  warmup: { of: (c) => c.schedule.warmup },
+  schedule: { of: (c) => c.schedule.kind },
+};
+
+const canonical = (v: unknown): string => JSON.stringify(v, (_k, x) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).filter(([, y]) => y !== undefined).sort(([a], [b]) => a.localeCompare(b))) : x));
+
+export function resumeSettings(job: PreparedJob): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(RESUME_SETTINGS).map(([k, s]) => [k, JSON.parse(canonical(s.of(job.cfg, job)))]));
+}
+
+/**
+ * Compares the job's settings with the checkpoint's: a difference is refused naming both values, unless the setting
+ * may change and is listed in `cfg.allowChange`. Returns the allowed changes ("steps 12 -> 20") for the summary.
+ */
+export function checkResumeSettings(job: PreparedJob, ck: Checkpoint): string[] {
+  const saved = (ck.state.train as { settings?: Record<string, unknown> }).settings;
+  if (!saved) throw new KilnError(`checkpoint ${ck.dir} records no training settings (written by an older Kiln): it cannot be resumed exactly`);
+  const allow = new Set(job.cfg.allowChange ?? []);
+  for (const a of allow) {
+    if (!(a in RESUME_SETTINGS)) throw new KilnError(`--allow-change: unknown setting '${a}' (changeable: ${Object.keys(RESUME_SETTINGS).filter((k) => !RESUME_SETTINGS[k].fixed).join(', ')})`);
+    if (RESUME_SETTINGS[a].fixed) throw new KilnError(`--allow-change: '${a}' cannot change on resume (the checkpoint's state would mean something else)`);
+  }
+  const now = resumeSettings(job);
+  const changes: string[] = [];
+  for (const [k, v] of Object.entries(now)) {
+    const was = canonical(saved[k]);
+    if (was === canonical(v)) continue;
+    const what = `${k}: the checkpoint has ${was}, this run has ${canonical(v)}`;
+    if (!allow.has(k)) {
+      throw new KilnError(
+        `cannot resume ${ck.dir}: ${what}` + (RESUME_SETTINGS[k].fixed ? '' : ` (to change it on purpose, pass --allow-change ${k})`),
+      );
+    }
+    changes.push(`${k} ${was} -> ${canonical(v)}`);
+  }
+  if (job.cfg.steps <= ck.state.step) {
+    throw new KilnError(`--steps ${job.cfg.steps}: the checkpoint ${ck.dir} is already at step ${ck.state.step}, nothing to train (pass a larger --steps and --allow-change steps)`);
+  }
+  return changes;
+}
+
+/** Checks a loaded checkpoint's parameters against a compiled entry of the model (eval, sample): the same rule as resume. */
+export function checkCheckpointFits(ck: Checkpoint, graph: Graph, modelName: string): void {
+  validateCheckpoint(ck, { modelName, params: paramShapes(graph, (n) => !isStateParam(n)) });
 }
 
 /** The objective must make exactly the inputs the model's loss entry takes; anything else is refused up front. */
@@ -141,6 +214,8 @@ export interface TrainState {
   rng: RngState;
   history: StepRecord[];
   val: { step: number; loss: number }[];
+  /** Steps skipped for a non-finite loss or gradient norm. */
+  skipped?: number;
 }
 
 export interface TrainHooks {
@@ -163,6 +238,8 @@ export class Trainer {
   readonly train: Batcher;
   private rng: Rng;
   state: TrainState;
+  /** The newest checkpoint this run saved or resumed from: what a diverged run points the user to. */
+  lastGood?: string;
 
   constructor(
     readonly job: PreparedJob,
@@ -190,7 +267,8 @@ export class Trainer {
     await this.runner.setParams({ ...ck.params, ...ck.optim });
     this.train.restore(t.batcher);
     this.rng = Rng.from(t.rng);
-    this.state = { step: t.step, batcher: t.batcher, rng: t.rng, history: t.history ?? [], val: t.val ?? [] };
+    this.state = { step: ck.state.step, batcher: t.batcher, rng: t.rng, history: t.history ?? [], val: t.val ?? [], skipped: t.skipped ?? 0 };
+    this.lastGood = ck.dir;
   }
 
   async save(dir: string): Promise<string> {
@@ -199,7 +277,7 @@ export class Trainer {
     const optim: Record<string, HostTensor> = {};
     for (const [k, v] of Object.entries(all)) (isStateParam(k) ? optim : params)[k] = v;
     const c = this.job.cfg;
-    return saveCheckpoint(dir, this.state.step, params, optim, {
+    const saved = saveCheckpoint(dir, this.state.step, params, optim, {
       model: { file: c.file, name: this.job.modelName, config: this.job.config },
       train: {
         ...this.state,
@@ -212,8 +290,23 @@ export class Trainer {
         seed: c.seed,
         dims: this.job.dims,
         schedule: c.schedule,
+        settings: resumeSettings(this.job),
       },
     });
+    this.lastGood = saved;
+    return saved;
+  }
+
+  /** The error of a diverged run: what went wrong, and the checkpoint to go back to. */
+  private diverged(step: number, loss: number, gradNorm: number, why: string): KilnError {
+    const c = this.job.cfg;
+    return new KilnError(
+      `training diverged at step ${step}: loss ${loss}, gradient norm ${gradNorm} (${why}). ` +
+        (this.lastGood ? `The last good checkpoint is ${this.lastGood}` : 'No checkpoint was written before it') +
+        '; nothing non-finite was saved. Try a lower --lr, a --clip, more --warmup' +
+        (c.onNonFinite === 'skip' ? '' : ', or --on-nonfinite skip to skip such steps') +
+        '.',
+    );
   }
 
   /** One optimizer step (accum micro-batches). */
@@ -226,6 +319,7 @@ export class Trainer {
     const total = micro.reduce((s, b) => s + countedTargets(b), 0);
     let loss = 0;
     let gradNorm = 0;
+    let finite = true;
     for (let k = 0; k < c.accum; k++) {
       const w = c.accum > 1 ? countedTargets(micro[k]) / Math.max(1, total) : 1;
       const inputs: Record<string, HostTensor> = {
@@ -239,9 +333,19 @@ export class Trainer {
       const out = await this.runner.run(inputs, ['loss', 'grad_norm']);
       loss += w * out.loss.data[0];
       gradNorm = out.grad_norm.data[0];
+      finite &&= Number.isFinite(out.loss.data[0]);
     }
+    finite &&= Number.isFinite(gradNorm) && Number.isFinite(loss);
+    // the parameters on the device are already non-finite in 'stop' mode: stop before anything can save them
+    if (!finite && c.onNonFinite !== 'skip') throw this.diverged(step + 1, loss, gradNorm, 'a non-finite loss or gradient norm');
     this.state.step++;
     const rec: StepRecord = { step: this.state.step, loss, lr, gradNorm, tokens: c.batch * c.accum * this.job.dims.T, ms: performance.now() - t0 };
+    if (!finite) {
+      rec.skipped = true;
+      this.state.skipped = (this.state.skipped ?? 0) + 1;
+      const max = c.maxNonFinite ?? 10;
+      if (this.state.skipped > max) throw this.diverged(this.state.step, loss, gradNorm, `${this.state.skipped} non-finite steps skipped, more than --max-nonfinite ${max}`);
+    }
     this.state.history.push(rec);
     return rec;
   }
@@ -271,15 +375,22 @@ export class Trainer {
     const c = this.job.cfg;
     let done = 0;
     while (this.state.step < c.steps) {
+      // let the event loop run between steps (the interpreter never waits on anything): a signal is handled at once
+      await new Promise((r) => setImmediate(r));
       const rec = await this.step();
       hooks.onStep?.(rec);
       const last = this.state.step === c.steps;
-      if (this.evalRunner && c.evalEvery > 0 && (this.state.step % c.evalEvery === 0 || last)) {
+      // --eval-every 0: only at the end
+      if (this.evalRunner && ((c.evalEvery > 0 && this.state.step % c.evalEvery === 0) || last)) {
         const v = await this.evaluate(c.evalBatches);
         this.state.val.push({ step: this.state.step, loss: v });
         hooks.onEval?.(this.state.step, v);
       }
-      if (c.out && ((c.saveEvery > 0 && this.state.step % c.saveEvery === 0) || last)) hooks.onSave?.(await this.save(c.out));
+      if (c.out && ((c.saveEvery > 0 && this.state.step % c.saveEvery === 0) || last)) {
+        // saved whether or not a hook listens (`hooks.onSave?.(await ...)` would skip the save without one)
+        const dir = await this.save(c.out);
+        hooks.onSave?.(dir);
+      }
       if (hooks.stopAfter !== undefined && ++done >= hooks.stopAfter) return;
     }
   }

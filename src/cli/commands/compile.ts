@@ -130,6 +130,13 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
     if (!state.ran.includes(stage)) throw new KilnError(`stage '${stage}' does not run in this compile (add --grad or --train for autodiff/optimizer stages)`);
     text = def.show ? def.show(state) : printGraph(state.graph);
   }
-  if (o.output) writeFileSync(o.output, text + '\n');
+  if (o.output) {
+    try {
+      writeFileSync(o.output, text + '\n');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new KilnError(`-o ${o.output}: cannot write: ${code === 'EISDIR' ? 'it is a folder (give a file name)' : (code ?? String(e))}`);
+    }
+  }
   else process.stdout.write(text + '\n');
 }

@@ -99,10 +99,18 @@ export function register(program: Command): void {
       else outputs[o.name] = out[o.name];
     }
     for (const [k, v] of Object.entries(outputs)) process.stdout.write(summarize(k, v) + '\n');
-    writeFileSync(o.saveGrads, encodeSafetensors(grads, { entry: graph.name }));
+    try {
+      writeFileSync(o.saveGrads, encodeSafetensors(grads, { entry: graph.name }));
+    } catch (e) {
+      throw new KilnError(`--save-grads ${o.saveGrads}: cannot write: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
     process.stdout.write(`saved ${Object.keys(grads).length} gradients to ${o.saveGrads}\n`);
     if (o.saveOutputs) {
-      mkdirSync(o.saveOutputs, { recursive: true });
+      try {
+        mkdirSync(o.saveOutputs, { recursive: true });
+      } catch (e) {
+        throw new KilnError(`--save-outputs ${o.saveOutputs}: cannot create the folder: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      }
       for (const [k, v] of Object.entries(outputs)) writeNpy(join(o.saveOutputs, `${k}.npy`), v);
     }
   });

@@ -127,7 +127,11 @@ export async function run(file: string, o: RunOpts): Promise<void> {
   }
   for (const [name, t] of Object.entries(outputs)) process.stdout.write(summarize(name, t) + '\n');
   if (o.saveOutputs) {
-    mkdirSync(o.saveOutputs, { recursive: true });
+    try {
+      mkdirSync(o.saveOutputs, { recursive: true });
+    } catch (e) {
+      throw new KilnError(`--save-outputs ${o.saveOutputs}: cannot create the folder: ${(e as NodeJS.ErrnoException).code === 'EEXIST' || (e as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'a file is in the way' : ((e as NodeJS.ErrnoException).code ?? String(e))}`);
+    }
     for (const [name, t] of Object.entries(outputs)) writeNpy(join(o.saveOutputs, `${name.replace(/[^\w.-]/g, '_')}.npy`), t);
     process.stdout.write(`saved ${Object.keys(outputs).length} output(s) to ${o.saveOutputs}\n`);
   }

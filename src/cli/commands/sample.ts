@@ -5,7 +5,7 @@ import type { HostTensor } from '../../ir/tensor.js';
 import { loadCheckpoint } from '../../train/checkpoint.js';
 import { Rng } from '../../train/rng.js';
 import { makeTokenizer } from '../../train/tokenizers.js';
-import { paramShapes } from '../../train/trainer.js';
+import { checkCheckpointFits } from '../../train/trainer.js';
 import { num, type ConfigValue } from '../options.js';
 import { makeRunners } from './runners.js';
 
@@ -42,11 +42,7 @@ export async function sample(file: string, o: { checkpoint: string; prompt: stri
   const tok = await makeTokenizer(tokenizer);
   const T = Number(set.ctx ?? 64);
   const { graph } = compileModel(file, { entry: 'forward', set, dims: { B: 1, T } });
-  const expected = paramShapes(graph, () => true);
-  for (const [name, e] of Object.entries(expected)) {
-    const got = ck.params[name];
-    if (!got || got.shape.join() !== e.shape.join()) throw new KilnError(`checkpoint ${ck.dir} does not match ${file}: parameter '${name}' ${got ? `is [${got.shape.join(', ')}], the model has [${e.shape.join(', ')}]` : 'is missing'}`);
-  }
+  checkCheckpointFits(ck, graph, loadModelInfo(file).name);
   const { runner } = await makeRunners({ stepGraph: graph, evalGraph: graph, cfg: { seed: 0 } }, o.device);
   try {
     await runner.setParams(ck.params);
@@ -104,6 +100,7 @@ export async function evaluate(file: string, o: { checkpoint: string; data: stri
     evalBatches: batches,
     saveEvery: 0,
   });
+  checkCheckpointFits(ck, job.evalGraph, job.modelName);
   // The evaluation graph serves as the "step" runner too: evaluate() copies parameters from it.
   const { runner, evalRunner } = await makeRunners({ ...job, stepGraph: job.evalGraph }, o.device);
   try {

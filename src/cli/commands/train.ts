@@ -1,7 +1,10 @@
 /** `kiln train`, `kiln sample`, `kiln eval`: the training job on the WebGPU device. */
 import type { Command } from 'commander';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { KilnError } from '../../errors.js';
+import { fsReason } from '../../train/checkpoint.js';
+import { openRunFolder } from '../../train/runfolder.js';
 import { collectSet, num, type ConfigValue } from '../options.js';
 
 interface TrainOpts {
@@ -31,6 +34,9 @@ interface TrainOpts {
   zero?: string;
   wholeWord?: boolean;
   fim: string;
+  onNonfinite: string;
+  maxNonfinite: string;
+  allowChange?: string;
 }
 
 export function register(program: Command): void {
@@ -53,7 +59,10 @@ export function register(program: Command): void {
     .option('--data <path>', 'text file, folder of .txt files, or a built-in corpus: moby-dick | sotu', 'moby-dick')
     .option('--tokenizer <t>', 'bytes | gpt2 | bert (WordPiece, bert-base-uncased)', 'bytes')
     .option('--out <dir>', 'output folder: checkpoints and the loss curve', 'out/run')
-    .option('--resume <dir>', 'continue exactly from a checkpoint (a run folder or a step folder)')
+    .option('--resume <dir>', 'continue exactly from a checkpoint (a run folder or a step folder); every setting must match the checkpoint\'s')
+    .option('--allow-change <keys>', 'resume with these settings changed on purpose (comma-separated: steps, lr, warmup, schedule, clip, weight-decay, data, batch, accum, seed)')
+    .option('--on-nonfinite <what>', 'a step with a NaN/infinite loss or gradient norm: stop (exit 1, naming the last good checkpoint) | skip (leave the parameters unchanged)', 'stop')
+    .option('--max-nonfinite <n>', 'with --on-nonfinite skip: stop after more than n skipped steps', '10')
     .option('--eval-every <n>', 'validation every n steps (0: only at the end)', '50')
     .option('--eval-batches <n>', 'validation batches per evaluation', '8')
     .option('--save-every <n>', 'checkpoint every n steps (always at the end)', '100')
@@ -91,11 +100,26 @@ export function register(program: Command): void {
 }
 
 async function trainCommand(file: string, o: TrainOpts): Promise<void> {
-  const { loadResumeCheckpoint, prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
+  const steps = num('--steps', o.steps, { int: true, min: 1 });
+  if (o.onNonfinite !== 'stop' && o.onNonfinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${o.onNonfinite}'`);
+  const maxNonFinite = num('--max-nonfinite', o.maxNonfinite, { int: true, min: 0 });
+  const evalEvery = num('--eval-every', o.evalEvery, { int: true, min: 0 });
+  const evalBatches = num('--eval-batches', o.evalBatches, { int: true, min: 1 });
+  const saveEvery = num('--save-every', o.saveEvery, { int: true, min: 0 });
+  // the run folder is made, locked and written to before anything is compiled
+  const folder = openRunFolder(o.out);
+  try {
+    await trainInFolder(file, o, steps, { maxNonFinite, evalEvery, evalBatches, saveEvery }, folder.notes);
+  } finally {
+    folder.release();
+  }
+}
+
+async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { maxNonFinite: number; evalEvery: number; evalBatches: number; saveEvery: number }, notes: string[]): Promise<void> {
+  const { checkResumeSettings, loadResumeCheckpoint, prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
   const { lossCurveSvg } = await import('../../train/plot.js');
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
-  const steps = num('--steps', o.steps, { int: true, min: 1 });
   const { parallelFromFlags } = await import('../../parallel/mesh.js');
   const parallel = parallelFromFlags(o.devices, o.parallel, o.zero);
   const job = await prepareJob({
@@ -112,18 +136,23 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
     data: o.data,
     tokenizer: o.tokenizer,
     objectiveOptions: { wholeWord: !!o.wholeWord, fimRate: num('--fim', o.fim, { min: 0, max: 1 }) },
-    evalEvery: num('--eval-every', o.evalEvery, { int: true, min: 0 }),
-    evalBatches: num('--eval-batches', o.evalBatches, { int: true, min: 1 }),
-    saveEvery: num('--save-every', o.saveEvery, { int: true, min: 0 }),
+    evalEvery: n.evalEvery,
+    evalBatches: n.evalBatches,
+    saveEvery: n.saveEvery,
     out: o.out,
+    onNonFinite: o.onNonfinite as 'stop' | 'skip',
+    maxNonFinite: n.maxNonFinite,
+    allowChange: o.allowChange ? o.allowChange.split(',').map((s) => s.trim()).filter(Boolean) : [],
   });
   const log = (s: string) => (o.json ? process.stdout.write(JSON.stringify({ type: 'info', message: s }) + '\n') : process.stdout.write(s + '\n'));
+  for (const note of notes) log(note);
   const h = unigramEntropy(job.streams.train);
   log(
     `model ${job.modelName} (${file}), objective ${job.objective}, ${job.tok.name} tokenizer (vocab ${job.tok.vocabSize}), data ${o.data}: ${job.streams.train.length} train / ${job.streams.val.length} validation tokens; unigram entropy ${h.toFixed(3)} nats/token`,
   );
   // a checkpoint that does not fit is refused before the device is touched
   const resumeFrom = o.resume ? loadResumeCheckpoint(job, o.resume) : undefined;
+  const changed = resumeFrom ? checkResumeSettings(job, resumeFrom) : [];
   const t0 = performance.now();
   const { runner, evalRunner, describe } = await makeRunners(job, o.device);
   log(describe);
@@ -131,36 +160,43 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
   try {
     if (resumeFrom) {
       await trainer.resume(resumeFrom);
-      log(`resumed from ${o.resume} at step ${trainer.state.step}`);
+      log(`resumed from ${resumeFrom.dir} at step ${trainer.state.step}${changed.length ? `; changed on purpose: ${changed.join(', ')}` : ''}`);
     }
     const progress = makeProgress(steps, trainer.state.step, o.json ? 'json' : process.stdout.isTTY ? 'bar' : 'lines');
     let first = true;
-    await trainer.run({
-      onStep: (r) => {
-        if (first) {
-          first = false;
-          progress.note(`first step done ${((performance.now() - t0) / 1000).toFixed(1)} s after start (compile, pipelines, first run)`);
-        }
-        progress.step(r);
-      },
-      onEval: (step, loss) => {
-        progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)})`);
-        progress.event({ type: 'eval', step, loss });
-      },
-      onSave: (dir) => progress.event({ type: 'checkpoint', dir }),
-    });
-    progress.stop();
+    try {
+      await trainer.run({
+        onStep: (r) => {
+          if (first) {
+            first = false;
+            progress.note(`first step done ${((performance.now() - t0) / 1000).toFixed(1)} s after start (compile, pipelines, first run)`);
+          }
+          progress.step(r);
+        },
+        onEval: (step, loss) => {
+          progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)})`);
+          progress.event({ type: 'eval', step, loss });
+        },
+        onSave: (dir) => progress.event({ type: 'checkpoint', dir }),
+      });
+    } finally {
+      // also when the run stops on an error (divergence, a failed save): the message follows the last progress line
+      progress.stop();
+    }
     const hist = trainer.state.history;
     const tail = hist.slice(-Math.max(1, Math.floor(hist.length / 10)));
     const tps = tail.reduce((s, r) => s + r.tokens, 0) / (tail.reduce((s, r) => s + r.ms, 0) / 1000);
-    mkdirSync(o.out, { recursive: true });
     const svg = lossCurveSvg({
       title: `${job.modelName} · ${job.objective} · ${o.data}`,
       train: hist.map((r) => ({ step: r.step, loss: r.loss })),
       val: trainer.state.val,
       reference: job.objective === 'clm' ? { value: h, label: `unigram entropy ${h.toFixed(2)}` } : undefined,
     });
-    writeFileSync(join(o.out, 'loss.svg'), svg);
+    try {
+      writeFileSync(join(o.out, 'loss.svg'), svg);
+    } catch (e) {
+      throw new KilnError(`cannot write ${join(o.out, 'loss.svg')}: ${fsReason(e)} (the checkpoints are intact)`);
+    }
     const final = trainer.state.val.at(-1)?.loss;
     const summary = {
       type: 'summary',
@@ -172,11 +208,15 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
       tokensPerSec: Math.round(tps),
       seconds: (performance.now() - t0) / 1000,
       out: o.out,
+      skippedSteps: trainer.state.skipped ?? 0,
+      changedOnResume: changed,
     };
     if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else
       log(
-        `done: ${summary.steps} steps, loss ${summary.firstLoss?.toFixed(3)} -> ${summary.lastLoss?.toFixed(3)}, ${final === undefined ? 'no validation' : `validation ${final.toFixed(3)}`} (unigram entropy ${h.toFixed(3)}), ${summary.tokensPerSec} tokens/s; checkpoint and loss.svg in ${o.out}`,
+        `done: ${summary.steps} steps, loss ${summary.firstLoss?.toFixed(3)} -> ${summary.lastLoss?.toFixed(3)}, ${final === undefined ? 'no validation' : `validation ${final.toFixed(3)}`} (unigram entropy ${h.toFixed(3)}), ${summary.tokensPerSec} tokens/s; checkpoint and loss.svg in ${o.out}` +
+          (summary.skippedSteps ? `; ${summary.skippedSteps} non-finite step(s) skipped` : '') +
+          (changed.length ? `; changed on resume: ${changed.join(', ')}` : ''),
       );
   } finally {
     runner.destroy();
