@@ -103,7 +103,7 @@ const DT = (d: DType): Value => ({ k: 'dtype', d });
 
 export const BUILTINS = new Map<string, Builtin>();
 /** Builtins reachable only as `ops.name` (the stdlib defines friendlier functions of the same name). */
-export const NS_ONLY = new Set(['layer_norm', 'rms_norm', 'cross_entropy']);
+export const NS_ONLY = new Set(['layer_norm', 'rms_norm', 'cross_entropy', 'cross_entropy_loss']);
 /** Operator implementations: not callable by name. */
 const INTERNAL = new Set<string>();
 
@@ -516,8 +516,8 @@ internal('index', ['x'], (a, cx, items) => {
       if (k < 0 || k >= n) cx.fail(`index ${i} is out of range for a tuple of ${n}`);
       return x.items[k];
     }
-    const [s, e] = sliceBounds(it as Extract<IndexItem, { kind: 'slice' }>, n, cx, ev);
-    return { k: 'tuple', items: x.items.slice(s, e) };
+    const r = sliceBounds(it as Extract<IndexItem, { kind: 'slice' }>, n, cx, ev);
+    return { k: 'tuple', items: r.pick ? r.pick.map((i) => x.items[i]) : x.items.slice(r.b[0], r.b[1]) };
   }
   const t = cx.tensor(x, 'x');
   const shape = cx.shapeOf(t);
@@ -544,21 +544,36 @@ internal('index', ['x'], (a, cx, items) => {
     else full.push(r);
   }
   while (full.length < shape.length) full.push({ kind: 'slice', it: { kind: 'slice', span: cx.span } });
-  return indexTensor(cx, t, shape, full.map((r, axis) => (r.kind === 'slice' ? { kind: 'range', b: sliceBounds(r.it as Extract<IndexItem, { kind: 'slice' }>, shape[axis], cx, ev) } : (r as { kind: 'int'; v: number }))));
+  return indexTensor(cx, t, shape, full.map((r, axis): AxisIndex => (r.kind === 'slice' ? { kind: 'range', ...sliceBounds(r.it as Extract<IndexItem, { kind: 'slice' }>, shape[axis], cx, ev) } : (r as { kind: 'int'; v: number }))));
 });
 
-function sliceBounds(it: Extract<IndexItem, { kind: 'slice' }>, n: number, cx: Cx, ev: (e: Parameters<Lowerer['eval']>[0]) => Value): [number, number] {
-  if (it.step) {
-    const st = cx.integer(ev(it.step), 'step');
-    if (st !== 1) cx.fail(`slices with a step other than 1 are not supported`);
+/**
+ * A slice's range on an axis of size n, as Python's: a contiguous [start, end), or with a step other than 1 the
+ * positions it picks (`x[::2]`, `x[::-1]`: negative steps walk backwards from the end).
+ */
+function sliceBounds(it: Extract<IndexItem, { kind: 'slice' }>, n: number, cx: Cx, ev: (e: Parameters<Lowerer['eval']>[0]) => Value): { b: [number, number]; pick?: number[] } {
+  const step = it.step ? cx.integer(ev(it.step), 'step') : 1;
+  if (step === 0) cx.fail('slice step cannot be zero');
+  if (step < 0) {
+    const clampNeg = (v: number) => Math.min(n - 1, Math.max(-1, v < 0 ? v + n : v));
+    const s = it.start ? clampNeg(cx.integer(ev(it.start), 'start')) : n - 1;
+    const e = it.end ? clampNeg(cx.integer(ev(it.end), 'end')) : -1;
+    const pick: number[] = [];
+    for (let i = s; i > e; i += step) pick.push(i);
+    return { b: [0, n], pick };
   }
   const clamp = (v: number) => Math.min(n, Math.max(0, v < 0 ? v + n : v));
   const s = it.start ? clamp(cx.integer(ev(it.start), 'start')) : 0;
-  const e = it.end ? clamp(cx.integer(ev(it.end), 'end')) : n;
-  return [s, Math.max(s, e)];
+  const e = Math.max(s, it.end ? clamp(cx.integer(ev(it.end), 'end')) : n);
+  if (step === 1) return { b: [s, e] };
+  const pick: number[] = [];
+  for (let i = s; i < e; i += step) pick.push(i);
+  return { b: [0, n], pick };
 }
 
-function indexTensor(cx: Cx, t: number, shape: readonly number[], idx: ({ kind: 'int'; v: number } | { kind: 'range'; b: [number, number] })[]): Value {
+type AxisIndex = { kind: 'int'; v: number } | { kind: 'range'; b: [number, number]; pick?: number[] };
+
+function indexTensor(cx: Cx, t: number, shape: readonly number[], idx: AxisIndex[]): Value {
   const starts: number[] = [];
   const ends: number[] = [];
   const keep: number[] = [];
@@ -577,9 +592,108 @@ function indexTensor(cx: Cx, t: number, shape: readonly number[], idx: ({ kind: 
   });
   let out = t;
   if (starts.some((s, i) => s !== 0 || ends[i] !== shape[i])) out = cx.op('slice', [t], { starts, ends });
+  // strided axes: the picked positions, gathered along the axis (whose gradient scatters back)
+  idx.forEach((r, axis) => {
+    if (r.kind !== 'range' || !r.pick) return;
+    const positions = cx.op('constant', [], { dtype: 'i32', shape: [r.pick.length], values: r.pick.length ? r.pick : [0] });
+    out = gatherAxis(cx, out, positions, axis);
+    keep[keep.length - idx.slice(axis).filter((q) => q.kind === 'range').length] = r.pick.length;
+  });
   if (keep.length !== shape.length) out = cx.op('reshape', [out], { shape: keep });
   return cx.t(out);
 }
+
+// ---- scans ----
+
+/**
+ * cumsum(x, axis=-1, exclusive=false, reverse=false): running sums along an axis, lowered to a matmul with a
+ * triangular 0/1 matrix built from iotas (so its gradient, a reversed cumsum, is the matmul's own). O(n^2) work per
+ * row of length n: meant for sequence-length axes. Integer tensors are summed in f32 and rounded back: exact while
+ * every partial sum stays below 2^24 in magnitude.
+ */
+def('cumsum', ['x', ['axis', int(-1)], ['exclusive', B(false)], ['reverse', B(false)]], (a, cx) => {
+  const x0 = cx.tensor(a.get('x')!, 'x');
+  const shape = cx.shapeOf(x0);
+  if (!shape.length) cx.fail('cumsum(): needs a tensor of rank >= 1', 'x');
+  const dtype = cx.dtypeOf(x0);
+  if (dtype === 'bool') cx.fail('cumsum(): a bool tensor has no sum (cast it to i32 or f32)', 'x');
+  const axis = cx.axis(cx.integer(a.get('axis')!, 'axis'), shape.length);
+  const n = shape[axis];
+  const x = moveLast(cx, isFloat(dtype) ? x0 : cx.op('cast', [x0], { to: 'f32' }), axis);
+  // U[j, i] = 1 where input position j counts towards output position i
+  const j = cx.op('iota', [], { shape: [n, n], axis: 0, dtype: 'i32' });
+  const i = cx.op('iota', [], { shape: [n, n], axis: 1, dtype: 'i32' });
+  const rev = cx.bool(a.get('reverse')!, 'reverse');
+  const exc = cx.bool(a.get('exclusive')!, 'exclusive');
+  const cmp = rev ? (exc ? 'gt' : 'ge') : exc ? 'lt' : 'le';
+  const U = cx.op('cast', [cx.op(cmp, [j, i], {})], { to: cx.dtypeOf(x) });
+  const r = shape.length;
+  // matmul wants a row axis: a vector is one row
+  let y = cx.op('matmul', [r === 1 ? cx.op('reshape', [x], { shape: [1, n] }) : x, U], { transA: false, transB: false });
+  if (r === 1) y = cx.op('reshape', [y], { shape: [n] });
+  if (axis !== r - 1) y = cx.op('transpose', [y], { perm: Array.from({ length: r }, (_, k) => (k < axis ? k : k === axis ? r - 1 : k - 1)) });
+  if (!isFloat(dtype)) y = cx.op('cast', [cx.op('floor', [cx.op('add', [y, scalarOf(cx, 0.5)], {})], {})], { to: dtype });
+  return cx.t(y);
+});
+
+// ---- einsum ----
+
+/**
+ * einsum("bhqd,bhkd->bhqk", a, b): one or two operands, lowered to transpose / reshape / matmul / sum. Labels in
+ * both operands and the output are batch axes, in both but not the output are contracted, in one operand and the
+ * output are kept, in one operand only are summed first. Without "->" the output is the labels that appear once,
+ * in alphabetical order (numpy's implicit mode). Repeated labels within one operand (diagonals) and "..." are not
+ * supported.
+ */
+def('einsum', ['spec'], (a, cx) => {
+  const spec = cx.str(a.get('spec')!, 'spec').replace(/\s+/g, '');
+  const ops = tensorList(a.get('operands')!, cx, 'operands');
+  const m = /^([a-zA-Z]+)(?:,([a-zA-Z]+))?(?:->([a-zA-Z]*))?$/.exec(spec);
+  if (!m) return cx.fail(`einsum(): cannot read "${spec}" (expected e.g. "ij,jk->ik"; "..." is not supported)`, 'spec');
+  const ins = [m[1], m[2]].filter((x): x is string => x !== undefined);
+  if (ins.length !== ops.length) cx.fail(`einsum(): "${spec}" names ${ins.length} operand(s), got ${ops.length}`);
+  const count = new Map<string, number>();
+  for (const lab of ins.join('')) count.set(lab, (count.get(lab) ?? 0) + 1);
+  const out = m[3] ?? [...count].filter(([, c]) => c === 1).map(([l]) => l).sort().join('');
+  const size = new Map<string, number>();
+  ins.forEach((lab, k) => {
+    const shape = cx.shapeOf(ops[k]);
+    if (lab.length !== shape.length) cx.fail(`einsum(): operand ${k} has rank ${shape.length} but "${lab}" names ${lab.length} axes`);
+    if (new Set(lab).size !== lab.length) cx.fail(`einsum(): repeated label in "${lab}" (diagonals) is not supported`);
+    [...lab].forEach((l, i) => {
+      const prev = size.get(l);
+      if (prev !== undefined && prev !== shape[i]) cx.fail(`einsum(): label '${l}' is ${prev} in one place and ${shape[i]} in another`);
+      size.set(l, shape[i]);
+    });
+  });
+  for (const l of out) if (!size.has(l)) cx.fail(`einsum(): output label '${l}' is in no operand`);
+  const permute = (t: number, from: string, to: string) =>
+    from === to ? t : cx.op('transpose', [t], { perm: [...to].map((l) => from.indexOf(l)) });
+  const reshape = (t: number, shape: number[]) => (cx.shapeOf(t).join() === shape.join() ? t : cx.op('reshape', [t], { shape }));
+  // labels an operand alone has and the output drops: summed away first
+  const own = (t: number, lab: string, other: string) => {
+    const drop = [...lab].filter((l) => !out.includes(l) && !other.includes(l));
+    if (!drop.length) return { t, lab };
+    return { t: cx.op('sum', [t], { axes: drop.map((l) => lab.indexOf(l)), keepdims: false }), lab: [...lab].filter((l) => !drop.includes(l)).join('') };
+  };
+  const prod = (ls: string) => [...ls].reduce((p, l) => p * size.get(l)!, 1);
+  if (ops.length === 1) {
+    const x = own(ops[0], ins[0], '');
+    return cx.t(permute(x.t, x.lab, out));
+  }
+  const A = own(ops[0], ins[0], ins[1]);
+  const B2 = own(ops[1], ins[1], ins[0]);
+  const batch = [...A.lab].filter((l) => B2.lab.includes(l) && out.includes(l)).join('');
+  const contr = [...A.lab].filter((l) => B2.lab.includes(l) && !out.includes(l)).join('');
+  const left = [...A.lab].filter((l) => !B2.lab.includes(l)).join('');
+  const right = [...B2.lab].filter((l) => !A.lab.includes(l)).join('');
+  const lead = batch.length ? [prod(batch)] : [];
+  const a2 = reshape(permute(A.t, A.lab, batch + left + contr), [...lead, prod(left), prod(contr)]);
+  const b2 = reshape(permute(B2.t, B2.lab, batch + contr + right), [...lead, prod(contr), prod(right)]);
+  const mm = cx.op('matmul', [a2, b2], { transA: false, transB: false });
+  const res = reshape(mm, [...batch, ...left, ...right].map((l) => size.get(l)!));
+  return cx.t(permute(res, batch + left + right, out));
+}, 'operands');
 
 // ---- neural-net primitives ----
 
@@ -593,15 +707,120 @@ for (const kind of ['softmax', 'log_softmax'] as const) {
     return cx.t(transposeIds(cx, cx.op(kind, [moved], {}), ax, r - 1));
   });
 }
-def('layer_norm', ['x', 'gain', 'bias', ['eps', F(1e-5)]], (a, cx) =>
-  cx.t(cx.op('layer_norm', [cx.tensor(a.get('x')!, 'x'), cx.tensor(a.get('gain')!, 'gain'), cx.tensor(a.get('bias')!, 'bias')], { eps: cx.number(a.get('eps')!, 'eps') })),
-);
-def('rms_norm', ['x', 'gain', ['eps', F(1e-6)]], (a, cx) =>
-  cx.t(cx.op('rms_norm', [cx.tensor(a.get('x')!, 'x'), cx.tensor(a.get('gain')!, 'gain')], { eps: cx.number(a.get('eps')!, 'eps') })),
-);
+/**
+ * ops.layer_norm / ops.rms_norm over the trailing axes `axes` (an int or a tuple of trailing axes, default -1): the
+ * trailing axes are folded into one for the IR's last-axis primitive; the gain (and bias) have the trailing axes'
+ * shape. With return_stats=true, layer_norm returns (y, mean, rstd), the statistics kept along the normalised axes.
+ */
+function trailingAxes(v: Value, rank: number, cx: Cx): number {
+  const axes = cx.ints(v, 'axes').map((ax) => cx.axis(ax, rank, 'axes')).sort((x, y) => x - y);
+  if (axes.some((ax, i) => ax !== rank - axes.length + i)) cx.fail(`${cx.name}(): axes must be trailing axes (such as -1 or (-2, -1)), got (${cx.ints(v, 'axes').join(', ')})`, 'axes');
+  return axes.length;
+}
+function normOverTrailing(cx: Cx, kind: 'layer_norm' | 'rms_norm', x: number, params: number[], k: number, eps: number): number {
+  const shape = cx.shapeOf(x);
+  const lead = shape.slice(0, shape.length - k);
+  const width = shape.slice(shape.length - k).reduce((p, q) => p * q, 1);
+  const flat = (t: number, to: number[]) => (cx.shapeOf(t).join() === to.join() ? t : cx.op('reshape', [t], { shape: to }));
+  const ps = params.map((p) => {
+    if (cx.shapeOf(p).reduce((q, r) => q * r, 1) !== width) cx.fail(`${kind}(): gain/bias must hold ${width} values (the normalised axes [${shape.slice(shape.length - k).join(', ')}]), got [${cx.shapeOf(p).join(', ')}]`);
+    return flat(p, [width]);
+  });
+  const y = cx.op(kind, [flat(x, [...lead, width]), ...ps], { eps });
+  return flat(y, [...shape]);
+}
+def('layer_norm', ['x', 'gain', 'bias', ['eps', F(1e-5)], ['axes', int(-1)], ['return_stats', B(false)]], (a, cx) => {
+  const x = cx.tensor(a.get('x')!, 'x');
+  const r = cx.shapeOf(x).length;
+  const k = trailingAxes(a.get('axes')!, r, cx);
+  const eps = cx.number(a.get('eps')!, 'eps');
+  const y = normOverTrailing(cx, 'layer_norm', x, [cx.tensor(a.get('gain')!, 'gain'), cx.tensor(a.get('bias')!, 'bias')], k, eps);
+  if (!cx.bool(a.get('return_stats')!, 'return_stats')) return cx.t(y);
+  const axes = Array.from({ length: k }, (_, i) => r - k + i);
+  const mean = cx.op('mean', [x], { axes, keepdims: true });
+  const d = cx.op('sub', [x, mean], {});
+  const variance = cx.op('mean', [cx.op('mul', [d, d], {})], { axes, keepdims: true });
+  const rstd = cx.op('rsqrt', [cx.op('add', [variance, cx.op('constant', [], { dtype: cx.dtypeOf(x), shape: [], values: [eps] })], {})], {});
+  return { k: 'tuple', items: [cx.t(y), cx.t(mean), cx.t(rstd)] };
+});
+def('rms_norm', ['x', 'gain', ['eps', F(1e-6)], ['axes', int(-1)]], (a, cx) => {
+  const x = cx.tensor(a.get('x')!, 'x');
+  const k = trailingAxes(a.get('axes')!, cx.shapeOf(x).length, cx);
+  return cx.t(normOverTrailing(cx, 'rms_norm', x, [cx.tensor(a.get('gain')!, 'gain')], k, cx.number(a.get('eps')!, 'eps')));
+});
 def('cross_entropy', ['logits', 'labels', ['ignore_index', int(-100)]], (a, cx) =>
   cx.t(cx.op('cross_entropy', [cx.tensor(a.get('logits')!, 'logits'), cx.tensor(a.get('labels')!, 'labels')], { ignore_index: cx.integer(a.get('ignore_index')!, 'ignore_index') })),
 );
+
+/** x with axis `axis` moved to the end (the others keep their order). */
+function moveLast(cx: Cx, t: number, axis: number): number {
+  const r = cx.shapeOf(t).length;
+  if (axis === r - 1) return t;
+  return cx.op('transpose', [t], { perm: [...Array.from({ length: r }, (_, i) => i).filter((i) => i !== axis), axis] });
+}
+const scalarOf = (cx: Cx, v: number, dtype: DType = 'f32') => cx.op('constant', [], { dtype, shape: [], values: [v] });
+const sumAll = (cx: Cx, t: number) => (cx.shapeOf(t).length ? cx.op('sum', [t], { axes: cx.shapeOf(t).map((_, i) => i), keepdims: false }) : t);
+
+/** Mask of counted positions (label != ignore_index) as f32, and labels safe to look up (ignored ones read row 0). */
+function counted(cx: Cx, labels: number, ignore: number): { valid: number; safe: number } {
+  const ok = cx.op('ne', [labels, scalarOf(cx, ignore, cx.dtypeOf(labels))], {});
+  return { valid: cx.op('cast', [ok], { to: 'f32' }), safe: cx.op('select', [ok, labels, scalarOf(cx, 0, cx.dtypeOf(labels))], {}) };
+}
+
+/**
+ * The mean losses, as PyTorch defines them. loss_i = w[y_i] * (-log p_i[y_i]) over positions whose label is not
+ * ignore_index, divided by the sum of w[y_i] (the count when there are no weights; 0 when nothing counts). With
+ * label smoothing e the target is (1 - e) * onehot + e / C, which adds e * (-Σ_c w_c log p_ic) / C per position.
+ * The class axis is `axis` (-1 by default).
+ */
+function meanNll(cx: Cx, logp: number, labels: number, o: { ignore: number; weight?: number; smoothing: number; axis: number; picked?: number }): number {
+  const C = cx.shapeOf(logp).at(-1)!;
+  const { valid, safe } = counted(cx, labels, o.ignore);
+  const picked = o.picked ?? cx.op('sum', [cx.op('mul', [logp, cx.op('one_hot', [safe], { depth: C, dtype: 'f32' })], {})], { axes: [cx.shapeOf(logp).length - 1], keepdims: false });
+  const wy = o.weight === undefined ? valid : cx.op('mul', [cx.op('gather', [o.weight, safe], {}), valid], {});
+  let num = sumAll(cx, cx.op('mul', [cx.op('neg', [picked], {}), wy], {}));
+  if (o.smoothing) {
+    const wl = o.weight === undefined ? logp : cx.op('mul', [logp, o.weight], {});
+    const smooth = cx.op('mul', [cx.op('sum', [wl], { axes: [cx.shapeOf(logp).length - 1], keepdims: false }), valid], {});
+    num = cx.op('sub', [cx.op('mul', [num, scalarOf(cx, 1 - o.smoothing)], {}), cx.op('mul', [sumAll(cx, smooth), scalarOf(cx, o.smoothing / C)], {})], {});
+  }
+  return cx.op('div', [num, cx.op('max', [sumAll(cx, wy), scalarOf(cx, 1e-12)], {})], {});
+}
+
+function lossArgs(a: Map<string, Value>, cx: Cx, input: 'logits' | 'logp') {
+  const x0 = cx.tensor(a.get(input)!, input);
+  const labels = cx.tensor(a.get('labels')!, 'labels');
+  if (!isInt(cx.dtypeOf(labels))) cx.fail(`${cx.name}(): labels must be integers, got ${cx.dtypeOf(labels)}`, 'labels');
+  const axis = cx.axis(cx.integer(a.get('axis')!, 'axis'), cx.shapeOf(x0).length);
+  const x = moveLast(cx, x0, axis);
+  const wv = a.get('weight')!;
+  const weight = wv.k === 'none' ? undefined : cx.tensor(wv, 'weight');
+  const C = cx.shapeOf(x).at(-1)!;
+  if (weight !== undefined && cx.shapeOf(weight).join() !== String(C)) cx.fail(`${cx.name}(): weight must be f32[${C}] (one per class), got [${cx.shapeOf(weight).join(', ')}]`, 'weight');
+  return { x, labels, weight, ignore: cx.integer(a.get('ignore_index')!, 'ignore_index'), axis };
+}
+
+/** ops.cross_entropy_loss: the stdlib's cross_entropy (mean over counted positions) with weights, smoothing, any axis. */
+def('cross_entropy_loss', ['logits', 'labels', ['ignore_index', int(-100)], ['weight', NONE], ['label_smoothing', F(0)], ['axis', int(-1)]], (a, cx) => {
+  const o = lossArgs(a, cx, 'logits');
+  const smoothing = cx.number(a.get('label_smoothing')!, 'label_smoothing');
+  if (!(smoothing >= 0 && smoothing <= 1)) cx.fail(`cross_entropy(): label_smoothing must be in [0, 1], got ${smoothing}`, 'label_smoothing');
+  if (o.weight === undefined && !smoothing) {
+    // the plain case: the fused primitive (one row-wise kernel forward, softmax - onehot backward)
+    const per = cx.op('cross_entropy', [o.x, o.labels], { ignore_index: o.ignore });
+    const { valid } = counted(cx, o.labels, o.ignore);
+    return cx.t(cx.op('div', [sumAll(cx, per), cx.op('max', [sumAll(cx, valid), scalarOf(cx, 1)], {})], {}));
+  }
+  const logp = cx.op('log_softmax', [o.x], {});
+  return cx.t(meanNll(cx, logp, o.labels, { ignore: o.ignore, weight: o.weight, smoothing, axis: o.axis }));
+});
+
+/** nll_loss(logp, labels, weight=none, ignore_index=-100, axis=-1): mean of -logp[label] over counted positions. */
+def('nll_loss', ['logp', 'labels', ['weight', NONE], ['ignore_index', int(-100)], ['axis', int(-1)]], (a, cx) => {
+  const o = lossArgs(a, cx, 'logp');
+  return cx.t(meanNll(cx, o.x, o.labels, { ignore: o.ignore, weight: o.weight, smoothing: 0, axis: o.axis }));
+});
+
 def('matmul', ['a', 'b', ['transpose_a', B(false)], ['transpose_b', B(false)]], (a, cx) =>
   cx.t(
     cx.op('matmul', [cx.tensor(a.get('a')!, 'a'), cx.tensor(a.get('b')!, 'b')], {
@@ -610,11 +829,12 @@ def('matmul', ['a', 'b', ['transpose_a', B(false)], ['transpose_b', B(false)]], 
     }),
   ),
 );
-def('dropout', ['x', 'p'], (a, cx) => {
+/** dropout(x, p, training=true): identity when training is false, so one model file serves training and inference. */
+def('dropout', ['x', 'p', ['training', B(true)]], (a, cx) => {
   const p = cx.number(a.get('p')!, 'p');
   if (!(p >= 0 && p < 1)) cx.fail(`dropout(): p must be in [0, 1), got ${p}`, 'p');
   const x = a.get('x')!;
-  if (p === 0) return x;
+  if (p === 0 || !cx.bool(a.get('training')!, 'training')) return x;
   const t = cx.tensor(x, 'x');
   return cx.t(cx.op('dropout', [t, cx.lw.seedInput()], { p, stream: cx.lw.nextStream() }));
 });
