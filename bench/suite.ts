@@ -12,11 +12,15 @@ import { initParam } from '../src/ir/init.js';
 import type { AttrsOf } from '../src/ir/op.js';
 import type { HostTensor } from '../src/ir/tensor.js';
 import { acquireDevice, type KilnDevice } from '../src/runtime/device.js';
-import { compileGraph, formatProfile, type Executable } from '../src/runtime/index.js';
+import { compileGraph, type Executable } from '../src/runtime/index.js';
 import { planMemory, schedule } from '../src/schedule/index.js';
 import { buildTrainStep } from '../src/train/optimizers.js';
 import { kernelCases } from './kernels.js';
+import { jaxArray, jaxGpt, jaxMatmul, loadJax, type JaxDevice } from './peers/jax.js';
 import { loadTf, useBackend } from './peers/tfjs.js';
+import { scheduleCosts } from '../src/schedule/cost.js';
+import { boundMs, deviceRoofline, type Roofline } from '../src/runtime/roofline.js';
+import { costProfile, familyProfile, formatCostProfile, formatFamilies } from '../src/runtime/profile.js';
 import { tfGptLoss, type GptShape } from './peers/tfjs-gpt.js';
 import { measure, type Stats } from './timing.js';
 
@@ -34,8 +38,15 @@ export interface Row {
   kiln: Side | null;
   tfWebgpu: Side | null;
   tfCpu: Side | null;
+  /** jax-js on its webgpu device (same adapter) and on its wasm (CPU) device; absent when jax-js is not run. */
+  jaxWebgpu?: Side | null;
+  jaxWasm?: Side | null;
+  /** Work of Kiln's kernels for this row (src/schedule/cost.ts) and its roofline bound on this device. */
+  work?: { flops: number; bytes: number; boundMs: number };
   /** Agreement of Kiln's result with TF.js-WebGPU's (relative max error), checked before timing. */
   check: { ok: boolean; relErr: number } | null;
+  /** Agreement of jax-js's result with Kiln's (relative max error), per device. */
+  jaxCheck?: Partial<Record<JaxDevice, { ok: boolean; relErr: number }>>;
   tokens?: number;
   note?: string;
 }
@@ -54,6 +65,10 @@ export interface BenchReport {
   rows: Row[];
   targets: Target[];
   profile?: string;
+  /** The adapter's measured limits (kiln doctor --roofline). */
+  roofline?: Roofline;
+  /** Why jax-js was not run, when it was not. */
+  jaxSkipped?: string;
 }
 
 export interface BenchOptions {
@@ -61,7 +76,19 @@ export interface BenchOptions {
   only?: 'kernels' | 'graphs' | 'compile';
   repeats: number;
   cpu: boolean;
+  /** Run jax-js (webgpu and wasm) as a second peer (default true). */
+  jax?: boolean;
   log?: (s: string) => void;
+}
+
+type JaxPeer = Awaited<ReturnType<typeof loadJax>> | null;
+
+/** The roofline bound of an executable's kernels (the sum of each kernel's bound). */
+function workOf(exe: Executable, roof: Roofline | undefined): Row['work'] {
+  const costs = scheduleCosts(exe.schedule);
+  const flops = costs.reduce((a, c) => a + c.flops, 0);
+  const bytes = costs.reduce((a, c) => a + c.bytes, 0);
+  return { flops, bytes, boundMs: roof ? costs.reduce((a, c) => a + boundMs(roof, c.flops, c.bytes), 0) : NaN };
 }
 
 const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
@@ -86,7 +113,7 @@ async function tfTime(tf: typeof TF, backend: 'webgpu' | 'cpu', make: () => TF.T
   return { stats: await measure(once, o), value };
 }
 
-async function kernelRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions): Promise<Row[]> {
+async function kernelRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, jp: JaxPeer, roof: Roofline | undefined): Promise<Row[]> {
   const rows: Row[] = [];
   for (const c of kernelCases(o.quick)) {
     o.log?.(`kernel: ${c.name}`);
@@ -116,7 +143,22 @@ async function kernelRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions): Prom
       Object.values(tc).forEach((t) => t.dispose());
     }
     const err = relErr(kv.data, wg.value);
-    rows.push({ group: 'kernel', name: c.name, kiln: { stats: kiln, kernels: exe.stats.dispatchesPerRun }, tfWebgpu: { stats: wg.stats }, tfCpu: cpu ? { stats: cpu } : null, check: { ok: err < 1e-3, relErr: err }, note: c.skipCpu });
+    const row: Row = { group: 'kernel', name: c.name, kiln: { stats: kiln, kernels: exe.stats.dispatchesPerRun }, tfWebgpu: { stats: wg.stats }, tfCpu: cpu ? { stats: cpu } : null, check: { ok: err < 1e-3, relErr: err }, note: c.skipCpu, work: workOf(exe, roof) };
+    if (jp && c.matmul) {
+      row.jaxCheck = {};
+      for (const d of ['webgpu', 'wasm'] as const) {
+        if (!jp.devices.includes(d)) continue;
+        const [a, b] = [c.values.a, c.values.b];
+        const mm = jaxMatmul(jp.jax, jaxArray(jp.jax, a.data as Float32Array, [...a.shape], d), jaxArray(jp.jax, b.data as Float32Array, [...b.shape], d), c.matmul.transA, c.matmul.transB);
+        const jv = await mm.run();
+        const stats = await measure(mm.run, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+        mm.dispose();
+        const e = relErr(jv, kv.data);
+        row.jaxCheck[d] = { ok: e < 1e-3, relErr: e };
+        row[d === 'webgpu' ? 'jaxWebgpu' : 'jaxWasm'] = { stats };
+      }
+    }
+    rows.push(row);
     exe.destroy();
   }
   return rows;
@@ -138,7 +180,7 @@ function gptGraphs(c: GptConfig): { loss: Graph; step: Graph; params: Record<str
   return { loss: graph, step, params };
 }
 
-async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profile: { text?: string }): Promise<Row[]> {
+async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profile: { text?: string }, jp: JaxPeer, roof: Roofline | undefined): Promise<Row[]> {
   const configs: [string, GptConfig][] = o.quick
     ? [['GPT tiny', { vocab: 64, d: 16, heads: 2, layers: 1, ctx: 8, B: 2, T: 8 }]]
     : [
@@ -166,7 +208,10 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
     await tr.run({ ...feeds, ...scalars }, { download: ['loss'] });
     const trFirst = performance.now() - t1;
     const kt = await measure(() => tr.run({ ...feeds, ...scalars }, { download: ['loss'] }), { warmup: 1, repeats: o.repeats });
-    if (!profile.text && !o.quick) profile.text = `${label}, training step:\n${formatProfile((await tr.run({ ...feeds, ...scalars }, { download: ['loss'], profile: true })).profile ?? [])}`;
+    if (!profile.text && !o.quick) {
+      const rowsP = costProfile(tr.schedule, (await tr.run({ ...feeds, ...scalars }, { download: ['loss'], profile: true })).profile ?? [], roof);
+      profile.text = `${label}, training step, by kernel family:\n${formatFamilies(familyProfile(rowsP, roof))}\n\nlongest kernels:\n${formatCostProfile(rowsP, roof, 25)}`;
+    }
 
     // TF.js: same weights, same batch
     const s: GptShape = c;
@@ -205,6 +250,31 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
     const wg = await side('webgpu', o.repeats);
     const cpu = o.cpu ? await side('cpu', Math.max(2, Math.ceil(o.repeats / 3))) : null;
     const err = Math.abs(fwdLoss - wg.loss) / Math.abs(wg.loss);
+
+    // jax-js: the same weights and batch; the step is jit(valueAndGrad) + Adam in one jit.
+    const jx: Partial<Record<JaxDevice, { fStats: Stats; fFirst: number; sStats: Stats; sFirst: number; err: number }>> = {};
+    for (const d of jp ? (['webgpu', 'wasm'] as const).filter((x) => jp.devices.includes(x)) : []) {
+      o.log?.(`graph: ${label} on jax-js ${d}`);
+      const m = jaxGpt(jp!.jax, d, params as unknown as Record<string, { data: Float32Array; shape: readonly number[] }>, tokensArr, targetsArr, s, c.vocab);
+      try {
+        const q0 = performance.now();
+        const jl = await m.forward();
+        const fFirst = performance.now() - q0;
+        const fStats = await measure(m.forward, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+        const q1 = performance.now();
+        await m.step();
+        const sFirst = performance.now() - q1;
+        const sStats = await measure(m.step, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+        jx[d] = { fStats, fFirst, sStats, sFirst, err: Math.abs(jl - fwdLoss) / Math.abs(fwdLoss) };
+      } finally {
+        m.dispose();
+      }
+    }
+    const jaxSides = (k: 'f' | 's') => ({
+      jaxWebgpu: jx.webgpu ? { stats: jx.webgpu[`${k}Stats`], firstMs: jx.webgpu[`${k}First`] } : jp ? null : undefined,
+      jaxWasm: jx.wasm ? { stats: jx.wasm[`${k}Stats`], firstMs: jx.wasm[`${k}First`] } : jp ? null : undefined,
+      jaxCheck: Object.fromEntries(Object.entries(jx).map(([d, v]) => [d, { ok: v.err < 1e-4, relErr: v.err }])),
+    });
     rows.push({
       group: 'graph',
       name: `${label}: forward + loss`,
@@ -213,6 +283,8 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
       tfWebgpu: { stats: wg.fStats, firstMs: wg.fFirst },
       tfCpu: cpu ? { stats: cpu.fStats, firstMs: cpu.fFirst } : null,
       check: { ok: err < 1e-4, relErr: err },
+      work: workOf(fwd, roof),
+      ...jaxSides('f'),
     });
     rows.push({
       group: 'graph',
@@ -222,7 +294,9 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
       tfWebgpu: { stats: wg.sStats, firstMs: wg.sFirst, kernels: wg.kernels, deviceBytes: wg.bytes },
       tfCpu: cpu ? { stats: cpu.sStats, firstMs: cpu.sFirst } : null,
       check: { ok: err < 1e-4, relErr: err },
-      note: 'TF.js side: tf.train.adam (no decoupled weight decay); Kiln: AdamW, clipping off',
+      note: 'TF.js side: tf.train.adam (no decoupled weight decay); jax-js: Adam in the jitted step; Kiln: AdamW, clipping off',
+      work: workOf(tr, roof),
+      ...jaxSides('s'),
     });
     fwd.destroy();
     tr.destroy();
@@ -262,12 +336,13 @@ async function compileRows(dev: KilnDevice, o: BenchOptions): Promise<Row[]> {
   return rows;
 }
 
-const speedup = (r: Row, peer: 'tfWebgpu' | 'tfCpu') => (r.kiln && r[peer] ? r[peer]!.stats.median / r.kiln.stats.median : NaN);
+export type Peer = 'tfWebgpu' | 'tfCpu' | 'jaxWebgpu' | 'jaxWasm';
+const speedup = (r: Row, peer: Peer) => (r.kiln && r[peer] ? r[peer]!.stats.median / r.kiln.stats.median : NaN);
 
-function targets(rows: Row[]): Target[] {
+function targets(rows: Row[], roof?: Roofline): Target[] {
   const out: Target[] = [];
   const find = (re: RegExp) => rows.find((r) => re.test(r.name));
-  const t = (what: string, r: Row | undefined, peer: 'tfWebgpu' | 'tfCpu', want: number) => {
+  const t = (what: string, r: Row | undefined, peer: Peer, want: number) => {
     if (!r || !r.kiln || !r[peer]) return;
     const s = speedup(r, peer);
     out.push({ what, want: `≥ ${want}×`, got: `${s.toFixed(2)}×`, met: s >= want });
@@ -275,7 +350,21 @@ function targets(rows: Row[]): Target[] {
   const step = find(/GPT small.*training step/) ?? find(/GPT tiny.*training step/);
   t('GPT training step (small) vs TF.js-WebGPU', step, 'tfWebgpu', 3);
   t('GPT training step (small) vs TF.js-CPU', step, 'tfCpu', 10);
-  t('matmul 1024³ vs TF.js-WebGPU', find(/^matmul 1024x/), 'tfWebgpu', 1.5);
+  t('GPT training step (small) vs jax-js webgpu', step, 'jaxWebgpu', 2);
+  t('GPT training step (larger) vs TF.js-WebGPU', find(/GPT larger.*training step/), 'tfWebgpu', 3);
+  const mm = find(/^matmul 1024x/);
+  t('matmul 1024³ vs TF.js-WebGPU', mm, 'tfWebgpu', 2);
+  if (mm?.kiln && mm.work && roof) {
+    const f = mm.work.flops / (mm.kiln.stats.median * 1e6) / roof.gflops;
+    out.push({ what: 'matmul 1024³ as a fraction of the measured FMA peak', want: '≥ 40%', got: `${(100 * f).toFixed(1)}% (${roof.gflops.toFixed(1)} GFLOP/s peak)`, met: f >= 0.4 });
+  }
+  const L = find(/³ A·Bᵀ/)?.name.match(/(\d+)³/)?.[1];
+  const nn = L ? rows.find((r) => r.name === `matmul ${L}x${L}x${L}`) : undefined;
+  for (const lay of [find(/³ A·Bᵀ \(NT\)/), find(/³ Aᵀ·B \(TN\)/)]) {
+    if (!lay?.kiln || !nn?.kiln) continue;
+    const q = lay.kiln.stats.median / nn.kiln.stats.median;
+    out.push({ what: `${lay.name}: time / the NN case's`, want: '≤ 1.2×', got: `${q.toFixed(2)}×`, met: q <= 1.2 });
+  }
   t('softmax vs TF.js-WebGPU', find(/^softmax/), 'tfWebgpu', 2);
   t('layer_norm vs TF.js-WebGPU', find(/^layer_norm/), 'tfWebgpu', 2);
   if (step?.kiln?.deviceBytes && step.tfWebgpu?.deviceBytes) {
@@ -291,13 +380,25 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   process.env.KILN_STOCK_DRIVER ??= '1';
   const dev = await acquireDevice();
   const tf = await loadTf();
+  let jp: JaxPeer = null;
+  let jaxSkipped: string | undefined;
+  if (o.jax !== false && o.only !== 'compile') {
+    try {
+      jp = await loadJax();
+    } catch (e) {
+      jaxSkipped = `jax-js not run: ${(e as Error).message}`;
+      o.log?.(jaxSkipped);
+    }
+  }
+  o.log?.('roofline (cached per device; kiln doctor --roofline)');
+  const roof = o.quick ? undefined : await deviceRoofline(dev);
   const rows: Row[] = [];
   const profile: { text?: string } = {};
-  if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o)));
-  if (!o.only || o.only === 'graphs') rows.push(...(await graphRows(dev, tf, o, profile)));
+  if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o, jp, roof)));
+  if (!o.only || o.only === 'graphs') rows.push(...(await graphRows(dev, tf, o, profile, jp, roof)));
   if (!o.only || o.only === 'compile') rows.push(...(await compileRows(dev, o)));
   const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ''} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
-  return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows), profile: profile.text };
+  return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows, roof), profile: profile.text, roofline: roof, jaxSkipped };
 }
 
 export { speedup };
