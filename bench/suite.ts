@@ -22,7 +22,7 @@ import { scheduleCosts } from '../src/schedule/cost.js';
 import { boundMs, deviceRoofline, type Roofline } from '../src/runtime/roofline.js';
 import { costProfile, familyProfile, formatCostProfile, formatFamilies } from '../src/runtime/profile.js';
 import { tfGptLoss, type GptShape } from './peers/tfjs-gpt.js';
-import { measure, type Stats } from './timing.js';
+import { measure, stats, type Stats } from './timing.js';
 
 export interface Side {
   stats: Stats;
@@ -84,6 +84,26 @@ export interface BenchOptions {
 type JaxPeer = Awaited<ReturnType<typeof loadJax>> | null;
 
 /** The roofline bound of an executable's kernels (the sum of each kernel's bound). */
+/**
+ * Times several sides in turns: each round runs every side once (after `warmup` rounds), until `repeats` rounds or
+ * until a side has used `maxMs` (it then drops out with at least 3 samples). Absent sides are skipped.
+ */
+async function measureInTurns<K extends string>(sides: Record<K, (() => Promise<unknown>) | undefined>, o: { warmup: number; repeats: number; maxMs: number }): Promise<Record<K, Stats>> {
+  const names = (Object.keys(sides) as K[]).filter((k) => sides[k]);
+  const samples = Object.fromEntries(names.map((k) => [k, [] as number[]])) as Record<K, number[]>;
+  const spent = Object.fromEntries(names.map((k) => [k, 0])) as Record<K, number>;
+  for (let r = 0; r < o.warmup + o.repeats; r++) {
+    for (const k of names) {
+      if (spent[k] > o.maxMs && samples[k].length >= 3) continue;
+      const t0 = performance.now();
+      await sides[k]!();
+      const dt = performance.now() - t0;
+      if (r >= o.warmup) (samples[k].push(dt), (spent[k] += dt));
+    }
+  }
+  return Object.fromEntries(names.map((k) => [k, stats(samples[k])])) as Record<K, Stats>;
+}
+
 function workOf(exe: Executable, roof: Roofline | undefined): Row['work'] {
   const costs = scheduleCosts(exe.schedule);
   const flops = costs.reduce((a, c) => a + c.flops, 0);
@@ -197,79 +217,111 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
     const scalars = { lr: { dtype: 'f32' as const, shape: [], data: Float32Array.of(1e-3) }, step: { dtype: 'f32' as const, shape: [], data: Float32Array.of(1) } };
     const tokens = c.B * c.T;
 
-    // Kiln
+    // Every side is set up and run once first (time to first result, and the losses compared), then the sides are
+    // timed in turns — one run of each per round — so that load from elsewhere on a shared machine falls on all of
+    // them alike instead of on whichever side happened to run during it.
+    const s: GptShape = c;
     const t0 = performance.now();
     const fwd = await compileGraph(loss, dev, { seed: 0 });
     const fwdLoss = (await fwd.run(feeds, { download: ['loss'] })).outputs.loss.data[0];
     const fwdFirst = performance.now() - t0;
-    const kf = await measure(() => fwd.run(feeds, { download: ['loss'] }), { warmup: 1, repeats: o.repeats });
     const t1 = performance.now();
     const tr: Executable = await compileGraph(step, dev, { seed: 0 });
     await tr.run({ ...feeds, ...scalars }, { download: ['loss'] });
     const trFirst = performance.now() - t1;
-    const kt = await measure(() => tr.run({ ...feeds, ...scalars }, { download: ['loss'] }), { warmup: 1, repeats: o.repeats });
     if (!profile.text && !o.quick) {
       const rowsP = costProfile(tr.schedule, (await tr.run({ ...feeds, ...scalars }, { download: ['loss'], profile: true })).profile ?? [], roof);
       profile.text = `${label}, training step, by kernel family:\n${formatFamilies(familyProfile(rowsP, roof))}\n\nlongest kernels:\n${formatCostProfile(rowsP, roof, 25)}`;
     }
 
-    // TF.js: same weights, same batch
-    const s: GptShape = c;
-    const side = async (backend: 'webgpu' | 'cpu', repeats: number) => {
-      await useBackend(tf, backend);
-      const vars = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(tf.tensor(Array.from(v.data), [...v.shape]), true, `${backend}.${k}`)]));
-      const tok = tf.tensor(Array.from(tokensArr), [c.B, c.T], 'int32');
-      const lossOf = () => tfGptLoss(tf, vars, tok, targetsArr, s);
+    // TF.js (WebGPU): same weights, same batch
+    await useBackend(tf, 'webgpu');
+    const vars = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(tf.tensor(Array.from(v.data), [...v.shape]), true, `webgpu.${k}`)]));
+    const tok = tf.tensor(Array.from(tokensArr), [c.B, c.T], 'int32');
+    const lossOf = () => tfGptLoss(tf, vars, tok, targetsArr, s);
+    const tfFwd = async () => {
+      const y = tf.tidy(lossOf);
+      const v = (await y.data())[0];
+      y.dispose();
+      return v;
+    };
+    const opt = tf.train.adam(1e-3);
+    const tfStep = async () => {
+      const l = opt.minimize(lossOf, true)!;
+      await l.data();
+      l.dispose();
+    };
+    let q = performance.now();
+    const tfLoss = await tfFwd();
+    const tfFwdFirst = performance.now() - q;
+    q = performance.now();
+    await tfStep();
+    const tfStepFirst = performance.now() - q;
+
+    // jax-js: the same weights and batch; the step is jit(valueAndGrad) + Adam in one jit.
+    const jaxModels: Partial<Record<JaxDevice, { m: ReturnType<typeof jaxGpt>; fFirst: number; sFirst: number; err: number }>> = {};
+    for (const d of jp ? (['webgpu', 'wasm'] as const).filter((x) => jp.devices.includes(x)) : []) {
+      o.log?.(`graph: ${label} on jax-js ${d} (first runs)`);
+      const m = jaxGpt(jp!.jax, d, params as unknown as Record<string, { data: Float32Array; shape: readonly number[] }>, tokensArr, targetsArr, s, c.vocab);
+      q = performance.now();
+      const jl = await m.forward();
+      const fFirst = performance.now() - q;
+      q = performance.now();
+      await m.step();
+      jaxModels[d] = { m, fFirst, sFirst: performance.now() - q, err: Math.abs(jl - fwdLoss) / Math.abs(fwdLoss) };
+    }
+
+    o.log?.(`graph: ${label}, timed in turns`);
+    const fT = await measureInTurns({ kiln: () => fwd.run(feeds, { download: ['loss'] }), tfWebgpu: tfFwd, jaxWebgpu: jaxModels.webgpu?.m.forward, jaxWasm: jaxModels.wasm?.m.forward }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+    const sT = await measureInTurns({ kiln: () => tr.run({ ...feeds, ...scalars }, { download: ['loss'] }), tfWebgpu: tfStep, jaxWebgpu: jaxModels.webgpu?.m.step, jaxWasm: jaxModels.wasm?.m.step }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+    const kf = fT.kiln;
+    const kt = sT.kiln;
+    // tf.profile's peakBytes: the most bytes of live tensors (weights and Adam state included) at any point of
+    // a step, the counterpart of Kiln's allocated bytes; tf.memory() after the step would miss the intermediates.
+    const prof = await tf.profile(async () => tfStep());
+    const wg = { loss: tfLoss, fStats: fT.tfWebgpu, fFirst: tfFwdFirst, sStats: sT.tfWebgpu, sFirst: tfStepFirst, bytes: prof.peakBytes, kernels: prof.kernels.length };
+    Object.values(vars).forEach((v) => v.dispose());
+    tok.dispose();
+    opt.dispose();
+    const jx: Partial<Record<JaxDevice, { fStats: Stats; fFirst: number; sStats: Stats; sFirst: number; err: number }>> = {};
+    for (const [d, j] of Object.entries(jaxModels) as [JaxDevice, NonNullable<(typeof jaxModels)[JaxDevice]>][]) {
+      jx[d] = { fStats: fT[d === 'webgpu' ? 'jaxWebgpu' : 'jaxWasm'], fFirst: j.fFirst, sStats: sT[d === 'webgpu' ? 'jaxWebgpu' : 'jaxWasm'], sFirst: j.sFirst, err: j.err };
+      j.m.dispose();
+    }
+
+    // TF.js CPU: far slower; timed on its own afterwards.
+    const cpuSide = async (repeats: number) => {
+      await useBackend(tf, 'cpu');
+      const cv = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(tf.tensor(Array.from(v.data), [...v.shape]), true, `cpu.${k}`)]));
+      const ct = tf.tensor(Array.from(tokensArr), [c.B, c.T], 'int32');
+      const cLoss = () => tfGptLoss(tf, cv, ct, targetsArr, s);
       const q0 = performance.now();
-      const first = await tfTime(tf, backend, lossOf, { warmup: 0, repeats: 1 });
+      await tfTime(tf, 'cpu', cLoss, { warmup: 0, repeats: 1 });
       const fFirst = performance.now() - q0;
       const fStats = await measure(async () => {
-        const y = tf.tidy(lossOf);
+        const y = tf.tidy(cLoss);
         await y.data();
         y.dispose();
       }, { warmup: 1, repeats, maxMs: 60_000 });
-      const opt = tf.train.adam(1e-3);
-      const stepOnce = async () => {
-        const l = opt.minimize(lossOf, true)!;
+      const copt = tf.train.adam(1e-3);
+      const once = async () => {
+        const l = copt.minimize(cLoss, true)!;
         await l.data();
         l.dispose();
       };
       const q1 = performance.now();
-      await stepOnce();
+      await once();
       const sFirst = performance.now() - q1;
-      const sStats = await measure(stepOnce, { warmup: 1, repeats, maxMs: 60_000 });
-      // tf.profile's peakBytes: the most bytes of live tensors (weights and Adam state included) at any point of
-      // a step, the counterpart of Kiln's allocated bytes; tf.memory() after the step would miss the intermediates.
-      const prof = backend === 'webgpu' ? await tf.profile(async () => stepOnce()) : undefined;
-      const kernels = prof?.kernels.length;
-      Object.values(vars).forEach((v) => v.dispose());
-      tok.dispose();
-      opt.dispose();
-      return { loss: first.value[0], fStats, fFirst, sStats, sFirst, bytes: prof?.peakBytes, kernels };
+      const sStats = await measure(once, { warmup: 1, repeats, maxMs: 60_000 });
+      Object.values(cv).forEach((v) => v.dispose());
+      ct.dispose();
+      copt.dispose();
+      await useBackend(tf, 'webgpu');
+      return { fStats, fFirst, sStats, sFirst };
     };
-    const wg = await side('webgpu', o.repeats);
-    const cpu = o.cpu ? await side('cpu', Math.max(2, Math.ceil(o.repeats / 3))) : null;
+    const cpu = o.cpu ? await cpuSide(Math.max(2, Math.ceil(o.repeats / 3))) : null;
     const err = Math.abs(fwdLoss - wg.loss) / Math.abs(wg.loss);
 
-    // jax-js: the same weights and batch; the step is jit(valueAndGrad) + Adam in one jit.
-    const jx: Partial<Record<JaxDevice, { fStats: Stats; fFirst: number; sStats: Stats; sFirst: number; err: number }>> = {};
-    for (const d of jp ? (['webgpu', 'wasm'] as const).filter((x) => jp.devices.includes(x)) : []) {
-      o.log?.(`graph: ${label} on jax-js ${d}`);
-      const m = jaxGpt(jp!.jax, d, params as unknown as Record<string, { data: Float32Array; shape: readonly number[] }>, tokensArr, targetsArr, s, c.vocab);
-      try {
-        const q0 = performance.now();
-        const jl = await m.forward();
-        const fFirst = performance.now() - q0;
-        const fStats = await measure(m.forward, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
-        const q1 = performance.now();
-        await m.step();
-        const sFirst = performance.now() - q1;
-        const sStats = await measure(m.step, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
-        jx[d] = { fStats, fFirst, sStats, sFirst, err: Math.abs(jl - fwdLoss) / Math.abs(fwdLoss) };
-      } finally {
-        m.dispose();
-      }
-    }
     const jaxSides = (k: 'f' | 's') => ({
       jaxWebgpu: jx.webgpu ? { stats: jx.webgpu[`${k}Stats`], firstMs: jx.webgpu[`${k}First`] } : jp ? null : undefined,
       jaxWasm: jx.wasm ? { stats: jx.wasm[`${k}Stats`], firstMs: jx.wasm[`${k}First`] } : jp ? null : undefined,
