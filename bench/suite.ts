@@ -200,6 +200,38 @@ function gptGraphs(c: GptConfig): { loss: Graph; step: Graph; params: Record<str
   return { loss: graph, step, params };
 }
 
+/** The GPT in TF.js on `backend` with Kiln's weights: forward and Adam step closures, run once each (timed). */
+async function tfGpt(tf: typeof TF, backend: 'webgpu' | 'cpu', params: Record<string, HostTensor>, tokens: Int32Array, targets: Int32Array, s: GptShape) {
+  await useBackend(tf, backend);
+  const vars = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(tf.tensor(Array.from(v.data), [...v.shape]), true, `${backend}.${k}`)]));
+  const tok = tf.tensor(Array.from(tokens), [s.B, s.T], 'int32');
+  const lossOf = () => tfGptLoss(tf, vars, tok, targets, s);
+  const forward = async () => {
+    const y = tf.tidy(lossOf);
+    const v = (await y.data())[0];
+    y.dispose();
+    return v;
+  };
+  const opt = tf.train.adam(1e-3);
+  const step = async () => {
+    const l = opt.minimize(lossOf, true)!;
+    await l.data();
+    l.dispose();
+  };
+  let t = performance.now();
+  const loss = await forward();
+  const fFirst = performance.now() - t;
+  t = performance.now();
+  await step();
+  const sFirst = performance.now() - t;
+  const dispose = () => {
+    Object.values(vars).forEach((v) => v.dispose());
+    tok.dispose();
+    opt.dispose();
+  };
+  return { forward, step, loss, fFirst, sFirst, dispose };
+}
+
 async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profile: { text?: string }, jp: JaxPeer, roof: Roofline | undefined): Promise<Row[]> {
   const configs: [string, GptConfig][] = o.quick
     ? [['GPT tiny', { vocab: 64, d: 16, heads: 2, layers: 1, ctx: 8, B: 2, T: 8 }]]
@@ -235,54 +267,31 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
     }
 
     // TF.js (WebGPU): same weights, same batch
-    await useBackend(tf, 'webgpu');
-    const vars = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(tf.tensor(Array.from(v.data), [...v.shape]), true, `webgpu.${k}`)]));
-    const tok = tf.tensor(Array.from(tokensArr), [c.B, c.T], 'int32');
-    const lossOf = () => tfGptLoss(tf, vars, tok, targetsArr, s);
-    const tfFwd = async () => {
-      const y = tf.tidy(lossOf);
-      const v = (await y.data())[0];
-      y.dispose();
-      return v;
-    };
-    const opt = tf.train.adam(1e-3);
-    const tfStep = async () => {
-      const l = opt.minimize(lossOf, true)!;
-      await l.data();
-      l.dispose();
-    };
-    let q = performance.now();
-    const tfLoss = await tfFwd();
-    const tfFwdFirst = performance.now() - q;
-    q = performance.now();
-    await tfStep();
-    const tfStepFirst = performance.now() - q;
+    const tw = await tfGpt(tf, 'webgpu', params, tokensArr, targetsArr, s);
 
     // jax-js: the same weights and batch; the step is jit(valueAndGrad) + Adam in one jit.
     const jaxModels: Partial<Record<JaxDevice, { m: ReturnType<typeof jaxGpt>; fFirst: number; sFirst: number; err: number }>> = {};
     for (const d of jp ? (['webgpu', 'wasm'] as const).filter((x) => jp.devices.includes(x)) : []) {
       o.log?.(`graph: ${label} on jax-js ${d} (first runs)`);
       const m = jaxGpt(jp!.jax, d, params as unknown as Record<string, { data: Float32Array; shape: readonly number[] }>, tokensArr, targetsArr, s, c.vocab);
-      q = performance.now();
+      const q0 = performance.now();
       const jl = await m.forward();
-      const fFirst = performance.now() - q;
-      q = performance.now();
+      const fFirst = performance.now() - q0;
+      const q1 = performance.now();
       await m.step();
-      jaxModels[d] = { m, fFirst, sFirst: performance.now() - q, err: Math.abs(jl - fwdLoss) / Math.abs(fwdLoss) };
+      jaxModels[d] = { m, fFirst, sFirst: performance.now() - q1, err: Math.abs(jl - fwdLoss) / Math.abs(fwdLoss) };
     }
 
     o.log?.(`graph: ${label}, timed in turns`);
-    const fT = await measureInTurns({ kiln: () => fwd.run(feeds, { download: ['loss'] }), tfWebgpu: tfFwd, jaxWebgpu: jaxModels.webgpu?.m.forward, jaxWasm: jaxModels.wasm?.m.forward }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
-    const sT = await measureInTurns({ kiln: () => tr.run({ ...feeds, ...scalars }, { download: ['loss'] }), tfWebgpu: tfStep, jaxWebgpu: jaxModels.webgpu?.m.step, jaxWasm: jaxModels.wasm?.m.step }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+    const fT = await measureInTurns({ kiln: () => fwd.run(feeds, { download: ['loss'] }), tfWebgpu: tw.forward, jaxWebgpu: jaxModels.webgpu?.m.forward, jaxWasm: jaxModels.wasm?.m.forward }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+    const sT = await measureInTurns({ kiln: () => tr.run({ ...feeds, ...scalars }, { download: ['loss'] }), tfWebgpu: tw.step, jaxWebgpu: jaxModels.webgpu?.m.step, jaxWasm: jaxModels.wasm?.m.step }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
     const kf = fT.kiln;
     const kt = sT.kiln;
     // tf.profile's peakBytes: the most bytes of live tensors (weights and Adam state included) at any point of
     // a step, the counterpart of Kiln's allocated bytes; tf.memory() after the step would miss the intermediates.
-    const prof = await tf.profile(async () => tfStep());
-    const wg = { loss: tfLoss, fStats: fT.tfWebgpu, fFirst: tfFwdFirst, sStats: sT.tfWebgpu, sFirst: tfStepFirst, bytes: prof.peakBytes, kernels: prof.kernels.length };
-    Object.values(vars).forEach((v) => v.dispose());
-    tok.dispose();
-    opt.dispose();
+    const prof = await tf.profile(async () => tw.step());
+    const wg = { loss: tw.loss, fStats: fT.tfWebgpu, fFirst: tw.fFirst, sStats: sT.tfWebgpu, sFirst: tw.sFirst, bytes: prof.peakBytes, kernels: prof.kernels.length };
+    tw.dispose();
     const jx: Partial<Record<JaxDevice, { fStats: Stats; fFirst: number; sStats: Stats; sFirst: number; err: number }>> = {};
     for (const [d, j] of Object.entries(jaxModels) as [JaxDevice, NonNullable<(typeof jaxModels)[JaxDevice]>][]) {
       jx[d] = { fStats: fT[d === 'webgpu' ? 'jaxWebgpu' : 'jaxWasm'], fFirst: j.fFirst, sStats: sT[d === 'webgpu' ? 'jaxWebgpu' : 'jaxWasm'], sFirst: j.sFirst, err: j.err };
@@ -291,33 +300,12 @@ async function graphRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, profil
 
     // TF.js CPU: far slower; timed on its own afterwards.
     const cpuSide = async (repeats: number) => {
-      await useBackend(tf, 'cpu');
-      const cv = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, tf.variable(tf.tensor(Array.from(v.data), [...v.shape]), true, `cpu.${k}`)]));
-      const ct = tf.tensor(Array.from(tokensArr), [c.B, c.T], 'int32');
-      const cLoss = () => tfGptLoss(tf, cv, ct, targetsArr, s);
-      const q0 = performance.now();
-      await tfTime(tf, 'cpu', cLoss, { warmup: 0, repeats: 1 });
-      const fFirst = performance.now() - q0;
-      const fStats = await measure(async () => {
-        const y = tf.tidy(cLoss);
-        await y.data();
-        y.dispose();
-      }, { warmup: 1, repeats, maxMs: 60_000 });
-      const copt = tf.train.adam(1e-3);
-      const once = async () => {
-        const l = copt.minimize(cLoss, true)!;
-        await l.data();
-        l.dispose();
-      };
-      const q1 = performance.now();
-      await once();
-      const sFirst = performance.now() - q1;
-      const sStats = await measure(once, { warmup: 1, repeats, maxMs: 60_000 });
-      Object.values(cv).forEach((v) => v.dispose());
-      ct.dispose();
-      copt.dispose();
+      const tc = await tfGpt(tf, 'cpu', params, tokensArr, targetsArr, s);
+      const fStats = await measure(tc.forward, { warmup: 1, repeats, maxMs: 60_000 });
+      const sStats = await measure(tc.step, { warmup: 1, repeats, maxMs: 60_000 });
+      tc.dispose();
       await useBackend(tf, 'webgpu');
-      return { fStats, fFirst, sStats, sFirst };
+      return { fStats, fFirst: tc.fFirst, sStats, sFirst: tc.sFirst };
     };
     const cpu = o.cpu ? await cpuSide(Math.max(2, Math.ceil(o.repeats / 3))) : null;
     const err = Math.abs(fwdLoss - wg.loss) / Math.abs(wg.loss);
