@@ -149,35 +149,43 @@ async function kernelRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions, jp: J
     for (const [k, v] of Object.entries(c.values)) (v.dtype === 'f32' ? exe.setParam(k, v) : (inputs[k] = v));
     const run = async () => (await exe.run(inputs, { download: ['y'] })).outputs.y;
     const kv = await run();
-    const kiln = await measure(run, { warmup: 1, repeats: o.repeats });
     const mk = () => Object.fromEntries(Object.entries(c.values).map(([k, v]) => [k, tf.tensor(Array.from(v.data), [...v.shape], v.dtype === 'i32' ? 'int32' : 'float32')]));
     await useBackend(tf, 'webgpu');
     const tg = mk();
-    const wg = await tfTime(tf, 'webgpu', () => c.tf(tf, tg), { warmup: 1, repeats: o.repeats });
-    Object.values(tg).forEach((t) => t.dispose());
+    const tfOnce = async () => {
+      const y = tf.tidy(() => c.tf(tf, tg));
+      const v = await y.data();
+      y.dispose();
+      return v;
+    };
+    const wv = (await tfOnce()) as Float32Array;
+    // jax-js on the plain matmuls, each device checked against Kiln's result before it is timed
+    const jaxCheck: Row['jaxCheck'] = {};
+    const jaxRuns: Partial<Record<JaxDevice, ReturnType<typeof jaxMatmul>>> = {};
+    for (const d of jp && c.matmul ? (['webgpu', 'wasm'] as const).filter((x) => jp.devices.includes(x)) : []) {
+      const [a, b] = [c.values.a, c.values.b];
+      const mm = jaxMatmul(jp!.jax, jaxArray(jp!.jax, a.data as Float32Array, [...a.shape], d), jaxArray(jp!.jax, b.data as Float32Array, [...b.shape], d), c.matmul!.transA, c.matmul!.transB);
+      const e = relErr(await mm.run(), kv.data);
+      jaxCheck[d] = { ok: e < 1e-3, relErr: e };
+      jaxRuns[d] = mm;
+    }
+    // timed in turns, like the GPT rows
+    const t = await measureInTurns({ kiln: run, tfWebgpu: tfOnce, jaxWebgpu: jaxRuns.webgpu?.run, jaxWasm: jaxRuns.wasm?.run }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+    Object.values(tg).forEach((x) => x.dispose());
+    Object.values(jaxRuns).forEach((m) => m.dispose());
     let cpu: Stats | null = null;
     if (o.cpu && !c.skipCpu) {
       await useBackend(tf, 'cpu');
       const tc = mk();
       cpu = (await tfTime(tf, 'cpu', () => c.tf(tf, tc), { warmup: 0, repeats: Math.max(2, Math.ceil(o.repeats / 3)), maxMs: 20_000 })).stats;
-      Object.values(tc).forEach((t) => t.dispose());
+      Object.values(tc).forEach((x) => x.dispose());
+      await useBackend(tf, 'webgpu');
     }
-    const err = relErr(kv.data, wg.value);
-    const row: Row = { group: 'kernel', name: c.name, kiln: { stats: kiln, kernels: exe.stats.dispatchesPerRun }, tfWebgpu: { stats: wg.stats }, tfCpu: cpu ? { stats: cpu } : null, check: { ok: err < 1e-3, relErr: err }, note: c.skipCpu, work: workOf(exe, roof) };
-    if (jp && c.matmul) {
-      row.jaxCheck = {};
-      for (const d of ['webgpu', 'wasm'] as const) {
-        if (!jp.devices.includes(d)) continue;
-        const [a, b] = [c.values.a, c.values.b];
-        const mm = jaxMatmul(jp.jax, jaxArray(jp.jax, a.data as Float32Array, [...a.shape], d), jaxArray(jp.jax, b.data as Float32Array, [...b.shape], d), c.matmul.transA, c.matmul.transB);
-        const jv = await mm.run();
-        const stats = await measure(mm.run, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
-        mm.dispose();
-        const e = relErr(jv, kv.data);
-        row.jaxCheck[d] = { ok: e < 1e-3, relErr: e };
-        row[d === 'webgpu' ? 'jaxWebgpu' : 'jaxWasm'] = { stats };
-      }
-    }
+    const err = relErr(kv.data, wv);
+    const row: Row = { group: 'kernel', name: c.name, kiln: { stats: t.kiln, kernels: exe.stats.dispatchesPerRun }, tfWebgpu: { stats: t.tfWebgpu }, tfCpu: cpu ? { stats: cpu } : null, check: { ok: err < 1e-3, relErr: err }, note: c.skipCpu, work: workOf(exe, roof) };
+    if (jaxRuns.webgpu) row.jaxWebgpu = { stats: t.jaxWebgpu };
+    if (jaxRuns.wasm) row.jaxWasm = { stats: t.jaxWasm };
+    if (Object.keys(jaxCheck).length) row.jaxCheck = jaxCheck;
     rows.push(row);
     exe.destroy();
   }
