@@ -19,6 +19,8 @@ export interface KernelCase {
   flops?: number;
   /** Why the TF.js CPU backend is not timed on this case, if it is not. */
   skipCpu?: string;
+  /** A plain matmul of operands a and b (b transposed with transB): jax-js times it too. */
+  matmul?: { transA: boolean; transB: boolean };
 }
 
 function rand(shape: number[], seed: number, lo = -1, hi = 1): HostTensor {
@@ -36,16 +38,21 @@ function kernel(name: string, operands: Record<string, HostTensor>, build: (b: G
   return { name, graph: b.build(name, [{ name: 'y', id: build(b, p) }]), values: operands, tf, flops };
 }
 
+function matmulCase(name: string, a: HostTensor, bm: HostTensor, transA: boolean, transB: boolean, flops: number): KernelCase {
+  const c = kernel(name, { a, b: bm }, (b, p) => b.op('matmul', [p.a, p.b], { transA, transB }), (tf, t) => tf.matMul(t.a, t.b, transA, transB), flops);
+  return { ...c, matmul: { transA, transB } };
+}
+
 export function kernelCases(quick: boolean): KernelCase[] {
   const sizes = quick ? [32] : [256, 512, 1024];
   const cases: KernelCase[] = [];
-  for (const n of sizes) {
-    cases.push(kernel(`matmul ${n}x${n}x${n}`, { a: rand([n, n], 1), b: rand([n, n], 2) }, (b, p) => b.op('matmul', [p.a, p.b], { transA: false, transB: false }), (tf, t) => tf.matMul(t.a, t.b), 2 * n ** 3));
-  }
+  for (const n of sizes) cases.push(matmulCase(`matmul ${n}x${n}x${n}`, rand([n, n], 1), rand([n, n], 2), false, false, 2 * n ** 3));
+  // The layouts the backward pass uses, at the NN case's size: dx = dy·Wᵀ (NT) and dW = xᵀ·dy (TN).
+  const L = quick ? 32 : 512;
+  cases.push(matmulCase(`matmul ${L}³ A·Bᵀ (NT)`, rand([L, L], 14), rand([L, L], 15), false, true, 2 * L ** 3));
+  cases.push(matmulCase(`matmul ${L}³ Aᵀ·B (TN)`, rand([L, L], 16), rand([L, L], 17), true, false, 2 * L ** 3));
   const [M, K, N] = quick ? [24, 40, 8] : [512, 768, 256];
-  cases.push(
-    kernel(`matmul ${M}x${K} · (${N}x${K})ᵀ`, { a: rand([M, K], 3), b: rand([N, K], 4) }, (b, p) => b.op('matmul', [p.a, p.b], { transA: false, transB: true }), (tf, t) => tf.matMul(t.a, t.b, false, true), 2 * M * N * K),
-  );
+  cases.push(matmulCase(`matmul ${M}x${K} · (${N}x${K})ᵀ`, rand([M, K], 3), rand([N, K], 4), false, true, 2 * M * N * K));
   const [R, C] = quick ? [64, 32] : [4096, 512];
   cases.push(kernel(`softmax [${R}, ${C}]`, { x: rand([R, C], 5, -4, 4) }, (b, p) => b.op('softmax', [p.x], {}), (tf, t) => tf.softmax(t.x)));
   cases.push(

@@ -1,8 +1,12 @@
 /** Renders a benchmark report: a terminal table, a markdown table (for the README) and an SVG chart of the speedups. */
-import { speedup, type BenchReport, type Row, type Side } from './suite.js';
+import { describeRoofline } from '../src/runtime/roofline.js';
+import { speedup, type BenchReport, type Peer, type Row, type Side } from './suite.js';
 
-const ms = (s: Side | null) => (s ? `${s.stats.median.toFixed(s.stats.median < 10 ? 2 : 1)} [${s.stats.min.toFixed(1)}–${s.stats.max.toFixed(1)}]` : '—');
-const ratio = (r: Row, p: 'tfWebgpu' | 'tfCpu') => {
+const ms = (s: Side | null | undefined) => (s ? `${s.stats.median.toFixed(s.stats.median < 10 ? 2 : 1)} [${s.stats.min.toFixed(1)}–${s.stats.max.toFixed(1)}]` : '—');
+const ms1 = (s: Side | null | undefined) => (s ? s.stats.median.toFixed(s.stats.median < 10 ? 2 : 1) : '—');
+/** Roofline bound of Kiln's kernels for this row / a side's median time: how close to the device's limit it ran. */
+const roofPct = (r: Row, s: Side | null | undefined) => (s && r.work && Number.isFinite(r.work.boundMs) ? `${((100 * r.work.boundMs) / s.stats.median).toFixed(0)}%` : '—');
+const ratio = (r: Row, p: Peer) => {
   const v = speedup(r, p);
   return Number.isFinite(v) ? `${v.toFixed(2)}×` : '—';
 };
@@ -16,27 +20,36 @@ function cells(r: Row): string[] {
     ms(r.tfCpu),
     ratio(r, 'tfWebgpu'),
     ratio(r, 'tfCpu'),
+    `${ms1(r.jaxWebgpu)} / ${ms1(r.jaxWasm)}`,
+    `${ratio(r, 'jaxWebgpu')} / ${ratio(r, 'jaxWasm')}`,
+    r.kiln && r.kiln.stats.median > 0 && r.work?.flops ? `${(r.work.flops / (r.kiln.stats.median * 1e6)).toFixed(2)}` : '',
+    `${roofPct(r, r.kiln)} / ${roofPct(r, r.tfWebgpu)} / ${roofPct(r, r.jaxWebgpu)}`,
     r.tokens ? `${tps(r, r.kiln)} / ${tps(r, r.tfWebgpu)} / ${tps(r, r.tfCpu) || '—'}` : '',
     r.kiln?.kernels !== undefined ? `${r.kiln.kernels}${r.tfWebgpu?.kernels !== undefined ? ` / ${r.tfWebgpu.kernels}` : ''}` : '',
     r.kiln?.deviceBytes ? `${(r.kiln.deviceBytes / 2 ** 20).toFixed(1)}${r.tfWebgpu?.deviceBytes ? ` / ${(r.tfWebgpu.deviceBytes / 2 ** 20).toFixed(1)}` : ''}` : '',
     r.kiln?.firstMs !== undefined ? `${(r.kiln.firstMs / 1000).toFixed(1)} / ${r.tfWebgpu?.firstMs !== undefined ? (r.tfWebgpu.firstMs / 1000).toFixed(1) : '—'}` : '',
     r.check ? (r.check.ok ? `ok (${r.check.relErr.toExponential(1)})` : `MISMATCH (${r.check.relErr.toExponential(1)})`) : '',
+    Object.entries(r.jaxCheck ?? {}).map(([d, c]) => `${d} ${c.ok ? 'ok' : 'MISMATCH'} (${c.relErr.toExponential(1)})`).join(', '),
   ];
 }
 
-const HEAD = ['benchmark', 'Kiln ms [min–max]', 'TF.js WebGPU ms', 'TF.js CPU ms', 'vs WebGPU', 'vs CPU', 'tokens/s K / W / C', 'kernels K / W', 'MiB K / W', 'first s K / W', 'check'];
+const HEAD = ['benchmark', 'Kiln ms [min–max]', 'TF.js WebGPU ms', 'TF.js CPU ms', 'vs WebGPU', 'vs CPU', 'jax-js webgpu / wasm ms', 'vs jax webgpu / wasm', 'Kiln GFLOP/s', 'of roofline K / W / J', 'tokens/s K / W / C', 'kernels K / W', 'MiB K / W', 'first s K / W', 'check', 'jax-js check'];
 
 export function formatTable(rep: BenchReport): string {
   const rows = [HEAD, ...rep.rows.map(cells)];
   const w = HEAD.map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(w[i])).join('  ');
-  const out = [`device: ${rep.device}${rep.quick ? ' (quick sizes)' : ''}`, line(HEAD), w.map((n) => '-'.repeat(n)).join('  '), ...rep.rows.map((r) => line(cells(r)))];
+  const out = [`device: ${rep.device}${rep.quick ? ' (quick sizes)' : ''}`];
+  if (rep.roofline) out.push(describeRoofline(rep.roofline), '');
+  if (rep.jaxSkipped) out.push(rep.jaxSkipped, '');
+  out.push(line(HEAD), w.map((n) => '-'.repeat(n)).join('  '), ...rep.rows.map((r) => line(cells(r))));
+  out.push('', 'of roofline: the roofline bound of Kiln\'s kernels for the row (each kernel\'s min time at the measured FMA peak and bandwidth, plus a launch) / each side\'s median time (K Kiln, W TF.js WebGPU, J jax-js webgpu)');
   for (const r of rep.rows) if (r.note) out.push(`note (${r.name}): ${r.note}`);
   if (rep.targets.length) {
     out.push('', 'targets:');
     for (const t of rep.targets) out.push(`  ${t.met ? 'MET   ' : 'MISSED'} ${t.what}: want ${t.want}, got ${t.got}`);
   }
-  if (rep.profile && rep.targets.some((t) => !t.met)) out.push('', 'where the time goes (Kiln profile):', rep.profile);
+  if (rep.profile) out.push('', 'where the time goes (Kiln profile):', rep.profile);
   return out.join('\n');
 }
 
@@ -44,6 +57,7 @@ export function formatMarkdown(rep: BenchReport): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
   const out = [`| ${HEAD.join(' | ')} |`, `| ${HEAD.map(() => '---').join(' | ')} |`, ...rep.rows.map((r) => `| ${cells(r).map(esc).join(' | ')} |`)];
   out.push('', `Device: ${rep.device}. Speedup = peer median / Kiln median (higher is better for Kiln).`);
+  if (rep.roofline) out.push('', describeRoofline(rep.roofline).replace(/\n/g, '  \n'));
   return out.join('\n');
 }
 

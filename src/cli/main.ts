@@ -53,7 +53,8 @@ export async function main(argv: string[]): Promise<void> {
       .option('--params <file>', 'parameters (.safetensors) instead of the initialisers')
       .option('--seed <n>', 'seed for initialisation and random inputs', '0')
       .option('--device <kind>', 'interp (reference interpreter) | webgpu', 'interp')
-      .option('--profile', 'print per-kernel GPU times (webgpu)')
+      .option('--profile', 'print per-kernel GPU times, FLOPs, bytes and roofline fractions, and the time by kernel family (webgpu)')
+      .option('--train-step [optimizer]', 'run the training step instead: the entry (a scalar loss) with its backward and an optimizer update (adamw | adam | sgd; clipping off)')
       .option('--save-outputs <dir>', 'write each output as <dir>/<name>.npy'),
   ).action(async (file, o) => (await import('./commands/run.js')).run(file, o));
 
@@ -69,6 +70,8 @@ export async function main(argv: string[]): Promise<void> {
     .command('doctor')
     .description('show the WebGPU adapter, its features and limits, and what to do if there is none')
     .option('--devices <n>', 'also open n devices (as `kiln train --devices n` does) and list them')
+    .option('--roofline', "the device's measured limits: peak f32 FMA GFLOP/s, storage bandwidth, empty-dispatch cost (cached per device in .kiln/roofline.json)")
+    .option('--remeasure', 'measure the roofline again instead of reading the cache')
     .action(async (o) => (await import('./commands/doctor.js')).doctor(o));
 
   for (const register of await optionalVerbs()) register(program);

@@ -14,7 +14,10 @@ describe('benchmark harness (tiny sizes; no timing assertions)', () => {
         expect(side!.stats.min).toBeLessThanOrEqual(side!.stats.max);
       }
       expect(r.check?.ok, `${r.name}: Kiln and TF.js disagree (${r.check?.relErr})`).toBe(true);
+      // jax-js, when it initialised here: every figure it gave agrees with Kiln's result
+      for (const [d, c] of Object.entries(r.jaxCheck ?? {})) expect(c.ok, `${r.name}: Kiln and jax-js ${d} disagree (${c.relErr})`).toBe(true);
     }
+    if (!rep.jaxSkipped) expect(rep.rows.some((r) => r.jaxWebgpu || r.jaxWasm)).toBe(true);
     expect(rep.rows.some((r) => r.group === 'compile' && r.kiln!.stats.median > 0)).toBe(true);
     expect(JSON.parse(JSON.stringify(rep)).rows.length).toBe(rep.rows.length);
     expect(formatTable(rep)).toContain('vs WebGPU');

@@ -52,6 +52,30 @@ describe('kiln CLI', () => {
     expect(kiln('compile', 'src/models/gpt.kiln', '--emit', 'bogus').code).toBe(1);
   });
 
+  it('run --train-step --profile: the step on WebGPU, its loss the forward loss, a profile by kernel family against the roofline', async () => {
+    const dir = tmp();
+    // a cached roofline for this device, so the test does not measure one (kiln doctor --roofline would)
+    const { acquireDevice } = await import('../../src/runtime/device.js');
+    const { deviceKey } = await import('../../src/runtime/executable.js');
+    const key = deviceKey(await acquireDevice());
+    const cache = join(dir, 'roofline.json');
+    writeFileSync(cache, JSON.stringify({ [key]: { device: key, gflops: 10, gbps: 2, launchUs: 20, measured: 'test' } }));
+    const env = { ...process.env, KILN_ROOFLINE_CACHE: cache };
+    const run = (...extra: string[]) => spawnSync(process.execPath, [join(process.cwd(), 'bin', 'kiln.js'), 'run', 'src/models/gpt.kiln', '--entry', 'loss', ...tiny, ...extra], { encoding: 'utf8', env });
+    const fwd = run();
+    const step = run('--device', 'webgpu', '--train-step', '--profile');
+    expect(step.status, step.stderr).toBe(0);
+    const loss = (out: string) => Number(/loss: f32\[\] = \[([^\]]+)\]/.exec(out)![1]);
+    expect(Math.abs(loss(step.stdout) - loss(fwd.stdout))).toBeLessThan(1e-4 * Math.abs(loss(fwd.stdout)));
+    expect(step.stdout).toMatch(/grad_norm: f32\[\]/);
+    expect(step.stderr).toContain('peak f32 FMA       10.00 GFLOP/s');
+    const families = step.stderr.slice(step.stderr.indexOf('by kernel family:'));
+    for (const f of [/matmul NN/, /matmul NT/, /matmul TN/, /optimizer update/, /row-wise/]) expect(families).toMatch(f);
+    const bad = run('--device', 'webgpu', '--train-step', 'lion');
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain("--train-step takes adamw, adam or sgd, got 'lion'");
+  }, 120_000);
+
   it('run: .npy in and out; WebGPU agrees with the interpreter', () => {
     const dir = tmp();
     const tokens = { dtype: 'i32' as const, shape: [2, 8], data: Int32Array.from({ length: 16 }, (_, i) => (i * 7) % 32) };

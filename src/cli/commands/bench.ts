@@ -1,4 +1,4 @@
-/** `kiln bench`: Kiln against TF.js (WebGPU and CPU) on the same device, in one process. */
+/** `kiln bench`: Kiln against TF.js (WebGPU and CPU) and jax-js (webgpu and wasm) on the same device, in one process. */
 import type { Command } from 'commander';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,14 +8,15 @@ import { num } from '../options.js';
 export function register(program: Command): void {
   program
     .command('bench')
-    .description('benchmark kernels, GPT forward/training steps and compile time against TensorFlow.js on the same device')
+    .description('benchmark kernels, GPT forward/training steps and compile time against TensorFlow.js and jax-js on the same device, with roofline fractions')
     .option('--json', 'print the report as one JSON document')
     .option('--quick', 'tiny sizes (checks the harness in seconds)')
     .option('--only <group>', 'kernels | graphs | compile')
     .option('--repeats <n>', 'timed runs per figure (after warm-up)', '10')
     .option('--no-cpu', 'skip the TF.js CPU backend')
+    .option('--no-jax', 'skip jax-js (its webgpu and wasm devices) as the second peer')
     .option('--out <dir>', 'where ratios.svg, report.json and report.md go', 'out/bench')
-    .action(async (o: { json?: boolean; quick?: boolean; only?: string; repeats: string; cpu: boolean; out: string }) => {
+    .action(async (o: { json?: boolean; quick?: boolean; only?: string; repeats: string; cpu: boolean; jax: boolean; out: string }) => {
       if (o.only && !['kernels', 'graphs', 'compile'].includes(o.only)) throw new KilnError(`--only must be kernels, graphs or compile, got '${o.only}'`);
       const { runBench } = await import('../../../bench/suite.js');
       const { formatTable, formatMarkdown, ratioChartSvg } = await import('../../../bench/report.js');
@@ -24,6 +25,7 @@ export function register(program: Command): void {
         only: o.only as never,
         repeats: num('--repeats', o.repeats, { int: true, min: 1 }),
         cpu: o.cpu,
+        jax: o.jax,
         log: o.json ? undefined : (s) => process.stderr.write(`bench: ${s}\n`),
       });
       mkdirSync(o.out, { recursive: true });

@@ -23,7 +23,14 @@ export interface RunOpts {
   seed: string;
   device: string;
   profile?: boolean;
+  trainStep?: boolean | string;
   saveOutputs?: string;
+}
+
+/** The entry's training step: forward, backward and an optimizer update, clipping off (the bench's step). */
+function trainStepGraph(g: Graph, optimizer: string): Graph {
+  if (!['adamw', 'adam', 'sgd'].includes(optimizer)) throw new KilnError(`--train-step takes adamw, adam or sgd, got '${optimizer}'`);
+  return compileIR(g, { train: { optimizer: { kind: optimizer as 'adamw', clip: 0 } } });
 }
 
 /**
@@ -105,11 +112,14 @@ export async function run(file: string, o: RunOpts): Promise<void> {
   const files: Record<string, HostTensor> = {};
   for (const [name, src] of Object.entries(o.input)) if (src !== 'random') files[name] = readNpy(src);
   const inputShapes = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, [...v.shape]]));
-  const { graph: entry, model } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim, inputShapes });
-  const graph = compileIR(entry);
+  const compiled = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim, inputShapes });
+  const { model } = compiled;
+  const graph = o.trainStep ? trainStepGraph(compiled.graph, o.trainStep === true ? 'adamw' : o.trainStep) : compileIR(compiled.graph);
   const inputs: Record<string, HostTensor> = {};
+  const stepScalars: Record<string, number> = o.trainStep ? { lr: 1e-3, step: 1 } : {};
   for (const n of inputsOf(graph)) {
-    inputs[n.attrs.name] = files[n.attrs.name] ?? randomInput(n.attrs.name, n.type, seed, model.config);
+    const s = stepScalars[n.attrs.name];
+    inputs[n.attrs.name] = files[n.attrs.name] ?? (s !== undefined ? { dtype: 'f32', shape: [], data: Float32Array.of(s) } : randomInput(n.attrs.name, n.type, seed, model.config));
   }
   for (const name of Object.keys(o.input)) {
     if (!(name in inputs)) throw new KilnError(`entry '${o.entry}' has no input '${name}' (inputs: ${Object.keys(inputs).join(', ') || 'none'})`);

@@ -29,11 +29,20 @@ export const TILE_CANDIDATES: TileConfig[] = [
   { BM: 64, BN: 64, BK: 8, TM: 8, TN: 4 },
 ];
 
-/** Candidates for CPU-backed adapters (see TileConfig.direct); 8x8 invocations per workgroup. */
+/**
+ * Candidates for CPU-backed adapters (see TileConfig.direct). On lavapipe every load from a storage buffer is a loop
+ * over the SIMD lanes costing about ten FMAs, so the outputs per invocation set the speed: TM x TN outputs cost
+ * TM + TN loads per k. 16x8 per invocation was 2-3x faster than 8x8 at 512^3 in every layout (NN, NT, TN); 16x16
+ * spills (slower except for TN), 16x4 and 32x4 load too much of B.
+ */
 export const DIRECT_CANDIDATES: TileConfig[] = [
   { BM: 64, BN: 64, BK: 1, TM: 8, TN: 8, direct: true },
   { BM: 32, BN: 64, BK: 1, TM: 4, TN: 8, direct: true },
   { BM: 32, BN: 32, BK: 1, TM: 4, TN: 4, direct: true },
+  { BM: 128, BN: 64, BK: 1, TM: 16, TN: 8, direct: true },
+  { BM: 128, BN: 32, BK: 1, TM: 16, TN: 8, direct: true },
+  { BM: 64, BN: 64, BK: 1, TM: 16, TN: 8, direct: true },
+  { BM: 64, BN: 32, BK: 1, TM: 16, TN: 8, direct: true },
 ];
 
 /** Which operands a matmul reads transposed: 'NN', 'TN' (A^T), 'NT' (B^T) or 'TT'. Kernels differ by layout. */
@@ -65,11 +74,16 @@ export function validTile(c: TileConfig): boolean {
 
 /**
  * Heuristic: small problems get small tiles so that enough workgroups exist; big ones get 64x64 tiles. On a CPU
- * adapter: direct kernels, 8x8 per invocation once there is enough work for it.
+ * adapter: direct kernels, 16x8 per invocation once there is enough work for it.
  */
-export function heuristicTiles(M: number, N: number, _K: number, batch = 1, cpu = false): TileConfig {
+export function heuristicTiles(M: number, N: number, _K: number, batch = 1, cpu = false, layout: MatmulLayout = 'NN'): TileConfig {
   const work = M * N * batch;
-  if (cpu) return work >= 256 * 256 ? DIRECT_CANDIDATES[0] : work >= 64 * 64 ? DIRECT_CANDIDATES[1] : DIRECT_CANDIDATES[2];
+  if (cpu) {
+    if (work < 64 * 64 || M < 16 || N < 16) return DIRECT_CANDIDATES[2];
+    // 16x8 per invocation; workgroups no taller or wider than the matrix needs. With B transposed each column is a
+    // row of B: 4 invocations across (32 columns) stream fewer rows at once (NT 1024^3: 1.4x faster than 8 across).
+    return { BM: M >= 128 ? 128 : 64, BN: N >= 64 && layout[1] === 'N' ? 64 : 32, BK: 1, TM: 16, TN: 8, direct: true };
+  }
   if (M <= 16 || N <= 16 || work <= 32 * 32) return TILE_CANDIDATES[0];
   if (work <= 256 * 256) return TILE_CANDIDATES[1];
   return TILE_CANDIDATES[2];
@@ -78,5 +92,5 @@ export function heuristicTiles(M: number, N: number, _K: number, batch = 1, cpu 
 /** The tile config for a matmul shape on a device: the autotuner's choice if cached, else the heuristic. */
 export function chooseMatmulTiles(M: number, N: number, K: number, device: { key: string } | string, batch = 1, cpu = false, layout: MatmulLayout = 'NN'): TileConfig {
   const key = typeof device === 'string' ? device : device.key;
-  return cache.get(tileKey(key, M, N, K, batch, layout)) ?? heuristicTiles(M, N, K, batch, cpu);
+  return cache.get(tileKey(key, M, N, K, batch, layout)) ?? heuristicTiles(M, N, K, batch, cpu, layout);
 }
