@@ -1,7 +1,7 @@
 /** Kernel costs (src/schedule/cost.ts) against closed forms. */
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../src/ir/builder.js';
-import { UPDATE_PREFIX } from '../../src/ir/graph.js';
+import { updateOutput } from '../../src/ir/graph.js';
 import { schedule } from '../../src/schedule/index.js';
 import { kernelCost, ROWWISE_FLOPS, scheduleCosts } from '../../src/schedule/cost.js';
 
@@ -47,7 +47,7 @@ describe('kernel cost', () => {
     const sm = b.op('softmax', [x], {});
     const sc = b.op('scatter_add', [ids, x], { rows: V });
     const upd = b.sub(x, b.mul(y, b.scalar(0.1, 'f32')));
-    const s = schedule(b.build('m', [{ name: 'ew', id: ew }, { name: 'red', id: red }, { name: 'sm', id: sm }, { name: 'sc', id: sc }, { name: `${UPDATE_PREFIX}x`, id: upd }]));
+    const s = schedule(b.build('m', [{ name: 'ew', id: ew }, { name: 'red', id: red }, { name: 'sm', id: sm }, { name: 'sc', id: sc }, updateOutput('x', upd)]));
     const costs = scheduleCosts(s);
     const byRoot = (id: number) => costs[s.kernels.findIndex((k) => k.root === id)];
     expect(byRoot(ew)).toMatchObject({ family: 'elementwise', flops: 2 * R * C, bytes: 4 * 3 * R * C });

@@ -208,14 +208,17 @@ export class KernelWriter {
     const lower = OPS[n.op].lower;
     const attrs = n.attrs as Record<string, unknown>;
     if (lower.kernel === 'elementwise') {
-      const args = n.inputs.map((q) => this.at(q, this.flatIndex(broadcastIndex(this.node(q).type.shape, out.shape, 'i'))));
+      // IEEE add and mul are commutative: the operand carrying the anchor's value goes first, so `acc + x` and
+      // `x + acc` (a chain of partial sums built either way round) are one program.
+      const ins = (n.op === 'add' || n.op === 'mul') && !this.needsAcc(n.inputs[0]) && this.needsAcc(n.inputs[1]) && sameShape(this.node(n.inputs[0]).type.shape, this.node(n.inputs[1]).type.shape) ? [n.inputs[1], n.inputs[0]] : n.inputs;
+      const args = ins.map((q) => this.at(q, this.flatIndex(broadcastIndex(this.node(q).type.shape, out.shape, 'i'))));
       const lets = args.map((a, k) => `  let a${k} = ${a};`);
       const a2 = n.op === 'cast' && attrs.to === 'f16' ? { ...attrs, to: 'f32' } : attrs;
       if (lower.helpers) this.helper(lower.helpers);
       const e = (lower.expr as (a: string[], at: unknown, i: readonly TensorType[], o: TensorType) => string)(
         args.map((_, k) => `a${k}`),
         a2,
-        n.inputs.map((q) => ct(this.node(q).type)),
+        ins.map((q) => ct(this.node(q).type)),
         ct(out),
       );
       return `${lets.join('\n')}\n  return ${this.round(e, out.dtype)};`;
