@@ -147,8 +147,13 @@ function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: Optimize
   return out;
 }
 
+/**
+ * The parameters the step updates: those autodiff differentiated (a `grad` output). Frozen parameters have none,
+ * so they get no update and no optimizer state.
+ */
 function trainableParams(g: Graph): Node[] {
-  return g.nodes.filter((n) => n.op === 'param' && isFloat(n.type.dtype) && !isStateParam(pname(n)));
+  const differentiated = new Set(g.outputs.map(gradParam).filter((p) => p !== undefined));
+  return g.nodes.filter((n) => n.op === 'param' && isFloat(n.type.dtype) && !isStateParam(pname(n)) && differentiated.has(pname(n)));
 }
 
 function gradOf(g: Graph, p: Node): number {

@@ -12,11 +12,13 @@ import type { AttrsOf } from '../ir/op.js';
 import { hashString } from '../ir/philox.js';
 import type { HostTensor } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
+import { isFloat } from '../ir/types.js';
 import type { ConfigValue } from '../cli/options.js';
 import { loadCheckpoint, saveCheckpoint, validateCheckpoint, type Checkpoint, type ExpectedShapes } from './checkpoint.js';
 import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
 import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
 import { isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
+import { globMatcher } from './init-from.js';
 import { Rng, type RngState } from './rng.js';
 import type { StepRunner } from './runner.js';
 import { learningRate, SCHEDULES, type LrSchedule } from './schedule.js';
@@ -44,6 +46,8 @@ export interface TrainConfig {
   maxTokens?: number;
   /** Partition the training step over devices (data parallel: the step graph is the model at batch / dp; tensor parallel). */
   parallel?: ParallelConfig;
+  /** Parameters to train (globs; default all) and to freeze (globs): frozen ones get no gradient, update or state. */
+  trainable?: { train?: string[]; freeze?: string[] };
   /** A step with a non-finite loss or gradient norm: stop (default), or skip it (at most maxNonFinite times). */
   onNonFinite?: 'stop' | 'skip';
   maxNonFinite?: number;
@@ -102,9 +106,24 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry: 'loss', set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
   if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
-  const stepGraph = compileIR(perDevice, { train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par });
+  const wrt = trainableNames(graph, cfg.trainable);
+  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par });
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
+}
+
+/** The parameters `--train` selects (all when absent) less those `--freeze` selects; a selection of none is refused. */
+export function trainableNames(g: Graph, sel: TrainConfig['trainable']): string[] | undefined {
+  if (!sel || (!sel.train?.length && !sel.freeze?.length)) return undefined;
+  const all = g.nodes.filter((n) => n.op === 'param' && isFloat(n.type.dtype)).map((n) => (n.attrs as AttrsOf<'param'>).name);
+  const inTrain = sel.train?.length ? globMatcher(sel.train) : () => true;
+  const frozen = globMatcher(sel.freeze ?? []);
+  for (const [flag, pats] of [['--train', sel.train], ['--freeze', sel.freeze]] as const) {
+    for (const p of pats ?? []) if (!all.some(globMatcher([p]))) throw new KilnError(`${flag} '${p}' matches no parameter of the model (parameters: ${all.slice(0, 8).join(', ')}${all.length > 8 ? ', ...' : ''})`);
+  }
+  const names = all.filter((n) => inTrain(n) && !frozen(n));
+  if (!names.length) throw new KilnError('--train/--freeze leave no parameter to train');
+  return names;
 }
 
 /** Loads a checkpoint to resume `job` from, refusing one of another model, shape, optimizer state or objective. */

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
+import type { Graph } from '../../ir/graph.js';
 import { fsReason } from '../../train/checkpoint.js';
 import { openRunFolder } from '../../train/runfolder.js';
 import { collectSet, num, type ConfigValue } from '../options.js';
@@ -25,6 +26,10 @@ interface TrainOpts {
   out: string;
   json?: boolean;
   resume?: string;
+  initFrom?: string;
+  initAllowMissing?: string;
+  train?: string;
+  freeze?: string;
   evalEvery: string;
   evalBatches: string;
   saveEvery: string;
@@ -59,6 +64,10 @@ export function register(program: Command): void {
     .option('--data <path>', 'text file, folder of .txt files, or a built-in corpus: moby-dick | sotu', 'moby-dick')
     .option('--tokenizer <t>', 'bytes | gpt2 | bert (WordPiece, bert-base-uncased)', 'bytes')
     .option('--out <dir>', 'output folder: checkpoints and the loss curve', 'out/run')
+    .option('--init-from <path>', 'start from these weights: a Kiln checkpoint (any objective) or a .safetensors file in Kiln, Hugging Face GPT-2 or BERT layout; optimizer state starts fresh')
+    .option('--init-allow-missing <globs>', "with --init-from: parameters that may be absent and start from their initialisers (a new head: 'head.*')")
+    .option('--train <globs>', "train only these parameters (comma-separated globs, e.g. 'h.*.attn.*,ln_f.*'); the rest are frozen")
+    .option('--freeze <globs>', 'freeze these parameters (no gradient, no update, no optimizer state)')
     .option('--resume <dir>', 'continue exactly from a checkpoint (a run folder or a step folder); every setting must match the checkpoint\'s')
     .option('--allow-change <keys>', 'resume with these settings changed on purpose (comma-separated: steps, lr, warmup, schedule, clip, weight-decay, data, batch, accum, seed)')
     .option('--on-nonfinite <what>', 'a step with a NaN/infinite loss or gradient norm: stop (exit 1, naming the last good checkpoint) | skip (leave the parameters unchanged)', 'stop')
@@ -116,7 +125,8 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
 }
 
 async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { maxNonFinite: number; evalEvery: number; evalBatches: number; saveEvery: number }, notes: string[]): Promise<void> {
-  const { checkResumeSettings, loadResumeCheckpoint, prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
+  const { checkResumeSettings, loadResumeCheckpoint, paramShapes, prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
+  const { isStateParam } = await import('../../train/optimizers.js');
   const { lossCurveSvg } = await import('../../train/plot.js');
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
@@ -143,6 +153,7 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
     onNonFinite: o.onNonfinite as 'stop' | 'skip',
     maxNonFinite: n.maxNonFinite,
     allowChange: o.allowChange ? o.allowChange.split(',').map((s) => s.trim()).filter(Boolean) : [],
+    trainable: { train: globList(o.train), freeze: globList(o.freeze) },
   });
   const log = (s: string) => (o.json ? process.stdout.write(JSON.stringify({ type: 'info', message: s }) + '\n') : process.stdout.write(s + '\n'));
   for (const note of notes) log(note);
@@ -153,10 +164,21 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
   // a checkpoint that does not fit is refused before the device is touched
   const resumeFrom = o.resume ? loadResumeCheckpoint(job, o.resume) : undefined;
   const changed = resumeFrom ? checkResumeSettings(job, resumeFrom) : [];
+  // weights to start from are read and checked against the model before the device is touched, like a resume
+  if (o.initFrom && o.resume) throw new KilnError('--init-from starts a new run from weights; --resume continues one: use one of them');
+  const init = o.initFrom
+    ? (await import('../../train/init-from.js')).loadInitWeights(o.initFrom, paramShapes(job.stepGraph, (n) => !isStateParam(n)), { allowMissing: globList(o.initAllowMissing) })
+    : undefined;
   const t0 = performance.now();
   const { runner, evalRunner, describe } = await makeRunners(job, o.device);
   log(describe);
   const trainer = new Trainer(job, runner, evalRunner);
+  if (init) {
+    await runner.setParams(init.params);
+    log(`initialised from ${o.initFrom} (${init.layout} layout): ${Object.keys(init.params).length} parameters${init.fresh.length ? `; fresh from their initialisers: ${init.fresh.join(', ')}` : ''}`);
+    for (const note of init.notes) log(`  ${note}`);
+  }
+  log(trainableSummary(job.stepGraph));
   try {
     if (resumeFrom) {
       await trainer.resume(resumeFrom);
@@ -222,4 +244,15 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
     runner.destroy();
     evalRunner?.destroy();
   }
+}
+
+const globList = (v: string | undefined): string[] | undefined => (v ? v.split(',').map((x) => x.trim()).filter(Boolean) : undefined);
+
+/** "trainable: 12 of 20 parameter tensors (1,234 of 5,678 values)": what the optimizer updates. */
+function trainableSummary(step: Graph): string {
+  const params = step.nodes.filter((n) => n.op === 'param' && !/^(opt|acc)\./.test((n.attrs as { name: string }).name));
+  const updated = new Set(step.outputs.map((o) => (o.role?.kind === 'update' ? o.role.param : undefined)));
+  const trained = params.filter((n) => updated.has((n.attrs as { name: string }).name));
+  const count = (ns: typeof params) => ns.reduce((s, n) => s + n.type.shape.reduce((p, d) => p * d, 1), 0);
+  return `trainable: ${trained.length} of ${params.length} parameter tensors (${count(trained).toLocaleString('en')} of ${count(params).toLocaleString('en')} values)`;
 }
