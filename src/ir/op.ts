@@ -27,6 +27,24 @@ export type BinaryKind =
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'and' | 'or';
 export type ReduceKind = 'sum' | 'mean' | 'max';
 
+/**
+ * Which keys a query of a fused attention may see: every key, keys j <= i (causal), keys j <= i or below a
+ * per-sequence prefix length (prefix; a lengths operand), or a bool mask operand. Hidden scores become `fill`.
+ */
+export type AttentionMask = 'none' | 'causal' | 'prefix' | 'bool';
+/** Attributes shared by flash_attention and its companion ops (see src/ir/ops/attention.ts). */
+export interface AttentionAttrs {
+  scale: number;
+  mask: AttentionMask;
+  /** An additive bias operand (ALiBi, relative positions), added to the scaled scores before masking. */
+  bias: boolean;
+  /** The score a hidden key gets (the library's where(mask, scores, -1e9) uses -1e9). */
+  fill: number;
+  /** Dropout on the probabilities, with the `dropout` op's Philox stream (p = 0: no seed operand). */
+  p: number;
+  stream: number;
+}
+
 /** Attributes of every op, by kind. Attribute objects are plain JSON. */
 export interface AttrMap {
   // leaves
@@ -66,6 +84,10 @@ export interface AttrMap {
   rms_norm: { eps: number }; // (x, gamma)
   cross_entropy: { ignore_index: number }; // (logits[..., V], labels[...]) -> f32[...], 0 where ignored
   dropout: { p: number; stream: number }; // (x, seed: u32[]) -> x * keep / (1 - p)
+  // fused attention (src/ir/ops/attention.ts): operands q, k, v, [bias], [mask | lengths], [seed]
+  flash_attention: AttentionAttrs;
+  flash_attention_lse: AttentionAttrs; // q, k, [bias], [mask | lengths] -> per-row log-sum-exp [..., T]
+  flash_attention_grad: AttentionAttrs & { wrt: 'q' | 'k' | 'v' | 'bias' }; // q, k, v, out, dout, lse, [bias], [mask], [seed]
 }
 
 export type OpKind = keyof AttrMap;
@@ -113,7 +135,8 @@ export type Lowering<K extends OpKind> =
   | { kernel: 'gather' }
   | { kernel: 'scatter' }
   | { kernel: 'rowwise' } // softmax / log_softmax / layer_norm / rms_norm / cross_entropy
-  | { kernel: 'random' };
+  | { kernel: 'random' }
+  | { kernel: 'attention' }; // flash_attention and its companions
 
 export interface OpRule<K extends OpKind> {
   /** Number of operands, or 'variadic' (concat). */

@@ -3,6 +3,7 @@
  * without a shape rule, reference implementation, gradient rule or lowering does not compile.
  */
 import type { OpRegistry } from './op.js';
+import { attentionOps } from './ops/attention.js';
 import { binaryOps, castOp, selectOp, unaryOps } from './ops/elementwise.js';
 import { indexingOps } from './ops/indexing.js';
 import { layoutOps } from './ops/layout.js';
@@ -24,6 +25,7 @@ export const OPS: OpRegistry = {
   ...indexingOps,
   ...nnOps,
   dropout: dropoutOp,
+  ...attentionOps,
 };
 
 export const OP_KINDS = Object.keys(OPS) as (keyof OpRegistry)[];

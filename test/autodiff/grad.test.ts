@@ -263,6 +263,10 @@ samples.layer_norm = { operands: [fl([2, 3]), fl([3]), fl([3])], attrs: { eps: 1
 samples.rms_norm = { operands: [fl([2, 3]), fl([3])], attrs: { eps: 1e-5 } };
 samples.cross_entropy = { operands: [fl([2, 3]), ['i32', [2]]], attrs: { ignore_index: -1 } };
 samples.dropout = { operands: [fl([4]), ['u32', []]], attrs: { p: 0.5, stream: 1 } };
+samples.flash_attention = {
+  operands: [fl([2, 3, 4]), fl([2, 5, 4]), fl([2, 5, 3]), fl([3, 5]), ['bool', [2, 3, 5]], ['u32', []]],
+  attrs: { scale: 0.5, mask: 'bool', bias: true, fill: -1e9, p: 0.25, stream: 2 },
+};
 
 describe("each gradient rule's `saves` declaration is exactly what its vjp reads", () => {
   const leaves = new Set<OpKind>(['input', 'param', 'constant']);
