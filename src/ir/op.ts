@@ -86,8 +86,8 @@ export interface AttrMap {
   dropout: { p: number; stream: number }; // (x, seed: u32[]) -> x * keep / (1 - p)
   // fused attention (src/ir/ops/attention.ts): operands q, k, v, [bias], [mask | lengths], [seed]
   flash_attention: AttentionAttrs;
-  flash_attention_lse: AttentionAttrs; // q, k, [bias], [mask | lengths] -> per-row log-sum-exp [..., T]
-  flash_attention_grad: AttentionAttrs & { wrt: 'q' | 'k' | 'v' | 'bias' }; // q, k, v, out, dout, lse, [bias], [mask], [seed]
+  flash_attention_stats: AttentionAttrs; // q, k, out, dout, [bias], [mask] -> [..., T, 2]: (log-sum-exp, dout·out) per row
+  flash_attention_grad: AttentionAttrs & { wrt: 'q' | 'k' | 'v' | 'bias' }; // q, k, v, dout, stats, [bias], [mask], [seed]
 }
 
 export type OpKind = keyof AttrMap;

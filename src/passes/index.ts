@@ -4,6 +4,7 @@
  */
 import { KilnError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
+import { fuseAttention } from './attention.js';
 import { canonicalize } from './canonicalize.js';
 import { cse } from './cse.js';
 import { dce } from './dce.js';
@@ -11,6 +12,8 @@ import { decomposeComposites } from './decompose.js';
 import type { Pass, PassManagerOptions } from './manager.js';
 import { PassManager, pass } from './manager.js';
 
+export { ATTENTION_RULES, findAttention, fuseAttention } from './attention.js';
+export type { AttentionFusionOptions, AttentionMatch, AttentionRule } from './attention.js';
 export { canonicalize } from './canonicalize.js';
 export { cse, valueKey } from './cse.js';
 export { dce } from './dce.js';
@@ -23,6 +26,7 @@ export const PASSES: Record<string, (g: Graph) => Graph> = {
   cse,
   canonicalize,
   'decompose-composites': decomposeComposites,
+  'attention-fusion': (g) => fuseAttention(g),
 };
 
 /** Looks passes up by name; `pipeline` is a list or a comma-separated string. Unknown names are a KilnError. */

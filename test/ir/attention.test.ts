@@ -48,7 +48,7 @@ describe('flash_attention gradient rule', () => {
     });
   }
 
-  it('keeps q, k, v, out and an O(T) log-sum-exp for the backward, never a [.., T, S] tensor', () => {
+  it('keeps q, k, v, out and O(T) row statistics (log-sum-exp, dout·out) for the backward, never a [.., T, S] tensor', () => {
     const c = ATTN_CASES.find((x) => x.name === 'causal')!;
     const j = grad(attnGraph(c).graph, { loss: 'loss' });
     const saved = savedForBackward(j).map((id) => j.nodes[id]);
@@ -56,8 +56,8 @@ describe('flash_attention gradient rule', () => {
     expect(saved.map((n) => n.op).filter((op) => op !== 'stop_gradient')).toEqual(['flash_attention']);
     const big = j.nodes.filter((n) => n.type.shape.length === 4 && n.type.shape[2] === c.T && n.type.shape[3] === c.S && n.op !== 'param');
     expect(big).toEqual([]);
-    const lse = j.nodes.filter((n) => n.op === 'flash_attention_lse');
-    expect(lse.map((n) => n.type.shape)).toEqual([[...c.batch, c.T]]);
+    const stats = j.nodes.filter((n) => n.op === 'flash_attention_stats');
+    expect(stats.map((n) => n.type.shape)).toEqual([[...c.batch, c.T, 2]]);
   });
 });
 

@@ -2,20 +2,22 @@
  * Fused scaled-dot-product attention: out = dropout(softmax(mask(scale · q kᵀ + bias))) v, without the [.., T, S]
  * score matrix ever being a tensor.
  *
- * Every IR node has exactly one result, but the backward wants the forward's per-row log-sum-exp (LSE) beside
- * `out`. Rather than give one op two results (or pack the LSE into a widened `out` that every consumer would then
- * have to slice), the LSE is its own node: `flash_attention_lse(q, k, [bias], [mask])`, emitted by the gradient
- * rule. Its kernel is one Q·Kᵀ pass with a running max/sum and no P·V, so the cost of keeping one result per node
- * is a fraction of one forward; in exchange no kernel writes two tensors and the scheduler, memory planner and
- * interpreter need nothing new. The gradient is three (four with a bias) `flash_attention_grad` nodes, one per
- * operand (`wrt`), each recomputing the probabilities tile by tile from q, k and the LSE; `delta_i = dout_i · out_i`
- * (the softmax-backward row term) is recomputed inside them too. What the backward keeps from the forward is
+ * Every IR node has exactly one result, but the backward wants per-row statistics beside `out`: the log-sum-exp
+ * (LSE) of the scores, and delta = dout · out (the row term of the softmax backward). Rather than give one op two
+ * results (or pack the LSE into a widened `out` that every consumer would then have to slice), they are one
+ * companion node emitted by the gradient rule, `flash_attention_stats(q, k, out, dout, [bias], [mask])` ->
+ * [..., T, 2]. Its kernel is one Q·Kᵀ pass with a running max/sum and no P·V (a fraction of a forward), so keeping
+ * one result per node costs little; no kernel writes two tensors, and the scheduler, memory planner and
+ * interpreter need nothing new. Packing (lse, delta) into one tensor also keeps the backward kernels within
+ * WebGPU's guaranteed 8 storage buffers per stage: q, k, v, dout, stats, bias / mask / seed, and the result.
+ * The gradient is three (four with a bias) `flash_attention_grad` nodes, one per operand (`wrt`), each
+ * recomputing the probabilities tile by tile from q, k and the LSE. What the backward keeps from the forward is
  * q, k, v, out (and the bias / mask / seed operands): O(T), never the T × T probabilities.
  *
  * Operand layouts (attention-specific operands follow the fixed ones, in this order, only when present):
  *   flash_attention       q [..., T, D], k [..., S, D], v [..., S, Dv], bias?, mask?, seed?    -> [..., T, Dv]
- *   flash_attention_lse   q, k, bias?, mask?                                                   -> [..., T]
- *   flash_attention_grad  q, k, v, out, dout, lse, bias?, mask?, seed?                         -> the `wrt` operand's type
+ *   flash_attention_stats q, k, out, dout, bias?, mask?                                        -> [..., T, 2]
+ *   flash_attention_grad  q, k, v, dout, stats, bias?, mask?, seed?                            -> the `wrt` operand's type
  * bias: float, broadcastable to [..., T, S]; mask: bool broadcastable to [..., T, S] (mask 'bool') or integer
  * lengths broadcastable to [...] (mask 'prefix'); seed: u32 scalar (p > 0). q, k and v share their batch dims.
  * Dropout draws element (b, i, j) of the probabilities with counter (b·T + i)·S + j, exactly as the `dropout` op
@@ -30,7 +32,7 @@ import { fmtShape, isFloat, isInt, numel } from '../types.js';
 import { dropoutKeep } from './random.js';
 import { broadcastIndexer, fail, finish } from './util.js';
 
-export type AttentionPart = 'fwd' | 'lse' | 'grad';
+export type AttentionPart = 'fwd' | 'stats' | 'grad';
 
 /** Operand positions of one attention op, given its attributes. */
 export interface AttentionLayout {
@@ -39,7 +41,7 @@ export interface AttentionLayout {
   v?: number;
   out?: number;
   dout?: number;
-  lse?: number;
+  stats?: number;
   bias?: number;
   mask?: number;
   seed?: number;
@@ -48,15 +50,17 @@ export interface AttentionLayout {
 
 export function attentionLayout(part: AttentionPart, a: AttentionAttrs): AttentionLayout {
   const L: AttentionLayout = { q: 0, k: 1, count: 2 };
-  if (part !== 'lse') L.v = L.count++;
-  if (part === 'grad') {
+  if (part === 'stats') {
     L.out = L.count++;
     L.dout = L.count++;
-    L.lse = L.count++;
+  } else L.v = L.count++;
+  if (part === 'grad') {
+    L.dout = L.count++;
+    L.stats = L.count++;
   }
   if (a.bias) L.bias = L.count++;
   if (a.mask === 'bool' || a.mask === 'prefix') L.mask = L.count++;
-  if (part !== 'lse' && a.p > 0) L.seed = L.count++;
+  if (part !== 'stats' && a.p > 0) L.seed = L.count++;
   return L;
 }
 
@@ -87,7 +91,7 @@ export function attentionDims(op: string, part: AttentionPart, inputs: readonly 
   const same = (t: TensorType) => t.shape.length === q.shape.length && batch.every((d, i) => d === t.shape[i]);
   if (k.dtype !== q.dtype || !same(k)) fail(op, inputs, `k must be ${q.dtype}[${[...batch, 'S', D].join(', ')}] to match q ${fmtShape(q.shape)}`);
   if (k.shape[k.shape.length - 1] !== D) fail(op, inputs, `q and k must have the same head size: ${fmtShape(q.shape)} vs ${fmtShape(k.shape)}`);
-  let Dv = 0;
+  let Dv = L.out !== undefined ? inputs[L.out].shape[inputs[L.out].shape.length - 1] : 0;
   if (L.v !== undefined) {
     const v = inputs[L.v];
     if (v.dtype !== q.dtype || !same(v) || v.shape[v.shape.length - 2] !== S) {
@@ -113,16 +117,16 @@ export function attentionDims(op: string, part: AttentionPart, inputs: readonly 
     const s = inputs[L.seed];
     if (s.dtype !== 'u32' || s.shape.length !== 0) fail(op, inputs, 'the dropout seed must be a u32 scalar');
   }
-  if (part === 'grad') {
-    const want = [...batch, T, Dv];
-    for (const [name, i] of [['out', L.out!], ['dout', L.dout!]] as const) {
-      const t = inputs[i];
-      if (t.dtype !== q.dtype || t.shape.length !== want.length || t.shape.some((d, j) => d !== want[j])) fail(op, inputs, `${name} must be ${q.dtype}${fmtShape(want)}`);
-    }
-    const l = inputs[L.lse!];
-    if (!isFloat(l.dtype) || l.shape.length !== batch.length + 1 || [...batch, T].some((d, j) => d !== l.shape[j])) {
-      fail(op, inputs, `lse must be float${fmtShape([...batch, T])}`);
-    }
+  const want = [...batch, T, Dv];
+  for (const [name, i] of [['out', L.out], ['dout', L.dout]] as const) {
+    if (i === undefined) continue;
+    const t = inputs[i];
+    if (t.dtype !== q.dtype || t.shape.length !== want.length || t.shape.some((d, j) => d !== want[j])) fail(op, inputs, `${name} must be ${q.dtype}${fmtShape(want)}`);
+  }
+  if (L.stats !== undefined) {
+    const l = inputs[L.stats];
+    const ws = [...batch, T, 2];
+    if (!isFloat(l.dtype) || l.shape.length !== ws.length || ws.some((d, j) => d !== l.shape[j])) fail(op, inputs, `stats must be float${fmtShape(ws)}`);
   }
   return { L, batch, B: numel(batch), T, S, D, Dv };
 }
@@ -193,8 +197,8 @@ function attentionVjp(b: GraphBuilder, n: { id: number; inputs: number[]; attrs:
   const [q, k, v] = [n.inputs[L.q], n.inputs[L.k], n.inputs[L.v!]];
   const ex = extras('fwd', a, n.inputs);
   const seed = L.seed !== undefined ? [n.inputs[L.seed]] : [];
-  const lse = b.op('flash_attention_lse', [q, k, ...ex], { ...a });
-  const args = [q, k, v, n.id, g, lse, ...ex, ...seed];
+  const stats = b.op('flash_attention_stats', [q, k, n.id, g, ...ex], { ...a });
+  const args = [q, k, v, g, stats, ...ex, ...seed];
   const d = (wrt: 'q' | 'k' | 'v' | 'bias') => b.op('flash_attention_grad', args, { ...a, wrt });
   const cot: (number | null)[] = [d('q'), d('k'), d('v')];
   if (L.bias !== undefined) cot.push(b.unbroadcast(d('bias'), b.type(n.inputs[L.bias]).shape));
@@ -235,7 +239,7 @@ export function unfusedAttention(b: GraphBuilder, inputs: readonly number[], a: 
 
 export const attentionOps: {
   flash_attention: OpRule<'flash_attention'>;
-  flash_attention_lse: OpRule<'flash_attention_lse'>;
+  flash_attention_stats: OpRule<'flash_attention_stats'>;
   flash_attention_grad: OpRule<'flash_attention_grad'>;
 } = {
   flash_attention: {
@@ -275,21 +279,25 @@ export const attentionOps: {
     lower: { kernel: 'attention' },
     decompose: (b, n) => unfusedAttention(b, n.inputs, n.attrs),
   },
-  flash_attention_lse: {
+  flash_attention_stats: {
     arity: 'variadic',
     infer: (inputs, a) => {
-      const { batch, T } = attentionDims('flash_attention_lse', 'lse', inputs, a);
-      return { dtype: inputs[0].dtype, shape: [...batch, T] };
+      const { batch, T } = attentionDims('flash_attention_stats', 'stats', inputs, a);
+      return { dtype: inputs[0].dtype, shape: [...batch, T, 2] };
     },
     evaluate: (inputs, a, out) => {
-      const P = problem('lse', inputs, a);
-      const data = allocData(out.dtype, P.B * P.T);
+      const P = problem('stats', inputs, a);
+      const [o, dO] = [inputs[P.L.out!], inputs[P.L.dout!]];
+      const data = allocData(out.dtype, P.B * P.T * 2);
       const s = new Float64Array(P.S);
       const vis = new Uint8Array(P.S);
       for (let b = 0; b < P.B; b++) {
         for (let i = 0; i < P.T; i++) {
           P.row(b, i, s, vis);
-          data[b * P.T + i] = logSumExp(s);
+          let delta = 0;
+          for (let d = 0; d < P.Dv; d++) delta += dO.data[(b * P.T + i) * P.Dv + d] * o.data[(b * P.T + i) * P.Dv + d];
+          data[(b * P.T + i) * 2] = logSumExp(s);
+          data[(b * P.T + i) * 2 + 1] = delta;
         }
       }
       return finish(out, data);
@@ -311,7 +319,7 @@ export const attentionOps: {
       // gradient to them), Z the dropout multiplier, delta_i = dout_i · out_i.
       const P = problem('grad', inputs, a);
       const { L, B, T, S, D, Dv } = P;
-      const [q, k, v, o, dO, lse] = [L.q, L.k, L.v!, L.out!, L.dout!, L.lse!].map((i) => inputs[i]);
+      const [q, k, v, dO, st] = [L.q, L.k, L.v!, L.dout!, L.stats!].map((i) => inputs[i]);
       const data = allocData(out.dtype, numel(out.shape));
       const res = new Float64Array(numel(out.shape));
       const s = new Float64Array(S);
@@ -319,9 +327,8 @@ export const attentionOps: {
       for (let b = 0; b < B; b++) {
         for (let i = 0; i < T; i++) {
           P.row(b, i, s, vis);
-          const l = lse.data[b * T + i];
-          let delta = 0;
-          for (let d = 0; d < Dv; d++) delta += dO.data[(b * T + i) * Dv + d] * o.data[(b * T + i) * Dv + d];
+          const l = st.data[(b * T + i) * 2];
+          const delta = st.data[(b * T + i) * 2 + 1];
           for (let j = 0; j < S; j++) {
             const p = Math.exp(s[j] - l);
             const z = P.dropScale(b, i, j);
