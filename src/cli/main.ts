@@ -30,6 +30,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--entry <name>', 'entry point', 'forward')
       .option('--emit <what>', 'ir | json | schedule | memory | wgsl | saved', 'ir')
       .option('--grad', 'differentiate the entry (its scalar output `loss` or the first output) w.r.t. all parameters')
+      .option('--fuse-attention', 'run the attention-fusion pass first: each attention becomes one flash_attention node')
       .option('--print-ir-after <passes>', 'dump the IR after these passes (comma-separated, or "all") to stderr')
       .option('-o, --output <file>', 'write to a file instead of stdout'),
   ).action(async (file, o) => (await import('./commands/compile.js')).compile(file, o));

@@ -11,6 +11,7 @@ export interface CompileOpts {
   entry: string;
   emit: string;
   grad?: boolean;
+  fuseAttention?: boolean;
   printIrAfter?: string;
   output?: string;
 }
@@ -36,6 +37,12 @@ export async function differentiate(g: Graph, printIrAfter?: string): Promise<Gr
 export async function compile(file: string, o: CompileOpts): Promise<void> {
   if (!EMITS.includes(o.emit)) throw new KilnError(`--emit must be one of ${EMITS.join(', ')}, got '${o.emit}'`);
   let { graph } = compileModel(file, { entry: o.entry, set: o.set, dims: o.dim });
+  if (o.fuseAttention) {
+    // Until the declared pipeline runs it by default: the pass on its own, with the same IR dumps.
+    const { runPasses } = await import('../../passes/index.js');
+    const after = o.printIrAfter === 'all' ? ('all' as const) : o.printIrAfter?.split(',');
+    graph = runPasses(graph, ['attention-fusion'], { printIrAfter: after, sink: (s: string) => process.stderr.write(s + '\n') });
+  }
   if (o.grad) graph = await differentiate(graph, o.printIrAfter);
   let text: string;
   switch (o.emit) {
