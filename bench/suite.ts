@@ -15,6 +15,7 @@ import { acquireDevice, type KilnDevice } from '../src/runtime/device.js';
 import { compileGraph, formatProfile, type Executable } from '../src/runtime/index.js';
 import { planMemory, schedule } from '../src/schedule/index.js';
 import { buildTrainStep } from '../src/train/optimizers.js';
+import { attentionRows, attentionTargets } from './attention.js';
 import { kernelCases } from './kernels.js';
 import { loadTf, useBackend } from './peers/tfjs.js';
 import { tfGptLoss, type GptShape } from './peers/tfjs-gpt.js';
@@ -29,7 +30,7 @@ export interface Side {
 }
 
 export interface Row {
-  group: 'kernel' | 'graph' | 'compile';
+  group: 'kernel' | 'graph' | 'compile' | 'attention';
   name: string;
   kiln: Side | null;
   tfWebgpu: Side | null;
@@ -58,7 +59,7 @@ export interface BenchReport {
 
 export interface BenchOptions {
   quick: boolean;
-  only?: 'kernels' | 'graphs' | 'compile';
+  only?: 'kernels' | 'graphs' | 'compile' | 'attention';
   repeats: number;
   cpu: boolean;
   log?: (s: string) => void;
@@ -283,6 +284,7 @@ function targets(rows: Row[]): Target[] {
     const p = step.tfWebgpu.deviceBytes / 2 ** 20;
     out.push({ what: 'peak device memory of the training step', want: `≤ TF.js (${p.toFixed(1)} MiB)`, got: `${k.toFixed(1)} MiB`, met: k <= p });
   }
+  out.push(...attentionTargets(rows));
   return out;
 }
 
@@ -295,6 +297,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const profile: { text?: string } = {};
   if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o)));
   if (!o.only || o.only === 'graphs') rows.push(...(await graphRows(dev, tf, o, profile)));
+  if (!o.only || o.only === 'attention') rows.push(...(await attentionRows(dev, tf, o)));
   if (!o.only || o.only === 'compile') rows.push(...(await compileRows(dev, o)));
   const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ''} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
   return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows), profile: profile.text };
