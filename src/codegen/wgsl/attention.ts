@@ -141,8 +141,8 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
   }
 
   // Range of the other side a row (or, for the tile loop bound, the whole block) can see under a causal mask.
-  const lastRow = shared ? `min(blk * ${rowsPerWg}u + ${rowsPerWg - 1}u, ${R - 1}u)` : 'r';
-  const firstRow = shared ? `blk * ${rowsPerWg}u` : 'r';
+  const lastRow = `min(blk * ${rowsPerWg}u + ${rowsPerWg - 1}u, ${R - 1}u)`;
+  const firstRow = `blk * ${rowsPerWg}u`;
   const tileLo = !byQuery && causal ? `(${firstRow} / ${KT}u) * ${KT}u` : '0u';
   const tileHi = byQuery && causal ? `min(${lastRow} + 1u, ${C}u)` : `${C}u`;
 
@@ -163,7 +163,7 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
       var tm = m;
       for (var c = 0u; c < ${KT}u; c++) {
         let x = t0 + c;
-        if (x >= hi) { break; }
+        if (x >= t_end) { break; }
         let i = r; let j = x;
         var s = ${f(a.fill)};
         if (visible(b, i, j)) { ${dot} s = ${score('dot')}; }
@@ -174,7 +174,7 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
       l = l * corr;${withV ? `\n      for (var d = 0u; d < ${Dv}u; d++) { acc[d] = acc[d] * corr; }` : ''}
       for (var c = 0u; c < ${KT}u; c++) {
         let x = t0 + c;
-        if (x >= hi) { break; }
+        if (x >= t_end) { break; }
         let i = r; let j = x;
         let p = exp(sc[c] - tm);
         l += p;${withV ? `\n        let pz = p * ${keep};\n        if (pz != 0.0) { for (var d = 0u; d < ${Dv}u; d++) { acc[d] += pz * ${tv(at('c'), 'd')}; } }` : ''}
@@ -196,15 +196,16 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
   var acc: array<f32, ${D}>;`;
       tile = `      for (var c = 0u; c < ${KT}u; c++) {
         let x = t0 + c;
-        if (x >= hi) { break; }
+        if (x >= t_end) { break; }
         let i = r; let j = x;
-        if (!visible(b, i, j)) { continue; }
-        ${dot}
-        let p = exp(${score('dot')} - lse);
-        var dp = 0.0;
-        for (var d = 0u; d < ${Dv}u; d++) { dp += dor[d] * ${tv(at('c'), 'd')}; }
-        let ds = p * (${keep} * dp - dl);
-        for (var d = 0u; d < ${D}u; d++) { acc[d] += ds * ${tk(at('c'), 'd')}; }
+        if (visible(b, i, j)) {
+          ${dot}
+          let p = exp(${score('dot')} - lse);
+          var dp = 0.0;
+          for (var d = 0u; d < ${Dv}u; d++) { dp += dor[d] * ${tv(at('c'), 'd')}; }
+          let ds = p * (${keep} * dp - dl);
+          for (var d = 0u; d < ${D}u; d++) { acc[d] += ds * ${tk(at('c'), 'd')}; }
+        }
       }`;
       finish = `    for (var d = 0u; d < ${D}u; d++) { out[(b * ${T}u + r) * ${D}u + d] = ${storeExpr(`acc[d] * ${f(a.scale)}`, outDt)}; }`;
     }
@@ -218,20 +219,21 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
     const dot = `var dot = 0.0; for (var d = 0u; d < ${D}u; d++) { dot += kr[d] * ${tq(at('c'), 'd')}; }`;
     tile = `      for (var c = 0u; c < ${KT}u; c++) {
         let x = t0 + c;
-        if (x >= hi) { break; }
+        if (x >= t_end) { break; }
         let i = x; let j = r;
         ${wrtV
           ? `var s = ${f(a.fill)};
         if (visible(b, i, j)) { ${dot} s = ${score('dot')}; }
         let pz = exp(s - ${tlse(at('c'))}) * ${keep};
         for (var d = 0u; d < ${Dv}u; d++) { acc[d] += pz * ${tdo(at('c'), 'd')}; }`
-          : `if (!visible(b, i, j)) { continue; }
-        ${dot}
-        let p = exp(${score('dot')} - ${tlse(at('c'))});
-        var dp = 0.0;
-        for (var d = 0u; d < ${Dv}u; d++) { dp += ${tdo(at('c'), 'd')} * vr[d]; }
-        let ds = p * (${keep} * dp - ${tdelta(at('c'))});
-        for (var d = 0u; d < ${D}u; d++) { acc[d] += ds * ${tq(at('c'), 'd')}; }`}
+          : `if (visible(b, i, j)) {
+          ${dot}
+          let p = exp(${score('dot')} - ${tlse(at('c'))});
+          var dp = 0.0;
+          for (var d = 0u; d < ${Dv}u; d++) { dp += ${tdo(at('c'), 'd')} * vr[d]; }
+          let ds = p * (${keep} * dp - ${tdelta(at('c'))});
+          for (var d = 0u; d < ${D}u; d++) { acc[d] += ds * ${tq(at('c'), 'd')}; }
+        }`}
       }`;
     const sc = wrtV ? '' : ` * ${f(a.scale)}`;
     finish = `    for (var d = 0u; d < ${W}u; d++) { out[(b * ${S}u + r) * ${W}u + d] = ${storeExpr(`acc[d]${sc}`, outDt)}; }`;
@@ -239,41 +241,28 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
 
   const what = { fwd: 'forward', stats: 'log-sum-exp and dout·out', q: 'dQ', k: 'dK', v: 'dV' }[part];
   const header = w.header(n.op, `${what}, ${shared ? `${rowsPerWg} rows per workgroup sharing tiles of ${KT}` : `one ${byQuery ? 'query' : 'key'} per invocation, tiles of ${KT}`}; ${B} x ${T} queries x ${S} keys, head ${D}/${Dv}, mask ${a.mask}`);
-  const main = shared
-    ? `@compute @workgroup_size(${rowsPerWg})
+  // Both strategies give a workgroup QT rows of one batch entry, so the batch index, the tile bounds and every
+  // loop counter are uniform across the workgroup: CPU adapters (which run a workgroup's invocations as SIMD
+  // lanes) then load each key/query element once for all lanes instead of gathering it per lane. Rows past the
+  // end compute a copy of the last row and do not store it.
+  const main = `@compute @workgroup_size(${rowsPerWg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
   let g = wid.x + wid.y * nwg.x;
   if (g >= ${B * blocks}u) { return; } // uniform: the whole workgroup leaves
   let b = g / ${blocks}u;
   let blk = g % ${blocks}u;
   let r0 = blk * ${rowsPerWg}u + lid;
-  let live = r0 < ${R}u;
   let r = min(r0, ${R - 1}u);
 ${init}
-  let hi = ${byQuery && causal ? `min(r + 1u, ${C}u)` : `${C}u`};
   let tile_hi = ${tileHi};
   for (var t0 = ${tileLo}; t0 < tile_hi; t0 += ${KT}u) {
 ${stage}
-    if (live) {
-${tile}
-    }
-  }
-  if (live) {
-${finish}
-  }
-}`
-    : `@compute @workgroup_size(${rowsPerWg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let e = (wid.x + wid.y * nwg.x) * ${rowsPerWg}u + lid;
-  if (e >= ${B * R}u) { return; }
-  let b = e / ${R}u;
-  let r = e % ${R}u;
-${init}
-  let hi = ${byQuery && causal ? `min(r + 1u, ${C}u)` : `${C}u`};
-  for (var t0 = ${tileLo}; t0 < ${tileHi}; t0 += ${KT}u) {
+    let t_end = min(t0 + ${KT}u, tile_hi);
 ${tile}
   }
+  if (r0 < ${R}u) {
 ${finish}
+  }
 }`;
   const wgsl = `${header}
 ${w.declarations()}
@@ -283,7 +272,7 @@ ${fns.join('\n')}
 
 ${main}
 `;
-  return [{ label: `k${w.k.id} ${n.op} ${what}`, wgsl, bindings: w.bindings, dispatch: grid(shared ? B * blocks : Math.ceil((B * R) / rowsPerWg)) }];
+  return [{ label: `k${w.k.id} ${n.op} ${what}`, wgsl, bindings: w.bindings, dispatch: grid(B * blocks) }];
 }
 
 /** dBias (the score gradient dS itself): one invocation per score element. */
