@@ -15,6 +15,7 @@ import { compileGraph, type Executable } from '../src/runtime/index.js';
 import { targetOf } from '../src/runtime/executable.js';
 import { programKey } from '../src/runtime/pipelines.js';
 import { planMemory } from '../src/schedule/index.js';
+import { attentionRows, attentionTargets } from './attention.js';
 import { kernelCases } from './kernels.js';
 import { jaxArray, jaxGpt, jaxMatmul, loadJax, type JaxDevice } from './peers/jax.js';
 import { loadTf, useBackend } from './peers/tfjs.js';
@@ -33,7 +34,7 @@ export interface Side {
 }
 
 export interface Row {
-  group: 'kernel' | 'graph' | 'compile';
+  group: 'kernel' | 'graph' | 'compile' | 'attention';
   name: string;
   kiln: Side | null;
   tfWebgpu: Side | null;
@@ -73,7 +74,7 @@ export interface BenchReport {
 
 export interface BenchOptions {
   quick: boolean;
-  only?: 'kernels' | 'graphs' | 'compile';
+  only?: 'kernels' | 'graphs' | 'compile' | 'attention';
   repeats: number;
   cpu: boolean;
   /** Run jax-js (webgpu and wasm) as a second peer (default true). */
@@ -424,6 +425,7 @@ function targets(rows: Row[], roof?: Roofline): Target[] {
     const p = step.tfWebgpu.deviceBytes / 2 ** 20;
     out.push({ what: 'peak device memory of the training step', want: `≤ TF.js (${p.toFixed(1)} MiB)`, got: `${k.toFixed(1)} MiB`, met: k <= p });
   }
+  out.push(...attentionTargets(rows));
   return out;
 }
 
@@ -448,6 +450,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const profile: { text?: string } = {};
   if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o, jp, roof)));
   if (!o.only || o.only === 'graphs') rows.push(...(await graphRows(dev, tf, o, profile, jp, roof)));
+  if (!o.only || o.only === 'attention') rows.push(...(await attentionRows(dev, tf, o)));
   if (!o.only || o.only === 'compile') rows.push(...(await compileRows(dev, o)));
   const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ''} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
   return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows, roof), profile: profile.text, roofline: roof, jaxSkipped };

@@ -40,6 +40,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--print-ir-before <passes>', 'the same, before these stages')
       .option('--pass-option <pass.option=value>', 'set a pass option (value as JSON, else a string; repeatable)', collectList, [])
       .option('--disable-pass <pass>', 'leave a pass out of the pipeline (repeatable)', collectList, [])
+      .option('--fuse-attention', 'run the attention-fusion pass (off by default): each attention becomes one flash_attention node')
       .option('-o, --output <file>', 'write to a file instead of stdout'),
   ).action(async (file, o) => (await import('./commands/compile.js')).compile(file, o));
 

@@ -27,6 +27,24 @@ export type BinaryKind =
   | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'and' | 'or';
 export type ReduceKind = 'sum' | 'mean' | 'max';
 
+/**
+ * Which keys a query of a fused attention may see: every key, keys j <= i (causal), keys j <= i or below a
+ * per-sequence prefix length (prefix; a lengths operand), or a bool mask operand. Hidden scores become `fill`.
+ */
+export type AttentionMask = 'none' | 'causal' | 'prefix' | 'bool';
+/** Attributes shared by flash_attention and its companion ops (see src/ir/ops/attention.ts). */
+export interface AttentionAttrs {
+  scale: number;
+  mask: AttentionMask;
+  /** An additive bias operand (ALiBi, relative positions), added to the scaled scores before masking. */
+  bias: boolean;
+  /** The score a hidden key gets (the library's where(mask, scores, -1e9) uses -1e9). */
+  fill: number;
+  /** Dropout on the probabilities, with the `dropout` op's Philox stream (p = 0: no seed operand). */
+  p: number;
+  stream: number;
+}
+
 /** Attributes of every op, by kind. Attribute objects are plain JSON. */
 export interface AttrMap {
   // leaves
@@ -70,6 +88,10 @@ export interface AttrMap {
   all_reduce: { size: number };
   reduce_scatter: { size: number; axis: number };
   all_gather: { size: number; axis: number };
+  // fused attention (src/ir/ops/attention.ts): operands q, k, v, [bias], [mask | lengths], [seed]
+  flash_attention: AttentionAttrs;
+  flash_attention_stats: AttentionAttrs; // q, k, out, dout, [bias], [mask] -> [..., T, 2]: (log-sum-exp, dout·out) per row
+  flash_attention_grad: AttentionAttrs & { wrt: 'q' | 'k' | 'v' | 'bias' }; // q, k, v, dout, stats, [bias], [mask], [seed]
 }
 
 export type OpKind = keyof AttrMap;
@@ -120,9 +142,10 @@ export interface FamilyOf {
   softmax: 'rowwise'; log_softmax: 'rowwise'; layer_norm: 'rowwise'; rms_norm: 'rowwise'; cross_entropy: 'rowwise';
   dropout: 'random';
   all_reduce: 'collective'; reduce_scatter: 'collective'; all_gather: 'collective';
+  flash_attention: 'attention'; flash_attention_stats: 'attention'; flash_attention_grad: 'attention';
 }
 
-export type KernelFamily = 'elementwise' | 'leaf' | 'layout' | 'reduce' | 'matmul' | 'gather' | 'scatter' | 'rowwise' | 'random' | 'collective';
+export type KernelFamily = 'elementwise' | 'leaf' | 'layout' | 'reduce' | 'matmul' | 'gather' | 'scatter' | 'rowwise' | 'random' | 'collective' | 'attention';
 
 /** The ops of one kernel family (or several). */
 export type OpsIn<F extends KernelFamily> = { [K in OpKind]: FamilyOf[K] extends F ? K : never }[OpKind];

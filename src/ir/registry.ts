@@ -4,6 +4,7 @@
  */
 import type { OpRegistry } from './op.js';
 import { collectiveOps } from './ops/collective.js';
+import { attentionOps } from './ops/attention.js';
 import { binaryOps, castOp, selectOp, unaryOps } from './ops/elementwise.js';
 import { indexingOps } from './ops/indexing.js';
 import { layoutOps } from './ops/layout.js';
@@ -26,6 +27,7 @@ export const OPS: OpRegistry = {
   ...nnOps,
   dropout: dropoutOp,
   ...collectiveOps,
+  ...attentionOps,
 };
 
 export const OP_KINDS = Object.keys(OPS) as (keyof OpRegistry)[];

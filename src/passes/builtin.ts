@@ -10,6 +10,7 @@ import { describeMemory, planMemory, verifyMemoryPlan } from '../schedule/memory
 import { describeSchedule, DEFAULT_SCHEDULE_OPTIONS, fuseKernels } from '../schedule/schedule.js';
 import { markInPlaceUpdates } from '../schedule/inplace.js';
 import { buildAccumTrainStep, buildTrainStep } from '../train/optimizers.js';
+import { ATTENTION_RULES, fuseAttention } from './attention.js';
 import { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
 import { cse } from './cse.js';
 import { dce } from './dce.js';
@@ -27,6 +28,20 @@ registerPass({
   guarantees: ['no rule of the list applies'],
   configure: () => ({ disable: [] }),
   run: (s, o) => graphPass((x) => canonicalize(x.graph, o.disable))(s),
+});
+
+registerPass({
+  name: 'attention-fusion',
+  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (off unless asked for: --fuse-attention)',
+  level: 'graph',
+  options: {
+    enabled: 'false leaves the graph unchanged',
+    rules: `rule names to apply (${ATTENTION_RULES.map((r) => r.name).join(', ')})`,
+    maxStorageBuffers: 'storage buffers a fused backward kernel may bind (an attention needing more stays unfused)',
+  },
+  guarantees: ['no T x T score tensor is kept for the backward of a fused attention'],
+  configure: (req) => (req.passes?.['attention-fusion'] ? { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: (req.target ?? GENERIC_TARGET).maxStorageBuffersPerShaderStage } : null),
+  run: (s, o) => graphPass((x) => fuseAttention(x.graph, o))(s),
 });
 
 registerPass({

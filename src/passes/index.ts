@@ -7,6 +7,8 @@ import { runPipeline } from './pipeline.js';
 import type { CompileRequest, PassName } from './registry.js';
 import { passDef } from './registry.js';
 
+export { ATTENTION_RULES, findAttention, fuseAttention } from './attention.js';
+export type { AttentionFusionOptions, AttentionMatch, AttentionRule } from './attention.js';
 export { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
 export { cse, valueKey } from './cse.js';
 export { dce } from './dce.js';

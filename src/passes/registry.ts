@@ -48,6 +48,7 @@ export const GENERIC_TARGET: Target = {
 /** Options of each registered pass, by name. Extend it by declaration merging when registering a new pass. */
 export interface PassOptionsMap {
   canonicalize: { disable: string[] };
+  'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number };
   'decompose-composites': Record<string, never>;
   autodiff: GradOptions;
   optimizer: { config: OptimizerConfig; accumulate: boolean };

@@ -8,11 +8,11 @@ import type { Node } from '../ir/graph.js';
 import type { OpKind } from '../ir/op.js';
 import { OPS } from '../ir/registry.js';
 
-export type AnchorKind = 'reduce' | 'matmul' | 'rowwise' | 'scatter';
+export type AnchorKind = 'reduce' | 'matmul' | 'rowwise' | 'scatter' | 'attention';
 
 export function anchorKind(op: OpKind): AnchorKind | null {
   const k = OPS[op].lower.kernel;
-  return k === 'reduce' || k === 'matmul' || k === 'rowwise' || k === 'scatter' ? k : null;
+  return k === 'reduce' || k === 'matmul' || k === 'rowwise' || k === 'scatter' || k === 'attention' ? k : null;
 }
 
 export const isLeafBuffer = (n: Node): boolean => n.op === 'input' || n.op === 'param';

@@ -31,7 +31,7 @@ export const ROWWISE_FLOPS: Partial<Record<OpKind, number>> = {
  * Kernel families for the step profile: matmuls by layout (NN is the forward's x·W; the backward adds NT for
  * dx = dy·Wᵀ and TN for dW = xᵀ·dy) and batched or not; the optimizer's parameter updates; then by kernel kind.
  */
-export type KernelFamily = `matmul ${'NN' | 'NT' | 'TN' | 'TT'}${'' | ' batched'}` | 'optimizer update' | 'row-wise' | 'elementwise' | 'reduce' | 'scatter';
+export type KernelFamily = `matmul ${'NN' | 'NT' | 'TN' | 'TT'}${'' | ' batched'}` | 'optimizer update' | 'row-wise' | 'elementwise' | 'reduce' | 'scatter' | 'attention';
 
 export interface KernelCost {
   kernel: number;
@@ -67,6 +67,12 @@ function anchorFlops(g: Graph, k: Kernel): number {
       return (ROWWISE_FLOPS[a.op] ?? 1) * numel(g.nodes[a.inputs[0]].type.shape);
     case 'elementwise':
       return 0;
+    case 'attention': {
+      // Q·Kᵀ and P·V (or their backward counterparts): 2 · 2·T·S·D per batch and head
+      const q = g.nodes[a.inputs[0]].type.shape;
+      const kv = g.nodes[a.inputs[1]].type.shape;
+      return 4 * numel(q.slice(0, -2)) * q[q.length - 2] * kv[kv.length - 2] * q[q.length - 1];
+    }
   }
 }
 

@@ -86,7 +86,7 @@ function consumerEdges(g: Graph, live: boolean[]): { c: number; pos: number }[][
 /** Whether `q` is an anchor whose only reader is `n`, at the same shape: `n` can be its epilogue. */
 function epilogueSource(g: Graph, q: number, n: Node, all: { c: number; pos: number }[][], isOutput: Set<number>): boolean {
   const ak = anchorKind(g.nodes[q].op);
-  if (!ak || ak === 'scatter' || !sameShape(g.nodes[q].type.shape, n.type.shape)) return false;
+  if (!ak || ak === 'scatter' || ak === 'attention' || !sameShape(g.nodes[q].type.shape, n.type.shape)) return false;
   return all[q].length === 1 && !isOutput.has(q) && OPS[n.op].lower.kernel === 'elementwise';
 }
 
@@ -109,7 +109,7 @@ function mustMaterialise(
   for (const { c, pos } of edges) {
     const cn = g.nodes[c];
     const ak = anchorKind(cn.op);
-    if (ak === 'matmul') return true; // every element is read N (or M) times
+    if (ak === 'matmul' || ak === 'attention') return true; // every element is read N (or M) times
     if (ak === 'scatter' && pos === 0) return true;
     if (ak === 'rowwise' && cost > opts.maxRowwisePrologue) return true;
     if (cn.op === 'gather' || cn.op === 'one_hot') return true; // irregular or repeated reads
@@ -226,7 +226,7 @@ function attempt(g: Graph, opts: Required<ScheduleOptions>, forced: Set<number>)
         const qn = g.nodes[q];
         if (!sameIndex(p, qn) || !usesOne(q)) continue;
         const d = byAnchor.get(q);
-        if (d && d.root === d.anchor && d.kind !== 'scatter') return d;
+        if (d && d.root === d.anchor && d.kind !== 'scatter' && d.kind !== 'attention') return d;
         if (storage[q] === 'inline' && chainOp(qn)) {
           const found = findAnchor(qn);
           if (found) return found;

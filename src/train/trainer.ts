@@ -46,6 +46,8 @@ export interface TrainConfig {
   maxTokens?: number;
   /** Partition the training step over devices (data parallel: the step graph is the model at batch / dp; tensor parallel). */
   parallel?: ParallelConfig;
+  /** Run the attention-fusion pass (flash attention kernels) on the step and evaluation graphs. */
+  fuseAttention?: boolean;
   /** Parameters to train (globs; default all) and to freeze (globs): frozen ones get no gradient, update or state. */
   trainable?: { train?: string[]; freeze?: string[] };
   /** A step with a non-finite loss or gradient norm: stop (default), or skip it (at most maxNonFinite times). */
@@ -101,13 +103,14 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const ctx = Number(info0.config.ctx ?? 64);
   const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
   const { graph, model } = compileModel(cfg.file, { entry: 'loss', set, dims });
-  const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph);
+  const fusion = cfg.fuseAttention ? { 'attention-fusion': {} } : undefined;
+  const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph, { passes: fusion });
   const par = cfg.parallel && meshSize(cfg.parallel) > 1 ? cfg.parallel : undefined;
   const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry: 'loss', set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
   if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
   const wrt = trainableNames(graph, cfg.trainable);
-  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par });
+  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion });
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }

@@ -266,6 +266,10 @@ samples.all_reduce = { operands: [fl([2, 3])], attrs: { size: 2 } };
 samples.reduce_scatter = { operands: [fl([2, 4])], attrs: { size: 2, axis: 1 } };
 samples.all_gather = { operands: [fl([2, 3])], attrs: { size: 2, axis: 0 } };
 samples.dropout = { operands: [fl([4]), ['u32', []]], attrs: { p: 0.5, stream: 1 } };
+samples.flash_attention = {
+  operands: [fl([2, 3, 4]), fl([2, 5, 4]), fl([2, 5, 3]), fl([3, 5]), ['bool', [2, 3, 5]], ['u32', []]],
+  attrs: { scale: 0.5, mask: 'bool', bias: true, fill: -1e9, p: 0.25, stream: 2 },
+};
 
 describe("each gradient rule's `saves` declaration is exactly what its vjp reads", () => {
   const leaves = new Set<OpKind>(['input', 'param', 'constant']);

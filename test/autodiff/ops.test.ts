@@ -74,6 +74,9 @@ cases['dropout reuses its mask'] = {
   build: (b, p) => b.op('dropout', [p('x', [4, 8]), b.op('input', [], { name: 'seed', dtype: 'u32', shape: [] })], { p: 0.3, stream: 5 }),
   inputs: { seed: { dtype: 'u32', shape: [], data: Uint32Array.of(1234) } },
 };
+cases['flash_attention causal'] = {
+  build: (b, p) => b.op('flash_attention', [p('q', [2, 3, 4]), p('k', [2, 3, 4]), p('v', [2, 3, 2])], { scale: 0.5, mask: 'causal', bias: false, fill: -1e9, p: 0, stream: 0 }),
+};
 
 describe('every differentiable op: compiled gradient vs central finite differences (double precision)', () => {
   for (const [name, c] of Object.entries(cases)) {

@@ -75,6 +75,15 @@ describe('kiln CLI', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain("--train-step takes adamw, adam or sgd, got 'lion'");
   }, 120_000);
+  it('compile --fuse-attention: --print-ir-after attention-fusion shows flash_attention; the WGSL has its kernels', () => {
+    const r = kiln('compile', 'src/models/gpt.kiln', '--entry', 'loss', '--fuse-attention', '--print-ir-after', 'attention-fusion', ...tiny);
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/IR after attention-fusion[\s\S]*= flash_attention .*mask="causal"/);
+    expect(r.out).not.toMatch(/= softmax /);
+    const w = kiln('compile', 'src/models/gpt.kiln', '--entry', 'loss', '--fuse-attention', '--grad', '--emit', 'wgsl', ...tiny);
+    expect(w.out).toContain('flash_attention_grad');
+    expect(w.out).toContain('flash_attention_stats');
+  });
 
   it('run: .npy in and out; WebGPU agrees with the interpreter', () => {
     const dir = tmp();

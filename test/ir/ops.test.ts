@@ -183,6 +183,25 @@ describe('neural-net primitives', () => {
   });
 });
 
+describe('fused attention', () => {
+  it('flash_attention, its row statistics and its gradients on two keys, against closed forms', () => {
+    // scores [0, ln 3] -> p = [1/4, 3/4], lse = ln 4; out = 4/4 + 8*3/4 = 7; with dout = 1: delta = 7,
+    // dS = p (v - delta) = [-3/4, 3/4], dq = dS k, dk = dS q, dv = p dout.
+    const a = { scale: 1, mask: 'none' as const, bias: false, fill: -1e9, p: 0, stream: 0 };
+    const q = T([1, 2], [1, 0]);
+    const k = T([2, 2], [0, 0, Math.log(3), 0]);
+    const v = T([2, 1], [4, 8]);
+    close(run('flash_attention', [q, k, v], a), [7], 5);
+    close(run('flash_attention_stats', [q, k, T([1, 1], [7]), T([1, 1], [1])], a), [Math.log(4), 7]);
+    const args = [q, k, v, T([1, 1], [1]), T([1, 2], [Math.log(4), 7])];
+    close(run('flash_attention_grad', args, { ...a, wrt: 'q' }), [0.75 * Math.log(3), 0], 5);
+    close(run('flash_attention_grad', args, { ...a, wrt: 'k' }), [-0.75, 0, 0.75, 0], 5);
+    close(run('flash_attention_grad', args, { ...a, wrt: 'v' }), [0.25, 0.75], 5);
+    // causal: query 0 sees key 0 only
+    close(run('flash_attention', [T([2, 2], [1, 0, 1, 0]), k, v], { ...a, mask: 'causal' }), [4, 7], 5);
+  });
+});
+
 describe('numerics', () => {
   it('Philox4x32-10 matches the Random123 known-answer vectors', () => {
     const hex = (a: number[]) => a.map((v) => v.toString(16).padStart(8, '0')).join(' ');

@@ -18,6 +18,7 @@ export interface CompileOpts {
   optimizer: string;
   accum?: boolean;
   passes?: boolean;
+  fuseAttention?: boolean;
   printIrAfter?: string;
   printIrBefore?: string;
   passOption: string[];
@@ -69,13 +70,13 @@ export function passSettings(options: string[] = [], disabled: string[] = []): P
 }
 
 /** The request the compile verb (and `kiln tune`) makes of the pipeline. */
-export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass'>>): CompileRequest {
+export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass' | 'fuseAttention'>>): CompileRequest {
   if (o.optimizer !== undefined && !OPTIMIZERS.includes(o.optimizer as OptimizerKind)) throw new KilnError(`--optimizer must be one of ${OPTIMIZERS.join(', ')}, got '${o.optimizer}'`);
   const differentiate = o.grad || o.train;
   return {
     grad: differentiate ? { loss: lossOutput(graph) } : undefined,
     train: o.train ? { optimizer: { kind: (o.optimizer ?? 'adamw') as OptimizerKind }, accumulate: !!o.accum } : undefined,
-    passes: passSettings(o.passOption, o.disablePass),
+    passes: { ...(o.fuseAttention ? { 'attention-fusion': {} } : {}), ...passSettings(o.passOption, o.disablePass) },
     printIrAfter: dumpList(o.printIrAfter),
     printIrBefore: dumpList(o.printIrBefore),
     sink: (s: string) => process.stderr.write(s + '\n'),

@@ -27,6 +27,7 @@ interface TrainOpts {
   json?: boolean;
   resume?: string;
   initFrom?: string;
+  fuseAttention?: boolean;
   initAllowMissing?: string;
   train?: string;
   freeze?: string;
@@ -64,6 +65,7 @@ export function register(program: Command): void {
     .option('--data <path>', 'text file, folder of .txt files, or a built-in corpus: moby-dick | sotu', 'moby-dick')
     .option('--tokenizer <t>', 'bytes | gpt2 | bert (WordPiece, bert-base-uncased)', 'bytes')
     .option('--out <dir>', 'output folder: checkpoints and the loss curve', 'out/run')
+    .option('--fuse-attention', 'fused flash-attention kernels (the attention-fusion pass) for the step and evaluation graphs')
     .option('--init-from <path>', 'start from these weights: a Kiln checkpoint (any objective) or a .safetensors file in Kiln, Hugging Face GPT-2 or BERT layout; optimizer state starts fresh')
     .option('--init-allow-missing <globs>', "with --init-from: parameters that may be absent and start from their initialisers (a new head: 'head.*')")
     .option('--train <globs>', "train only these parameters (comma-separated globs, e.g. 'h.*.attn.*,ln_f.*'); the rest are frozen")
@@ -154,6 +156,7 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
     maxNonFinite: n.maxNonFinite,
     allowChange: o.allowChange ? o.allowChange.split(',').map((s) => s.trim()).filter(Boolean) : [],
     trainable: { train: globList(o.train), freeze: globList(o.freeze) },
+    fuseAttention: !!o.fuseAttention,
   });
   const log = (s: string) => (o.json ? process.stdout.write(JSON.stringify({ type: 'info', message: s }) + '\n') : process.stdout.write(s + '\n'));
   for (const note of notes) log(note);

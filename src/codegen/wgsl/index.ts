@@ -5,6 +5,7 @@
 import type { Graph } from '../../ir/graph.js';
 import type { AttrsOf } from '../../ir/op.js';
 import type { Kernel, Schedule } from '../../schedule/schedule.js';
+import { genAttention } from './attention.js';
 import { genElementwise } from './elementwise.js';
 import { genMatmul } from './matmul.js';
 import { genReduce } from './reduce.js';
@@ -52,6 +53,8 @@ export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}
       return { kernel: k, passes: genRowwise(w, opts.strategy) };
     case 'scatter':
       return { kernel: k, passes: genScatter(w) };
+    case 'attention':
+      return { kernel: k, passes: genAttention(w, opts.strategy) };
     case 'matmul': {
       const { M, N, K, batch, layout } = matmulDims(s.graph, k.anchor);
       const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch, opts.strategy === 'thread', layout);

@@ -1,0 +1,126 @@
+/**
+ * The attention group: causal attention forward + backward (loss = Σ attention(q, k, v) · w, gradients for q, k and
+ * v) with B·H fixed and T growing, Kiln's fused kernels (flash_attention) against Kiln's unfused chain (scores
+ * matmul, scale, where-mask, softmax, P·V matmul) and TF.js composing the same ops. The memory column is Kiln's
+ * intermediate (scratch) bytes: O(T) fused, O(T²) unfused.
+ */
+import type * as TF from '@tensorflow/tfjs-core';
+import { grad } from '../src/autodiff/index.js';
+import { KilnError } from '../src/errors.js';
+import { GraphBuilder } from '../src/ir/builder.js';
+import type { Graph } from '../src/ir/graph.js';
+import type { AttentionAttrs } from '../src/ir/op.js';
+import { unfusedAttention } from '../src/ir/ops/attention.js';
+import type { HostTensor } from '../src/ir/tensor.js';
+import type { KilnDevice } from '../src/runtime/device.js';
+import { compileGraph, type Executable } from '../src/runtime/index.js';
+import { Rng } from '../src/train/rng.js';
+import type { BenchOptions, Row, Side, Target } from './suite.js';
+import { useBackend } from './peers/tfjs.js';
+import { measure, type Stats } from './timing.js';
+
+const BH = 8;
+const D = 64;
+
+function rand(shape: number[], seed: number): HostTensor {
+  const r = new Rng(seed, 'bench-attention');
+  return { dtype: 'f32', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => 2 * r.next() - 1) };
+}
+
+/** The joint graph (loss and the gradients of q, k, v) of causal attention, fused or as the unfused chain. */
+function attentionGraph(T: number, fused: boolean): Graph {
+  const b = new GraphBuilder();
+  const p = (name: string, shape: number[]) => b.op('param', [], { name, dtype: 'f32', shape, init: { kind: 'zeros' } });
+  const [q, k, v, w] = [p('q', [BH, T, D]), p('k', [BH, T, D]), p('v', [BH, T, D]), p('w', [BH, T, D])];
+  const a: AttentionAttrs = { scale: 1 / Math.sqrt(D), mask: 'causal', bias: false, fill: -1e9, p: 0, stream: 0 };
+  const o = fused ? b.op('flash_attention', [q, k, v], a) : unfusedAttention(b, [q, k, v], a);
+  const loss = b.sum(b.mul(o, b.op('stop_gradient', [w], {})), [0, 1, 2]);
+  const j = grad(b.build(`attention T=${T}`, [{ name: 'loss', id: loss }]), { loss: 'loss' });
+  // w is a fixed weight: drop its gradient so both sides compute the same three.
+  return { ...j, outputs: j.outputs.filter((x) => x.name !== 'grad:w') };
+}
+
+export async function attentionRows(dev: KilnDevice, tf: typeof TF, o: BenchOptions): Promise<Row[]> {
+  const sizes = (o as BenchOptions & { sizes?: number[] }).sizes ?? (o.quick ? [16] : [256, 512, 1024, 2048]);
+  const rows: Row[] = [];
+  for (const T of sizes) {
+    const label = `attention fwd+bwd causal B·H=${BH} T=${T} D=${D}`;
+    o.log?.(label);
+    const values = { q: rand([BH, T, D], 1), k: rand([BH, T, D], 2), v: rand([BH, T, D], 3), w: rand([BH, T, D], 4) };
+    const kiln: Record<'fused' | 'unfused', { side: Side; loss: number } | string> = { fused: '', unfused: '' };
+    for (const mode of ['fused', 'unfused'] as const) {
+      let exe: Executable;
+      try {
+        exe = await compileGraph(attentionGraph(T, mode === 'fused'), dev, { seed: null });
+      } catch (e) {
+        if (!(e instanceof KilnError)) throw e;
+        kiln[mode] = `not run: ${e.message}`;
+        continue;
+      }
+      for (const [name, t] of Object.entries(values)) exe.setParam(name, t);
+      const run = async () => (await exe.run({}, { download: ['loss'] })).outputs.loss;
+      const loss = (await run()).data[0];
+      const stats = await measure(run, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+      kiln[mode] = { side: { stats, kernels: exe.stats.dispatchesPerRun, deviceBytes: exe.stats.intermediateBytes }, loss };
+      exe.destroy();
+    }
+
+    // TF.js composes the same ops and differentiates them.
+    const peer = async (backend: 'webgpu' | 'cpu', repeats: number): Promise<{ stats: Stats; loss: number }> => {
+      await useBackend(tf, backend);
+      const t = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, tf.tensor(Array.from(v.data), [...v.shape])]));
+      const hidden = tf.tidy(() => tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([T, T]), -1, 0)), -1e9));
+      const f = (q: TF.Tensor, k: TF.Tensor, v: TF.Tensor) =>
+        tf.sum(tf.mul(tf.matMul(tf.softmax(tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(D)), hidden)), v), t.w));
+      const vg = tf.valueAndGrads(f as (...x: TF.Tensor[]) => TF.Scalar);
+      const once = async () => {
+        const r = tf.tidy(() => {
+          const { value, grads } = vg([t.q, t.k, t.v]);
+          return tf.stack([value, ...grads.map((g) => tf.sum(g))]);
+        });
+        const d = await r.data();
+        r.dispose();
+        return d[0];
+      };
+      const loss = await once();
+      const stats = await measure(once, { warmup: 1, repeats, maxMs: 60_000 });
+      Object.values(t).forEach((x) => x.dispose());
+      hidden.dispose();
+      return { stats, loss };
+    };
+    const wg = await peer('webgpu', o.repeats);
+    const cpu = o.cpu ? await peer('cpu', Math.max(2, Math.ceil(o.repeats / 3))) : null;
+    for (const mode of ['fused', 'unfused'] as const) {
+      const k = kiln[mode];
+      const side = typeof k === 'string' ? null : k.side;
+      const err = typeof k === 'string' ? NaN : Math.abs(k.loss - wg.loss) / Math.max(Math.abs(wg.loss), 1e-12);
+      rows.push({
+        group: 'attention',
+        name: `${label}: ${mode}`,
+        kiln: side,
+        tfWebgpu: { stats: wg.stats },
+        tfCpu: cpu ? { stats: cpu.stats } : null,
+        check: typeof k === 'string' ? null : { ok: err < 1e-3, relErr: err },
+        note: typeof k === 'string' ? k : 'MiB: Kiln intermediates (attention scratch); TF.js timed once, shown on both rows',
+      });
+    }
+  }
+  return rows;
+}
+
+/** Fused vs unfused speedup at each T ≥ 512 (the issue's target: ≥ 2×). */
+export function attentionTargets(rows: Row[]): Target[] {
+  const out: Target[] = [];
+  for (const f of rows.filter((r) => r.group === 'attention' && r.name.endsWith(': fused'))) {
+    const T = Number(/T=(\d+)/.exec(f.name)?.[1]);
+    const u = rows.find((r) => r.name === f.name.replace(/: fused$/, ': unfused'));
+    if (!(T >= 512) || !f.kiln) continue;
+    if (!u?.kiln) {
+      out.push({ what: `attention T=${T}: fused vs unfused`, want: '≥ 2×', got: 'unfused path not run (limits)', met: true });
+      continue;
+    }
+    const s = u.kiln.stats.median / f.kiln.stats.median;
+    out.push({ what: `attention T=${T}: fused vs unfused`, want: '≥ 2×', got: `${s.toFixed(2)}×`, met: s >= 2 });
+  }
+  return out;
+}
