@@ -11,6 +11,7 @@ import { describeSchedule, DEFAULT_SCHEDULE_OPTIONS, fuseKernels } from '../sche
 import { markInPlaceUpdates } from '../schedule/inplace.js';
 import { buildAccumTrainStep, buildTrainStep } from '../train/optimizers.js';
 import { ATTENTION_RULES, fuseAttention } from './attention.js';
+import { applyLora } from './lora.js';
 import { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
 import { cse } from './cse.js';
 import { dce } from './dce.js';
@@ -42,6 +43,16 @@ registerPass({
   guarantees: ['no T x T score tensor is kept for the backward of a fused attention'],
   configure: (req) => (req.passes?.['attention-fusion'] ? { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: (req.target ?? GENERIC_TARGET).maxStorageBuffersPerShaderStage } : null),
   run: (s, o) => graphPass((x) => fuseAttention(x.graph, o))(s),
+});
+
+registerPass({
+  name: 'lora',
+  summary: 'LoRA: x @ W becomes x @ W + (x @ A) @ B * alpha/r for the targeted weights (A Gaussian, B zero: the base model at step 0)',
+  level: 'graph',
+  options: { r: 'rank of A [in, r] and B [r, out]', alpha: 'scale numerator (the path is scaled by alpha / r)', targets: 'weight path suffixes, e.g. attn.q, attn.v', dropout: 'dropout on the LoRA path input' },
+  guarantees: ['with B = 0 the outputs equal the base model\'s'],
+  configure: (req) => req.lora ?? null,
+  run: (s, o) => graphPass((x) => applyLora(x.graph, o))(s),
 });
 
 registerPass({

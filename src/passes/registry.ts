@@ -23,6 +23,7 @@ import type { MemoryPlan } from '../schedule/memory.js';
 import type { KernelCode } from '../codegen/wgsl/writer.js';
 import type { KernelStrategy } from '../codegen/wgsl/types.js';
 import type { TileConfig } from '../codegen/wgsl/tiles.js';
+import type { LoraOptions } from './lora.js';
 
 /** What the kernel-level stages compile for: a device's limits and features, or generic defaults. */
 export interface Target {
@@ -49,6 +50,7 @@ export const GENERIC_TARGET: Target = {
 export interface PassOptionsMap {
   canonicalize: { disable: string[] };
   'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number };
+  lora: LoraOptions;
   'decompose-composites': Record<string, never>;
   autodiff: GradOptions;
   optimizer: { config: OptimizerConfig; accumulate: boolean };
@@ -69,6 +71,8 @@ export type PassSettings = { [N in PassName]?: Partial<PassOptionsMap[N]> | fals
 export interface CompileRequest {
   /** Differentiate (runs autodiff): the scalar output, and with respect to what. */
   grad?: GradOptions;
+  /** Rewrite the selected weights' products into LoRA form (the `lora` pass). */
+  lora?: LoraOptions;
   /** Append an optimizer step after autodiff (a training step). */
   train?: { optimizer: OptimizerConfig; accumulate?: boolean };
   /** Lower to kernels for this target (runs the kernel-level stages). Without it, only graph-level passes run. */

@@ -4,7 +4,9 @@
  * host RNG for masking, dropout seed, parameters, optimizer state, step count) is in the checkpoint.
  */
 import { basename } from 'node:path';
+import { updatedParam } from '../ir/graph.js';
 import { compileIR } from '../passes/index.js';
+import { applyLora, isLoraParam, type LoraOptions } from '../passes/lora.js';
 import { KilnError } from '../errors.js';
 import { compileModel, loadModelInfo, type ModelInfo } from '../frontend/index.js';
 import type { Graph } from '../ir/graph.js';
@@ -46,6 +48,10 @@ export interface TrainConfig {
   maxTokens?: number;
   /** Partition the training step over devices (data parallel: the step graph is the model at batch / dp; tensor parallel). */
   parallel?: ParallelConfig;
+  /** Train LoRA adapters of these weights instead of the weights (the lora pass); `initFrom` is the base. */
+  lora?: LoraOptions;
+  /** The base weights of a LoRA run (recorded in its checkpoints, which hold only the adapters). */
+  initFrom?: string;
   /** Run the attention-fusion pass (flash attention kernels) on the step and evaluation graphs. */
   fuseAttention?: boolean;
   /** Parameters to train (globs; default all) and to freeze (globs): frozen ones get no gradient, update or state. */
@@ -104,13 +110,15 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
   const { graph, model } = compileModel(cfg.file, { entry: 'loss', set, dims });
   const fusion = cfg.fuseAttention ? { 'attention-fusion': {} } : undefined;
-  const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph, { passes: fusion });
+  const lora = cfg.lora;
+  const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph, { passes: fusion, lora });
   const par = cfg.parallel && meshSize(cfg.parallel) > 1 ? cfg.parallel : undefined;
   const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry: 'loss', set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
   if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
-  const wrt = trainableNames(graph, cfg.trainable);
-  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion });
+  // with LoRA only the adapters train (narrowed further by --train/--freeze if given)
+  const wrt = lora ? trainableNames(applyLora(graph, lora), { train: cfg.trainable?.train ?? ['*.lora_a', '*.lora_b'], freeze: cfg.trainable?.freeze }) : trainableNames(graph, cfg.trainable);
+  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora });
   const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }
@@ -131,8 +139,10 @@ export function trainableNames(g: Graph, sel: TrainConfig['trainable']): string[
 
 /** Loads a checkpoint to resume `job` from, refusing one of another model, shape, optimizer state or objective. */
 export function loadResumeCheckpoint(job: PreparedJob, path: string): Checkpoint {
+  const trained = new Set(job.stepGraph.outputs.map(updatedParam));
   const expected: ExpectedShapes = {
-    params: paramShapes(job.stepGraph, (n) => !isStateParam(n)),
+    // a LoRA run's checkpoints hold what it trains (the adapters); the base comes from the file they name
+    params: paramShapes(job.stepGraph, (n) => !isStateParam(n) && (!job.cfg.lora || isLoraParam(n) || trained.has(n))),
     optim: paramShapes(job.stepGraph, isStateParam),
     modelName: job.modelName,
   };
@@ -297,8 +307,10 @@ export class Trainer {
     const all = await this.runner.getParams();
     const params: Record<string, HostTensor> = {};
     const optim: Record<string, HostTensor> = {};
-    for (const [k, v] of Object.entries(all)) (isStateParam(k) ? optim : params)[k] = v;
     const c = this.job.cfg;
+    // a LoRA run's checkpoint holds the adapters and a reference to its base weights, not a copy of them
+    const trained = new Set(this.job.stepGraph.outputs.map(updatedParam));
+    for (const [k, v] of Object.entries(all)) if (!c.lora || isStateParam(k) || isLoraParam(k) || trained.has(k)) (isStateParam(k) ? optim : params)[k] = v;
     const saved = saveCheckpoint(dir, this.state.step, params, optim, {
       model: { file: c.file, name: this.job.modelName, config: this.job.config },
       train: {
@@ -313,6 +325,7 @@ export class Trainer {
         dims: this.job.dims,
         schedule: c.schedule,
         settings: resumeSettings(this.job),
+        ...(c.lora ? { lora: { ...c.lora, base: c.initFrom ?? null } } : {}),
       },
     });
     this.lastGood = saved;

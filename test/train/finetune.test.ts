@@ -179,3 +179,64 @@ describe('freezing', () => {
     expect(b.stdout).toMatch(/trainable: 18 of 20 parameter tensors/);
   });
 });
+
+describe('LoRA as a pass', () => {
+  const lora = { r: 2, alpha: 4, targets: ['attn.q', 'attn.v'], dropout: 0 };
+
+  it('with B = 0 the adapted model is exactly the base model; merged adapters equal the unmerged path', async () => {
+    const m = model('src/models/gpt.kiln');
+    const adapted = compileIR(m.graph, { lora });
+    const extra = adapted.nodes.filter((n) => n.op === 'param' && /lora_[ab]$/.test((n.attrs as AttrsOf<'param'>).name));
+    expect(extra.map((n) => (n.attrs as AttrsOf<'param'>).name).sort()).toEqual(['h.0.attn.q.lora_a', 'h.0.attn.q.lora_b', 'h.0.attn.v.lora_a', 'h.0.attn.v.lora_b', 'h.1.attn.q.lora_a', 'h.1.attn.q.lora_b', 'h.1.attn.v.lora_a', 'h.1.attn.v.lora_b']);
+    const tokens: HostTensor = { dtype: 'i32', shape: [2, 6], data: Int32Array.from({ length: 12 }, (_, i) => (i * 5 + 1) % 13) };
+    const run = (g: typeof adapted, p: Record<string, HostTensor>) => interpret(g, { inputs: { tokens }, params: p, seed: 0 }).logits;
+    const zeroB: Record<string, HostTensor> = { ...m.params };
+    for (const n of extra) {
+      const a = n.attrs as AttrsOf<'param'>;
+      zeroB[a.name] = a.name.endsWith('lora_b') ? f32([...n.type.shape], new Array(n.type.shape[0] * n.type.shape[1]).fill(0)) : initParam(a.init, n.type, a.name, 1);
+    }
+    expect(Array.from(run(adapted, zeroB).data)).toEqual(Array.from(m.logits(m.params).data));
+    // trained-looking adapters: the unmerged path against W + A·B·alpha/r
+    const { mergeAdapter } = await import('../../src/cli/commands/lora.js');
+    const withB = { ...zeroB };
+    for (const n of extra) {
+      const a = n.attrs as AttrsOf<'param'>;
+      if (a.name.endsWith('lora_b')) withB[a.name] = initParam({ kind: 'normal', std: 0.3 }, n.type, a.name, 2);
+    }
+    const merged = { ...m.params };
+    for (const h of ['h.0', 'h.1']) for (const t of ['q', 'v']) merged[`${h}.attn.${t}.w`] = mergeAdapter(m.params[`${h}.attn.${t}.w`], withB[`${h}.attn.${t}.lora_a`], withB[`${h}.attn.${t}.lora_b`], 4 / 2);
+    const want = run(adapted, withB).data;
+    m.logits(merged).data.forEach((v, i) => expect(Math.abs(v - want[i])).toBeLessThan(1e-5));
+  });
+
+  it('the LoRA path passes a finite-difference gradcheck', async () => {
+    const { gradcheck } = await import('../../src/autodiff/gradcheck.js');
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { ...set, layers: 1 }, dims: { B: 1, T: 4 } });
+    const adapted = compileIR(graph, { lora });
+    const inputs = { tokens: { dtype: 'i32' as const, shape: [1, 4], data: Int32Array.of(1, 2, 3, 4) }, targets: { dtype: 'i32' as const, shape: [1, 4], data: Int32Array.of(2, 3, 4, 5) } };
+    const params: Record<string, HostTensor> = {};
+    for (const n of adapted.nodes) if (n.op === 'param') {
+      const a = n.attrs as AttrsOf<'param'>;
+      params[a.name] = initParam(a.name.endsWith('lora_b') ? { kind: 'normal', std: 0.2 } : a.init, n.type, a.name, 3);
+    }
+    const r = gradcheck(adapted, { inputs, params });
+    expect(r.perParam.filter((p) => /lora/.test(p.name))).toHaveLength(4);
+    expect(r.ok, `${r.worst?.name} ${r.worst?.worstRatio}`).toBe(true);
+  });
+
+  it('kiln train --lora trains only the adapters, checkpoints hold only them, and kiln lora merge folds them back', async () => {
+    const dir = tmp();
+    const kiln = (...args: string[]) => spawnSync(process.execPath, [join(process.cwd(), 'bin', 'kiln.js'), ...args], { encoding: 'utf8' });
+    const common = ['train', 'src/models/gpt.kiln', '--set', 'd=16,heads=2,layers=1,ctx=8', '--batch', '2', '--steps', '2', '--device', 'interp', '--eval-every', '0', '--lr', '0.05'];
+    const r = kiln(...common, '--out', join(dir, 'run'), '--lora', 'r=2,alpha=4,targets=attn.q,attn.v');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/trainable: 4 of 24 parameter tensors/);
+    const { loadCheckpoint } = await import('../../src/train/checkpoint.js');
+    const ck = loadCheckpoint(join(dir, 'run'));
+    expect(Object.keys(ck.params).sort()).toEqual(['h.0.attn.q.lora_a', 'h.0.attn.q.lora_b', 'h.0.attn.v.lora_a', 'h.0.attn.v.lora_b']);
+    const out = join(dir, 'merged.safetensors');
+    const mg = kiln('lora', 'merge', 'src/models/gpt.kiln', '--checkpoint', join(dir, 'run'), '--out', out);
+    expect(mg.status, mg.stderr).toBe(0);
+    expect(mg.stdout).toMatch(/merged 2 adapters into 20 parameters/);
+  });
+});

@@ -28,6 +28,7 @@ interface TrainOpts {
   resume?: string;
   initFrom?: string;
   fuseAttention?: boolean;
+  lora?: string;
   initAllowMissing?: string;
   train?: string;
   freeze?: string;
@@ -65,6 +66,7 @@ export function register(program: Command): void {
     .option('--data <path>', 'text file, folder of .txt files, or a built-in corpus: moby-dick | sotu', 'moby-dick')
     .option('--tokenizer <t>', 'bytes | gpt2 | bert (WordPiece, bert-base-uncased)', 'bytes')
     .option('--out <dir>', 'output folder: checkpoints and the loss curve', 'out/run')
+    .option('--lora <spec>', 'train LoRA adapters instead of the weights: r=8,alpha=16,targets=attn.q,attn.v[,dropout=0.1] (the base: --init-from)')
     .option('--fuse-attention', 'fused flash-attention kernels (the attention-fusion pass) for the step and evaluation graphs')
     .option('--init-from <path>', 'start from these weights: a Kiln checkpoint (any objective) or a .safetensors file in Kiln, Hugging Face GPT-2 or BERT layout; optimizer state starts fresh')
     .option('--init-allow-missing <globs>', "with --init-from: parameters that may be absent and start from their initialisers (a new head: 'head.*')")
@@ -157,6 +159,8 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
     allowChange: o.allowChange ? o.allowChange.split(',').map((s) => s.trim()).filter(Boolean) : [],
     trainable: { train: globList(o.train), freeze: globList(o.freeze) },
     fuseAttention: !!o.fuseAttention,
+    lora: o.lora ? (await import('../../passes/lora.js')).parseLoraSpec(o.lora) : undefined,
+    initFrom: o.initFrom,
   });
   const log = (s: string) => (o.json ? process.stdout.write(JSON.stringify({ type: 'info', message: s }) + '\n') : process.stdout.write(s + '\n'));
   for (const note of notes) log(note);
@@ -170,12 +174,20 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
   // weights to start from are read and checked against the model before the device is touched, like a resume
   if (o.initFrom && o.resume) throw new KilnError('--init-from starts a new run from weights; --resume continues one: use one of them');
   const init = o.initFrom
-    ? (await import('../../train/init-from.js')).loadInitWeights(o.initFrom, paramShapes(job.stepGraph, (n) => !isStateParam(n)), { allowMissing: globList(o.initAllowMissing) })
+    ? (await import('../../train/init-from.js')).loadInitWeights(o.initFrom, paramShapes(job.stepGraph, (n) => !isStateParam(n)), {
+        allowMissing: [...(globList(o.initAllowMissing) ?? []), ...(o.lora ? ['*.lora_a', '*.lora_b'] : [])],
+      })
+    : undefined;
+  // a LoRA checkpoint holds only the adapters: its base weights come from the file it names (or the seeded initialisers)
+  const loraBaseFile = (resumeFrom?.state.train as { lora?: { base?: string | null } } | undefined)?.lora?.base;
+  const base = loraBaseFile
+    ? (await import('../../train/init-from.js')).loadInitWeights(loraBaseFile, paramShapes(job.stepGraph, (n) => !isStateParam(n) && !/\.lora_[ab]$/.test(n)))
     : undefined;
   const t0 = performance.now();
   const { runner, evalRunner, describe } = await makeRunners(job, o.device);
   log(describe);
   const trainer = new Trainer(job, runner, evalRunner);
+  if (base) await runner.setParams(base.params);
   if (init) {
     await runner.setParams(init.params);
     log(`initialised from ${o.initFrom} (${init.layout} layout): ${Object.keys(init.params).length} parameters${init.fresh.length ? `; fresh from their initialisers: ${init.fresh.join(', ')}` : ''}`);
