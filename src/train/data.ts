@@ -154,3 +154,42 @@ export class Batcher {
     this.cursor = s.cursor;
   }
 }
+
+/** A labelled data set for classification, packed as `clsBatch` reads it. */
+export interface LabelledData extends TokenStreams {
+  /** Class names by index (the file's labels, sorted; integer labels keep their values). */
+  classes: string[];
+}
+
+/**
+ * `label<TAB>text` per line (a file, or a folder of .txt/.tsv files): every example becomes T tokens of the stream —
+ * its label index, then its text's first T - 1 tokens padded with the pad id — so the batcher's windows are the
+ * examples; every 10th example is held out for validation.
+ */
+export function loadLabelled(data: string, tok: Tokenizer, T: number): LabelledData {
+  const files = existsSync(data) && statSync(data).isDirectory() ? readdirSync(data).filter((f) => /\.(txt|tsv)$/i.test(f)).sort().map((f) => join(data, f)) : corpusFiles(data);
+  const rows: [string, string][] = [];
+  for (const f of files) {
+    readFileSync(f, 'utf8').split(/\r?\n/).forEach((line, i) => {
+      if (!line.trim()) return;
+      const tab = line.indexOf('\t');
+      if (tab <= 0) throw new KilnError(`${f}:${i + 1}: expected 'label<TAB>text', got '${line.slice(0, 40)}'`);
+      rows.push([line.slice(0, tab).trim(), line.slice(tab + 1)]);
+    });
+  }
+  if (rows.length < 2) throw new KilnError(`--data ${data}: a classification set needs at least 2 labelled lines, found ${rows.length}`);
+  const names = [...new Set(rows.map((r) => r[0]))];
+  const numeric = names.every((n) => /^\d+$/.test(n));
+  const classes = numeric ? Array.from({ length: Math.max(...names.map(Number)) + 1 }, (_, i) => String(i)) : names.sort();
+  const train: number[] = [];
+  const val: number[] = [];
+  rows.forEach(([label, text], i) => {
+    const dst = i % 10 === 9 ? val : train;
+    const ids = tok.encode(text).slice(0, T - 1);
+    dst.push(classes.indexOf(label), ...ids, ...new Array<number>(T - 1 - ids.length).fill(tok.special.pad));
+  });
+  // the batcher reads T + 1 tokens from each example's start: the last example needs one token after it
+  train.push(tok.special.pad);
+  val.push(tok.special.pad);
+  return { train: Int32Array.from(train), val: Int32Array.from(val), documents: rows.length, classes };
+}

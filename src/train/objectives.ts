@@ -8,7 +8,7 @@ import type { Rng } from './rng.js';
 import type { Tokenizer } from './tokenizers.js';
 
 export const IGNORE = -100;
-export const OBJECTIVES = ['clm', 'mlm', 'prefix', 'span'] as const;
+export const OBJECTIVES = ['clm', 'mlm', 'prefix', 'span', 'cls'] as const;
 export type Objective = (typeof OBJECTIVES)[number];
 
 export interface ObjectiveOptions {
@@ -167,7 +167,34 @@ export const OBJECTIVE_INPUTS: Record<Objective, readonly string[]> = {
   mlm: ['tokens', 'labels'],
   prefix: ['tokens', 'targets', 'prefix_len'],
   span: ['src', 'dec_in', 'targets'],
+  cls: ['tokens', 'lengths', 'labels'],
 };
+
+/** The entry an objective trains (and the one its evaluation runs, reporting `correct` as well for accuracy). */
+export const lossEntry = (obj: Objective): string => (obj === 'cls' ? 'cls_loss' : 'loss');
+export const evalEntry = (obj: Objective): string => (obj === 'cls' ? 'cls_eval' : 'loss');
+
+/**
+ * Sequence classification: each window is one example as `loadLabelled` packs it — its label, then T - 1 tokens of
+ * text padded with the tokenizer's pad id (the window's last token is the next example's label, and is dropped).
+ * `lengths` counts the real tokens (at least 1), which a causal model reads its prediction from.
+ */
+export function clsBatch(seqs: Int32Array[], T: number, tok: Tokenizer): Record<string, HostTensor> {
+  const B = seqs.length;
+  const tokens = new Int32Array(B * T).fill(tok.special.pad);
+  const labels = new Int32Array(B);
+  const lengths = new Int32Array(B);
+  seqs.forEach((w, b) => {
+    labels[b] = w[0];
+    let n = 0;
+    for (let t = 0; t < T - 1; t++) {
+      tokens[b * T + t] = w[1 + t];
+      if (w[1 + t] !== tok.special.pad) n = t + 1;
+    }
+    lengths[b] = Math.max(1, n);
+  });
+  return { tokens: i32([B, T], tokens), lengths: i32([B], lengths), labels: i32([B], labels) };
+}
 
 export function makeBatch(obj: Objective, seqs: Int32Array[], dims: { T: number; S?: number }, tok: Tokenizer, rng: Rng, o: ObjectiveOptions = {}): Record<string, HostTensor> {
   switch (obj) {
@@ -179,5 +206,7 @@ export function makeBatch(obj: Objective, seqs: Int32Array[], dims: { T: number;
       return prefixBatch(seqs, dims.T, tok, rng);
     case 'span':
       return spanBatch(seqs, dims.S ?? dims.T, dims.T, tok, rng, o);
+    case 'cls':
+      return clsBatch(seqs, dims.T, tok);
   }
 }

@@ -17,8 +17,8 @@ import type { DType } from '../ir/types.js';
 import { isFloat } from '../ir/types.js';
 import type { ConfigValue } from '../cli/options.js';
 import { loadCheckpoint, saveCheckpoint, validateCheckpoint, type Checkpoint, type ExpectedShapes } from './checkpoint.js';
-import { Batcher, loadCorpus, type BatcherState, type TokenStreams } from './data.js';
-import { IGNORE, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
+import { Batcher, loadCorpus, loadLabelled, type BatcherState, type TokenStreams } from './data.js';
+import { evalEntry, IGNORE, lossEntry, makeBatch, OBJECTIVE_INPUTS, OBJECTIVES, spanTargetLength, windowLength, type Objective, type ObjectiveOptions } from './objectives.js';
 import { isStateParam, OPTIMIZERS, type OptimizerConfig } from './optimizers.js';
 import { globMatcher } from './init-from.js';
 import { Rng, type RngState } from './rng.js';
@@ -105,21 +105,28 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   checkObjectiveFits(objective, info0);
   const vocab = cfg.set.vocab ?? tok.vocabSize;
   if (typeof vocab !== 'number' || vocab < tok.vocabSize) throw new KilnError(`--set vocab=${vocab} is smaller than the ${tok.name} tokenizer's ${tok.vocabSize} tokens`);
-  const set = { ...cfg.set, vocab };
   const ctx = Number(info0.config.ctx ?? 64);
+  // classification reads labelled lines; the model's `classes` follows the data's labels unless set
+  const labelled = objective === 'cls' ? loadLabelled(cfg.data, tok, ctx) : undefined;
+  if (labelled && cfg.set.classes !== undefined && Number(cfg.set.classes) < labelled.classes.length) {
+    throw new KilnError(`--set classes=${cfg.set.classes} is fewer than the ${labelled.classes.length} labels of ${cfg.data} (${labelled.classes.slice(0, 6).join(', ')})`);
+  }
+  const set = { ...cfg.set, vocab, ...(labelled && cfg.set.classes === undefined ? { classes: labelled.classes.length } : {}) };
   const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
-  const { graph, model } = compileModel(cfg.file, { entry: 'loss', set, dims });
+  const entry = lossEntry(objective);
+  const { graph, model } = compileModel(cfg.file, { entry, set, dims });
   const fusion = cfg.fuseAttention ? { 'attention-fusion': {} } : undefined;
   const lora = cfg.lora;
-  const evalGraph = compileIR('dropout' in info0.config ? compileModel(cfg.file, { entry: 'loss', set: { ...set, dropout: 0 }, dims }).graph : graph, { passes: fusion, lora });
+  const evalSet = 'dropout' in info0.config ? { ...set, dropout: 0 } : set;
+  const evalGraph = compileIR(evalEntry(objective) === entry && evalSet === set ? graph : compileModel(cfg.file, { entry: evalEntry(objective), set: evalSet, dims }).graph, { passes: fusion, lora });
   const par = cfg.parallel && meshSize(cfg.parallel) > 1 ? cfg.parallel : undefined;
-  const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry: 'loss', set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
+  const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry, set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
   if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
   // with LoRA only the adapters train (narrowed further by --train/--freeze if given)
   const wrt = lora ? trainableNames(applyLora(graph, lora), { train: cfg.trainable?.train ?? ['*.lora_a', '*.lora_b'], freeze: cfg.trainable?.freeze }) : trainableNames(graph, cfg.trainable);
   const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora });
-  const streams = loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
+  const streams = labelled ?? loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }
 
@@ -218,10 +225,11 @@ export function checkCheckpointFits(ck: Checkpoint, graph: Graph, modelName: str
 
 /** The objective must make exactly the inputs the model's loss entry takes; anything else is refused up front. */
 function checkObjectiveFits(objective: Objective, model: ModelInfo): void {
-  const loss = model.entries.find((e) => e.name === 'loss');
-  if (!loss) throw new KilnError(`model '${model.name}' (${model.file}) has no 'loss' entry to train`);
+  const entry = lossEntry(objective);
+  const loss = model.entries.find((e) => e.name === entry);
+  if (!loss) throw new KilnError(`model '${model.name}' (${model.file}) has no '${entry}' entry to train${objective === 'cls' ? ' (objective cls needs cls_loss and cls_eval entries, as the library gpt and bert have)' : ''}`);
   const wanted = loss.inputs.map((i) => i.name).filter((name) => name !== 'rng_seed');
-  const fits = (o: Objective) => wanted.length === OBJECTIVE_INPUTS[o].length && wanted.every((name) => OBJECTIVE_INPUTS[o].includes(name));
+  const fits = (o: Objective) => lossEntry(o) === entry && wanted.length === OBJECTIVE_INPUTS[o].length && wanted.every((name) => OBJECTIVE_INPUTS[o].includes(name));
   if (fits(objective)) return;
   const others = OBJECTIVES.filter(fits);
   throw new KilnError(
@@ -245,7 +253,7 @@ export interface TrainState {
   batcher: BatcherState;
   rng: RngState;
   history: StepRecord[];
-  val: { step: number; loss: number }[];
+  val: { step: number; loss: number; accuracy?: number }[];
   /** Steps skipped for a non-finite loss or gradient norm. */
   skipped?: number;
 }
@@ -386,6 +394,9 @@ export class Trainer {
   }
 
   /** Mean loss over the first `batches` validation batches (always the same ones, so evaluations compare). */
+  /** Accuracy of the last evaluation (classification objectives). */
+  lastAccuracy: number | undefined;
+
   async evaluate(batches: number): Promise<number> {
     const runner = this.evalRunner;
     if (!runner) throw new Error('no evaluation runner');
@@ -396,13 +407,22 @@ export class Trainer {
     const vr = new Rng(1234, 'validation');
     let sum = 0;
     let n = 0;
+    // a classification evaluation also counts correct predictions (accuracy)
+    const counts = this.job.evalGraph.outputs.some((o) => o.name === 'correct');
+    let correct = 0;
+    let examples = 0;
     for (let i = 0; i < Math.min(batches, Math.ceil(vb.windows / this.job.dims.B)); i++) {
       const batch = this.batchFrom(vb, vr);
       const w = countedTargets(batch);
-      const out = await runner.run({ ...batch, rng_seed: { dtype: 'u32', shape: [], data: Uint32Array.of(0) } }, ['loss']);
+      const out = await runner.run({ ...batch, rng_seed: { dtype: 'u32', shape: [], data: Uint32Array.of(0) } }, counts ? ['loss', 'correct'] : ['loss']);
       sum += out.loss.data[0] * w;
       n += w;
+      if (counts) {
+        correct += out.correct.data[0];
+        examples += batch.labels.shape[0];
+      }
     }
+    this.lastAccuracy = counts ? correct / Math.max(1, examples) : undefined;
     return sum / Math.max(1, n);
   }
 
@@ -418,7 +438,7 @@ export class Trainer {
       // --eval-every 0: only at the end
       if (this.evalRunner && ((c.evalEvery > 0 && this.state.step % c.evalEvery === 0) || last)) {
         const v = await this.evaluate(c.evalBatches);
-        this.state.val.push({ step: this.state.step, loss: v });
+        this.state.val.push(this.lastAccuracy === undefined ? { step: this.state.step, loss: v } : { step: this.state.step, loss: v, accuracy: this.lastAccuracy });
         hooks.onEval?.(this.state.step, v);
       }
       if (c.out && ((c.saveEvery > 0 && this.state.step % c.saveEvery === 0) || last)) {

@@ -52,7 +52,7 @@ export function register(program: Command): void {
     .description('train a model on the WebGPU device (default: byte-level GPT on Moby-Dick)')
     .argument('<file>', '.kiln model file with a `loss` entry')
     .option('--set <k=v>', 'override a config value of the model (repeatable)', collectSet, {})
-    .option('--objective <o>', 'clm | mlm | prefix | span (default: by model: gpt clm, bert mlm, prefixlm prefix, t5 span)')
+    .option('--objective <o>', 'clm | mlm | prefix | span | cls (classification from label<TAB>text lines; default: by model: gpt clm, bert mlm, prefixlm prefix, t5 span)')
     .option('--optimizer <o>', 'adamw | adam | sgd | adafactor', 'adamw')
     .option('--lr <x>', 'peak learning rate', '3e-3')
     .option('--warmup <n>', 'linear warmup steps', '20')
@@ -211,8 +211,9 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
           progress.step(r);
         },
         onEval: (step, loss) => {
-          progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)})`);
-          progress.event({ type: 'eval', step, loss });
+          const acc = trainer.lastAccuracy;
+          progress.note(`step ${step}: validation loss ${loss.toFixed(4)} (${acc === undefined ? `perplexity ${Math.exp(loss).toFixed(2)}` : `accuracy ${(100 * acc).toFixed(1)}%`})`);
+          progress.event(acc === undefined ? { type: 'eval', step, loss } : { type: 'eval', step, loss, accuracy: acc });
         },
         onSave: (dir) => progress.event({ type: 'checkpoint', dir }),
       });
