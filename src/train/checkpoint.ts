@@ -188,6 +188,10 @@ export function validateCheckpoint(ck: Checkpoint, expected: ExpectedShapes): vo
   if (expected.modelName && ck.state.model?.name !== expected.modelName) {
     throw new KilnError(`checkpoint ${ck.dir} is of model '${ck.state.model?.name}', not '${expected.modelName}'`);
   }
+  const lora = (ck.state.train as { lora?: unknown } | undefined)?.lora;
+  if (lora && expected.params && Object.keys(expected.params).some((k) => !(k in ck.params))) {
+    throw new KilnError(`checkpoint ${ck.dir} holds LoRA adapters, not the model's weights: fold them in first with 'kiln lora merge FILE --checkpoint ${ck.dir} --out merged.safetensors'`);
+  }
   if (expected.params) checkShapes('parameter', ck.dir, ck.params, expected.params);
   if (expected.optim) checkShapes('optimizer state', ck.dir, ck.optim, expected.optim);
 }

@@ -238,5 +238,12 @@ describe('LoRA as a pass', () => {
     const mg = kiln('lora', 'merge', 'src/models/gpt.kiln', '--checkpoint', join(dir, 'run'), '--out', out);
     expect(mg.status, mg.stderr).toBe(0);
     expect(mg.stdout).toMatch(/merged 2 adapters into 20 parameters/);
+    // the adapters alone are no model: eval says to merge; the merged checkpoint folder evaluates
+    const refused = kiln('eval', 'src/models/gpt.kiln', '--checkpoint', join(dir, 'run'), '--device', 'interp', '--batches', '1');
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/holds LoRA adapters, not the model's weights: fold them in first with 'kiln lora merge/);
+    expect(kiln('lora', 'merge', 'src/models/gpt.kiln', '--checkpoint', join(dir, 'run'), '--out', join(dir, 'merged')).status).toBe(0);
+    const ev = kiln('eval', 'src/models/gpt.kiln', '--checkpoint', join(dir, 'merged'), '--device', 'interp', '--batches', '1');
+    expect(ev.status, ev.stderr).toBe(0);
   });
 });

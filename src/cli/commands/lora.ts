@@ -29,7 +29,7 @@ export function register(program: Command): void {
       .description("fold a LoRA checkpoint's adapters into its base weights and write every parameter to one .safetensors")
       .argument('<file>', '.kiln model file the run trained')
       .requiredOption('--checkpoint <dir>', 'a LoRA run folder or step folder')
-      .requiredOption('--out <file>', 'the merged weights (.safetensors, the model\'s parameter names)'),
+      .requiredOption('--out <path>', "the merged weights: a .safetensors file (the model's parameter names), or else a checkpoint folder that sample, eval and --init-from take"),
   ).action(async (file: string, o: { checkpoint: string; out: string; set: Record<string, ConfigValue> }) => {
     const { loadCheckpoint } = await import('../../train/checkpoint.js');
     const { compileModel } = await import('../../frontend/index.js');
@@ -60,7 +60,12 @@ export function register(program: Command): void {
       merged++;
     }
     for (const k of Object.keys(ck.params)) if (!isLoraParam(k)) base[k] = ck.params[k];
-    writeFileSync(o.out, encodeSafetensors(base, { merged_from: ck.dir }));
+    if (o.out.endsWith('.safetensors')) writeFileSync(o.out, encodeSafetensors(base, { merged_from: ck.dir }));
+    else {
+      const { saveCheckpoint } = await import('../../train/checkpoint.js');
+      const { lora: _adapters, ...train } = ck.state.train as Record<string, unknown>;
+      saveCheckpoint(o.out, ck.state.step, base, {}, { model: ck.state.model, train: { ...train, mergedFrom: ck.dir } });
+    }
     process.stdout.write(`merged ${merged} adapters into ${Object.keys(base).length} parameters: ${o.out}\n`);
   });
 }
