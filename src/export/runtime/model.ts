@@ -138,11 +138,12 @@ export class LoadedModel {
 
   static async load(plan: ModulePlan, base: string, opts: LoadOptions = {}): Promise<LoadedModel> {
     const bytes = await readWeights(opts.weights, base, plan.weights.file);
+    // names and shapes first (the more telling message), then the checksum (same names and shapes, other values)
+    const weights = decodeWeights(bytes, plan);
     if (typeof crypto !== 'undefined' && crypto.subtle) {
       const sum = hex(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
-      if (sum !== plan.weights.sha256) throw new KilnModelError(`the weights do not match the module '${plan.model}': SHA-256 ${sum}, the module was exported with ${plan.weights.sha256}`);
+      if (sum !== plan.weights.sha256) throw new KilnModelError(`the weights do not match the module '${plan.model}' (SHA-256 ${sum}, the module was exported with ${plan.weights.sha256}): weights of another training run?`);
     }
-    const weights = decodeWeights(bytes, plan);
     const device = opts.device ?? (await defaultDevice(plan));
     const missing = plan.features.filter((f) => !device.features.has(f));
     if (missing.length) throw new KilnModelError(`the GPU device lacks feature(s) the module needs: ${missing.join(', ')}`);
@@ -212,7 +213,7 @@ export class LoadedModel {
   }
 
   /** Runs one entry: checks and uploads inputs, one command encoder with every dispatch, reads the outputs back. */
-  run(name: string, inputs: Record<string, TypedArray>): Promise<Record<string, TypedArray>> {
+  async run(name: string, inputs: Record<string, TypedArray>): Promise<Record<string, TypedArray>> {
     const e = this.entries.get(name);
     if (!e) throw new KilnModelError(`the module has no entry '${name}' (has ${[...this.entries.keys()].join(', ')})`);
     this.check();
