@@ -29,6 +29,14 @@ const ARRAY: Record<PlanDType, { name: string; make: (n: number) => TypedArray; 
   u32: { name: 'Uint32Array', make: (n) => new Uint32Array(n), is: (a) => a instanceof Uint32Array },
   bool: { name: 'Uint8Array', make: (n) => new Uint8Array(n), is: (a) => a instanceof Uint8Array },
 };
+/**
+ * Dawn (Node) does not keep the process alive while GPU work is pending, and a process that ends with a GPU promise
+ * outstanding aborts; a timer held for the duration of each awaited GPU promise keeps Node running until it settles.
+ */
+function alive<T>(p: Promise<T>): Promise<T> {
+  const t = setInterval(() => {}, 1000);
+  return p.finally(() => clearInterval(t));
+}
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const fmt = (t: { dtype: string; shape: number[] }) => `${t.dtype}[${t.shape.join(', ')}]`;
 const hex = (b: ArrayBuffer) => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, '0')).join('');
@@ -97,22 +105,25 @@ function decodeWeights(bytes: Uint8Array, plan: ModulePlan): Map<string, ArrayBu
   return out;
 }
 
+/** Dawn's GPU instance, held for the life of the process: a collected instance takes its devices down with it. */
+let dawnGpu: GPU | undefined;
+
 async function defaultDevice(plan: ModulePlan): Promise<GPUDevice> {
-  let gpu: GPU | undefined = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  let gpu: GPU | undefined = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu ?? dawnGpu;
   if (!gpu) {
     try {
       const mod = 'webgpu';
       const dawn = (await import(/* @vite-ignore */ mod)) as { create: (o: string[]) => GPU };
-      gpu = dawn.create([]);
+      gpu = dawnGpu = dawn.create([]);
     } catch (e) {
       throw new KilnModelError(`no WebGPU: no navigator.gpu, and the 'webgpu' package (Dawn, for Node) could not be loaded (${(e as Error).message}); install it or pass { device }`);
     }
   }
-  const adapter = await gpu.requestAdapter();
+  const adapter = await alive(gpu.requestAdapter());
   if (!adapter) throw new KilnModelError('no WebGPU adapter is available');
   const missing = plan.features.filter((f) => !adapter.features.has(f));
   if (missing.length) throw new KilnModelError(`the WebGPU adapter lacks feature(s) the module needs: ${missing.join(', ')}`);
-  return adapter.requestDevice({ requiredFeatures: plan.features as GPUFeatureName[] });
+  return alive(adapter.requestDevice({ requiredFeatures: plan.features as GPUFeatureName[] }));
 }
 
 interface LoadedEntry {
@@ -197,13 +208,13 @@ export class LoadedModel {
         });
         entries.set(e.name, { plan: e, buffers, staging, passes });
       }
-      const validation = await device.popErrorScope();
-      const oom = await device.popErrorScope();
+      const validation = await alive(device.popErrorScope());
+      const oom = await alive(device.popErrorScope());
       if (oom || validation) throw new KilnModelError(`could not set up '${plan.model}' on the GPU${oom ? ' (out of memory)' : ''}: ${(oom ?? validation)!.message}`);
-      const ready = await Promise.all(pending);
+      const ready = await alive(Promise.all(pending));
       let i = 0;
       for (const e of entries.values()) for (const p of e.passes) p.pipeline = ready[i++] as GPUComputePipeline;
-      await device.queue.onSubmittedWorkDone();
+      await alive(device.queue.onSubmittedWorkDone());
       return new LoadedModel(plan, device, entries, owned);
     } catch (e) {
       for (const b of owned) b.destroy();
@@ -261,7 +272,7 @@ export class LoadedModel {
     }
     q.submit([enc.finish()]);
     try {
-      await Promise.all(e.staging.map((s) => s.mapAsync(1)));
+      await alive(Promise.all(e.staging.map((s) => s.mapAsync(1))));
     } catch (err) {
       throw new KilnModelError(`reading the results of '${e.plan.name}' failed${this.lost ? ` (the GPU device was lost: ${this.lost})` : ''}: ${(err as Error).message}`);
     }
