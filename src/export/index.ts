@@ -15,6 +15,9 @@ import type { HostTensor } from '../ir/tensor.js';
 import { loadCheckpoint } from '../train/checkpoint.js';
 import { encodeSafetensors } from '../train/safetensors.js';
 import type { KernelStrategy } from '../codegen/wgsl/index.js';
+import { grad } from '../autodiff/index.js';
+import type { Graph } from '../ir/graph.js';
+import { buildTrainStep, type OptimizerKind } from '../train/optimizers.js';
 import { writeDts } from './dts.js';
 import { planEntry } from './plan.js';
 import type { EntryPlan, ModulePlan, TensorSpec } from './runtime/format.js';
@@ -31,6 +34,11 @@ export interface ExportOptions {
   /** npm package name; default `<model>-kiln`. */
   name?: string;
   minify?: boolean;
+  /**
+   * Also export a training step `train_step` of the `loss` entry with this optimizer: inputs of `loss` plus `lr`
+   * and `step`, outputs `loss` and `grad_norm`; parameters and optimizer state stay on the device.
+   */
+  train?: OptimizerKind;
 }
 
 export interface ExportResult {
@@ -79,19 +87,26 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     const ck = loadCheckpoint(o.checkpoint, { modelName: info.name });
     set = { ...(ck.state.model.config as Record<string, ConfigValue>), ...set };
     if ('dropout' in set && !o.set?.dropout) set.dropout = 0;
-    weights = ck.params;
+    weights = { ...ck.params, ...ck.optim };
   }
+  const TRAIN = 'train_step';
+  const names = o.train ? [...o.entries, TRAIN] : o.entries;
+  const graphOf = (entry: string): Graph => {
+    if (entry !== TRAIN || !o.train) return compileModel(file, { entry, set, dims: o.dims }).graph;
+    const { graph } = compileModel(file, { entry: 'loss', set, dims: o.dims });
+    return buildTrainStep(grad(graph, { loss: 'loss' }), { kind: o.train, clip: 1.0 });
+  };
   const shaders: string[] = [];
   const entries: EntryPlan[] = [];
   const params = new Map<string, TensorSpec>();
   const features = new Set<string>();
   const inits = new Map<string, HostTensor>();
   const fns = new Set<string>();
-  for (const entry of o.entries) {
+  for (const entry of names) {
     const fn = entryFunction(entry);
     if (fns.has(fn)) throw new KilnError(`kiln export: entry '${entry}' given twice (or two entries map to the function name '${fn}')`);
     fns.add(fn);
-    const { graph } = compileModel(file, { entry, set, dims: o.dims });
+    const graph = graphOf(entry);
     const p = planEntry(graph, shaders, { strategy: o.strategy });
     p.entry.name = entry;
     entries.push(p.entry);
@@ -138,15 +153,15 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     `export { KilnModelError };`,
     `export const load = async (options) => void (await m.load(options));`,
     `export const destroy = m.destroy;`,
-    `export const entries = ${JSON.stringify(o.entries)};`,
-    ...o.entries.map((e) => `export const ${entryFunction(e)} = (inputs) => m.run(${JSON.stringify(e)}, inputs);`),
+    `export const entries = ${JSON.stringify(names)};`,
+    ...names.map((e) => `export const ${entryFunction(e)} = (inputs) => m.run(${JSON.stringify(e)}, inputs);`),
     '',
   ].join('\n');
   const dts = writeDts(plan, entryFunction).replace(/^(\/\/.*\n)/, `$1export declare class KilnModelError extends Error {}\n`);
   const pkg = {
     name: o.name ?? `${info.name.toLowerCase().replace(/[^a-z0-9-]/g, '-')}-kiln`,
     version: '0.0.0',
-    description: `Model '${info.name}' compiled by Kiln: ${o.entries.join(', ')}`,
+    description: `Model '${info.name}' compiled by Kiln: ${names.join(', ')}`,
     type: 'module',
     exports: { '.': { types: './index.d.ts', default: './index.js' }, './weights.safetensors': './weights.safetensors', './package.json': './package.json' },
     types: './index.d.ts',

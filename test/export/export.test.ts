@@ -15,6 +15,9 @@ import { exportModel, type ExportResult } from '../../src/export/index.js';
 import { LoadedModel } from '../../src/export/runtime/model.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
+import { grad } from '../../src/autodiff/index.js';
+import { UPDATE_PREFIX } from '../../src/ir/graph.js';
+import { buildTrainStep } from '../../src/train/optimizers.js';
 import { acquireDevice } from '../../src/runtime/device.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { decodeSafetensors } from '../../src/train/safetensors.js';
@@ -27,6 +30,7 @@ type Mod = {
   destroy(): Promise<void>;
   forward(i: Record<string, unknown>): Promise<{ logits: Float32Array }>;
   loss(i: Record<string, unknown>): Promise<{ loss: Float32Array }>;
+  train_step(i: Record<string, unknown>): Promise<{ loss: Float32Array; grad_norm: Float32Array }>;
 };
 
 describe('kiln export', () => {
@@ -38,7 +42,7 @@ describe('kiln export', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'kiln-export-'));
-    res = await exportModel('src/models/gpt.kiln', { entries: ['forward', 'loss'], out: join(dir, 'gpt'), set, dims, seed: 3, strategy: 'thread' });
+    res = await exportModel('src/models/gpt.kiln', { entries: ['forward', 'loss'], out: join(dir, 'gpt'), set, dims, seed: 3, strategy: 'thread', train: 'sgd' });
     mod = (await import(/* @vite-ignore */ pathToFileURL(join(dir, 'gpt', 'index.js')).href)) as Mod;
     await mod.load({ device: (await sharedDevice()).device });
   }, 120_000);
@@ -61,13 +65,33 @@ describe('kiln export', () => {
     expectClose('loss', { dtype: 'f32', shape: [], data: gotLoss.loss }, wantLoss.loss, { rtol: 1e-5, atol: 1e-6 });
   });
 
+  it('the exported training step keeps parameters on the device: losses and later logits equal the interpreter', async () => {
+    let params = decodeSafetensors(readFileSync(join(dir, 'gpt', 'weights.safetensors'))).tensors;
+    const host = (data: Int32Array): HostTensor => ({ dtype: 'i32', shape: [2, 8], data });
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set, dims });
+    const step = buildTrainStep(grad(graph, { loss: 'loss' }), { kind: 'sgd', clip: 1.0 });
+    const fwd = compileModel('src/models/gpt.kiln', { entry: 'forward', set, dims }).graph;
+    for (const t of [1, 2]) {
+      const lr = Float32Array.of(0.05);
+      const stepNo = Float32Array.of(t);
+      const want = interpret(step, { inputs: { tokens: host(tokens), targets: host(targets), lr: { dtype: 'f32', shape: [], data: lr }, step: { dtype: 'f32', shape: [], data: stepNo } }, params });
+      const got = await mod.train_step({ tokens, targets, lr }); // SGD has no use for `step`: the module does not take it
+      expectClose(`step ${t} loss`, { dtype: 'f32', shape: [], data: got.loss }, want.loss, { rtol: 1e-5, atol: 1e-6 });
+      expectClose(`step ${t} grad_norm`, { dtype: 'f32', shape: [], data: got.grad_norm }, want.grad_norm, { rtol: 1e-4, atol: 1e-6 });
+      params = { ...params, ...Object.fromEntries(Object.keys(want).filter((k) => k.startsWith(UPDATE_PREFIX)).map((k) => [k.slice(UPDATE_PREFIX.length), want[k]])) };
+    }
+    // forward shares the parameter buffers: it sees the trained weights
+    const logits = (await mod.forward({ tokens })).logits;
+    expectClose('logits after training', { dtype: 'f32', shape: [2, 8, 32], data: logits }, interpret(fwd, { inputs: { tokens: host(tokens) }, params }).logits, { rtol: 1e-4, atol: 1e-5 });
+  });
+
   it('the bundled runtime holds no compiler, and the package names its exports', () => {
     const rt = readFileSync(join(dir, 'gpt', 'runtime.js'), 'utf8');
     expect(rt).not.toMatch(/chevrotain|CstParser|autodiff/i);
     expect(rt.length).toBeLessThan(20_000);
     const pkg = JSON.parse(readFileSync(join(dir, 'gpt', 'package.json'), 'utf8'));
     expect(pkg.exports['.']).toEqual({ types: './index.d.ts', default: './index.js' });
-    expect(res.plan.entries.map((e) => e.name)).toEqual(['forward', 'loss']);
+    expect(res.plan.entries.map((e) => e.name)).toEqual(['forward', 'loss', 'train_step']);
   });
 
   it('wrong array type or length: an error naming the input and the expected shape', async () => {
