@@ -4,7 +4,7 @@
  * passes), the weights as safetensors beside it, package.json with `exports`, and index.d.ts (ts-morph).
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KilnError } from '../errors.js';
@@ -65,7 +65,8 @@ async function bundleRuntime(minify: boolean): Promise<string> {
   }
   const here = dirname(fileURLToPath(import.meta.url));
   const r = await esbuild.build({
-    entryPoints: [join(here, 'runtime', 'model.ts')],
+    // the TypeScript source when run from a checkout (tsx), its compiled form in a built package (dist/)
+    entryPoints: [existsSync(join(here, 'runtime', 'model.ts')) ? join(here, 'runtime', 'model.ts') : join(here, 'runtime', 'model.js')],
     bundle: true,
     format: 'esm',
     platform: 'neutral',
