@@ -4,9 +4,7 @@
  * Node. Its weights load by URL (fetch, SHA-256 via crypto.subtle); its outputs equal the interpreter's.
  * Skipped with a message where Chromium is not installed (scripts/setup-browser.sh).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,11 +13,10 @@ import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import { decodeSafetensors } from '../../src/train/safetensors.js';
 import { expectClose } from '../runtime/helpers.js';
+import { chromiumPath, launchChromium, serve } from './chromium.js';
 
-const chromium = [process.env.KILN_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => p && existsSync(p));
+const chromium = chromiumPath;
 if (!chromium) console.warn('exported-module browser test skipped: no Chromium (run scripts/setup-browser.sh, or set KILN_CHROMIUM)');
-
-const TYPES: Record<string, string> = { js: 'text/javascript', html: 'text/html', safetensors: 'application/octet-stream' };
 
 describe.skipIf(!chromium)('an exported module in headless Chromium', () => {
   it('imports unbundled, loads its weights by URL, and forward equals the interpreter', async () => {
@@ -28,26 +25,17 @@ describe.skipIf(!chromium)('an exported module in headless Chromium', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kiln-export-browser-'));
     const pkg = join(dir, 'gpt');
     await exportModel('src/models/gpt.kiln', { entries: ['forward'], out: pkg, set, dims, seed: 5, strategy: 'thread' });
-    const server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      const file = path === '/' ? null : join(pkg, path.slice(1));
-      if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><meta charset="utf-8"><title>export</title><script type="module">import * as gpt from "./index.js"; globalThis.gpt = gpt;</script>');
-      if (!file || !existsSync(file) || path.includes('..')) return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': TYPES[path.split('.').pop()!] ?? 'application/octet-stream' }).end(readFileSync(file));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
-    const { chromium: launcher } = await import('playwright-core');
-    const browser = await launcher.launch({
-      executablePath: chromium,
-      args: ['--no-sandbox', '--disable-gpu-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    });
+    const site = await serve(
+      { '/': '<!doctype html><meta charset="utf-8"><title>export</title><script type="module">import * as gpt from "./index.js"; globalThis.gpt = gpt;</script>' },
+      (path) => join(pkg, path.slice(1)),
+    );
+    const browser = await launchChromium();
     const tokens = [3, 1, 4, 1, 5, 9, 2, 6];
     try {
       const page = await browser.newPage();
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(url);
+      await page.goto(site.url);
       await page.waitForFunction(() => 'gpt' in globalThis, undefined, { timeout: 60_000 });
       const got = (await page.evaluate(async (ids) => {
         const m = (globalThis as unknown as { gpt: { forward(i: object): Promise<{ logits: Float32Array }> } }).gpt;
@@ -64,7 +52,7 @@ describe.skipIf(!chromium)('an exported module in headless Chromium', () => {
       expectClose('logits in the browser', { dtype: 'f32', shape: [1, 8, 32], data: Float32Array.from(got.logits) }, want.logits, { rtol: 1e-4, atol: 1e-5 });
     } finally {
       await browser.close();
-      server.close();
+      site.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);

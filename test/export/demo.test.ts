@@ -5,9 +5,7 @@
  * shows it (not a blank page). Uses a tiny GPT with its initial weights: the test is about the path, not the prose.
  * Skipped with a message where Chromium is not installed.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -15,11 +13,11 @@ import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
 import { exportModel } from '../../src/export/index.js';
 import { sharedDevice } from '../runtime/helpers.js';
+import { chromiumPath, launchChromium, serve } from './chromium.js';
 
-const chromium = [process.env.KILN_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p) => p && existsSync(p));
+const chromium = chromiumPath;
 if (!chromium) console.warn('demo browser test skipped: no Chromium (run scripts/setup-browser.sh, or set KILN_CHROMIUM)');
 
-const TYPES: Record<string, string> = { js: 'text/javascript', html: 'text/html' };
 const DEMO = 'examples/gpt-demo';
 
 describe.skipIf(!chromium)('examples/gpt-demo in headless Chromium', () => {
@@ -39,24 +37,13 @@ describe.skipIf(!chromium)('examples/gpt-demo in headless Chromium', () => {
     await mod.destroy();
     expect(inNode.length).toBeGreaterThan(0);
 
-    const server = createServer((req, res) => {
-      let path = (req.url ?? '/').split('?')[0];
-      if (path === '/') path = '/index.html';
-      const file = path.startsWith('/model/') ? join(model, path.slice('/model/'.length)) : join(DEMO, path.slice(1));
-      if (path.includes('..') || !existsSync(file)) return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': TYPES[path.split('.').pop()!] ?? 'application/octet-stream' }).end(readFileSync(file));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const { chromium: launcher } = await import('playwright-core');
-    const browser = await launcher.launch({
-      executablePath: chromium,
-      args: ['--no-sandbox', '--disable-gpu-sandbox', '--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
-    });
+    const site = await serve({}, (path) => (path === '/' ? join(DEMO, 'index.html') : path.startsWith('/model/') ? join(model, path.slice('/model/'.length)) : join(DEMO, path.slice(1))));
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage({ viewport: { width: 800, height: 600 } });
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+      await page.goto(site.url);
       await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('ready'), undefined, { timeout: 60_000 });
       await page.fill('#prompt', prompt);
       await page.fill('#tokens', String(opts.maxTokens));
@@ -80,7 +67,7 @@ describe.skipIf(!chromium)('examples/gpt-demo in headless Chromium', () => {
       expect(seen.size).toBeGreaterThan(3);
     } finally {
       await browser.close();
-      server.close();
+      site.close();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 180_000);
