@@ -107,6 +107,7 @@ async function optionalVerbs(): Promise<((p: Command) => void)[]> {
     import('./commands/bench.js').catch(() => null),
     import('./commands/tune.js').catch(() => null),
     import('./commands/lora.js').catch(() => null),
+    import('./commands/export.js').catch(() => null),
   ]);
   return mods.filter((m): m is { register: (p: Command) => void } => !!m && typeof m.register === 'function').map((m) => m.register);
 }
