@@ -18,6 +18,9 @@ import { NEG_INF, computeType, grid, literal, storeExpr } from './types.js';
 export const REDUCE_WG = 64;
 export const SMALL_R = 32;
 
+/** Where the strided loop's trip count goes: a constant, or computed from R when R is a binding's length. */
+const TRIPS = '__KILN_TRIPS__';
+
 /** How each reduction combines and finishes, by type: a reduce op without an entry does not compile. */
 const REDUCERS: { [K in OpsIn<'reduce'>]: { combine: 'sum' | 'max'; mean: boolean; arg: boolean } } = {
   sum: { combine: 'sum', mean: false, arg: false },
@@ -100,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (o >= M) { return; }
   var bv = ${ident};
   var bi = NONE;
-  for (var j = 0u; j < ${Math.ceil(R / REDUCE_WG)}u; j++) {
+  for (var j = 0u; j < ${TRIPS}; j++) {
     let r = j * ${REDUCE_WG}u + lid;
     if (r < R) {
       let v = ${xval('o, r')};
@@ -124,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     dispatch = grid(M);
   } else {
     const fold = `  var acc = ${ident};
-  for (var j = 0u; j < ${Math.ceil(R / REDUCE_WG)}u; j++) {
+  for (var j = 0u; j < ${TRIPS}; j++) {
     let r = j * ${REDUCE_WG}u + lid;
     if (r < R) { acc = ${combine('acc', xval('o, r'))}; }
   }`;
@@ -164,11 +167,8 @@ ${tail}
   // A full reduction whose values are all read at their flat index takes its length from an input binding, so the
   // same program sums a tensor of any shape (the per-parameter squared norms of gradient clipping).
   const lengthFrom = kept.length === 0 && R > 0 && !isArg && w.shapeFree ? w.inputWithLength(R) : undefined;
-  if (lengthFrom) {
-    main = main
-      .replace(/(fn main\(.*\) \{\n)/, `$1  let R = arrayLength(&${lengthFrom});\n`)
-      .replaceAll(`${Math.ceil(R / REDUCE_WG)}u;`, `(R + ${REDUCE_WG - 1}u) / ${REDUCE_WG}u;`);
-  }
+  if (lengthFrom) main = main.replace(/(fn main\(.*\) \{\n)/, `$1  let R = arrayLength(&${lengthFrom});\n`);
+  main = main.replaceAll(TRIPS, lengthFrom ? `(R + ${REDUCE_WG - 1}u) / ${REDUCE_WG}u` : `${Math.ceil(R / REDUCE_WG)}u`);
   w.output();
   const mode = small ? 'one invocation per output' : useSubgroups ? 'workgroup per output, subgroup ops' : 'workgroup per output, tree';
   const wgsl = `${useSubgroups ? 'enable subgroups;\n' : ''}${w.header(`reduce ${a.op}`, mode)}
