@@ -37,6 +37,28 @@ declare module './registry.js' {
   }
 }
 
+/** Parses a byte size as users write it: 64MiB, 1.5GiB, 500MB, 4096 (bytes). */
+export function parseByteSize(text: string, flag = '--memory-budget'): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$/i.exec(text);
+  const unit: Record<string, number> = { b: 1, kb: 1e3, kib: 1024, mb: 1e6, mib: 1 << 20, gb: 1e9, gib: 1 << 30 };
+  if (!m) throw new KilnError(`${flag} must be a size such as 64MiB, 1.5GiB, 500MB or a number of bytes, got '${text}'`);
+  return Math.floor(Number(m[1]) * unit[(m[2] ?? 'b').toLowerCase()]);
+}
+
+/** Checks a --recompute value. */
+export function parsePolicy(text: string): RecomputePolicy {
+  if (!(RECOMPUTE_POLICIES as readonly string[]).includes(text)) throw new KilnError(`--recompute must be one of ${RECOMPUTE_POLICIES.join(', ')}, got '${text}'`);
+  return text as RecomputePolicy;
+}
+
+/** The request the --memory-budget / --recompute flags make (undefined when neither is given). */
+export function recomputeFromFlags(budget?: string, policy?: string): RecomputeRequest | undefined {
+  if (budget === undefined && policy === undefined) return undefined;
+  const r: RecomputeRequest = { budgetBytes: budget === undefined ? undefined : parseByteSize(budget), policy: policy === undefined ? undefined : parsePolicy(policy) };
+  if (r.policy === 'budget' && r.budgetBytes === undefined) throw new KilnError('--recompute budget needs --memory-budget');
+  return r;
+}
+
 const LEAF = new Set(['input', 'param', 'constant', 'iota']);
 /** Ops never cloned: collectives talk to other devices, so running one twice is not a local recomputation. */
 const NEVER_CLONED = new Set(['all_reduce', 'all_gather', 'reduce_scatter']);
