@@ -2,7 +2,10 @@
 // the same inputs), every policy, the predicted peak equal to what the memory plan of the final graph reports, and
 // an infeasible budget refused with the smallest reachable peak.
 import { describe, expect, it } from 'vitest';
+import { compile } from '../../src/cli/commands/compile.js';
 import { randomInput } from '../../src/cli/commands/run.js';
+import { recomputeFromFlags } from '../../src/passes/recompute.js';
+import { prepareJob } from '../../src/train/trainer.js';
 import { KilnError } from '../../src/errors.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
@@ -95,5 +98,41 @@ describe('recompute policies and the memory plan', () => {
     expect(smallest).toBeGreaterThan(1024);
     // that peak is reachable: a budget of exactly it is met
     expect(() => joint(graph, { budgetBytes: smallest })).not.toThrow();
+  });
+});
+
+describe('kiln train and kiln compile with recomputation', () => {
+  const job = (recompute: RecomputeRequest) =>
+    prepareJob({
+      file: 'src/models/gpt.kiln', set: { d: 16, heads: 2, layers: 2, ctx: 8 }, optimizer: { kind: 'sgd' }, schedule: { kind: 'constant', lr: 0.1, warmup: 0, steps: 1 },
+      batch: 1, accum: 1, steps: 1, seed: 0, data: 'moby-dick', tokenizer: 'bytes', maxTokens: 4000, recompute,
+    } as never);
+
+  it('the training step carries the recomputation; an infeasible budget fails before any work', async () => {
+    const step = (await job({ policy: 'selective' })).stepGraph;
+    expect(step.nodes.some((n) => n.recompute)).toBe(true);
+    await expect(job({ budgetBytes: 4096 })).rejects.toThrow(/memory budget .* cannot be met by recomputation: the smallest peak reachable is/);
+  });
+
+  it('flags: sizes and policies parse, bad ones are clear errors', () => {
+    expect(recomputeFromFlags('64MiB')).toEqual({ budgetBytes: 64 << 20, policy: undefined });
+    expect(recomputeFromFlags('1.5GB', 'sqrt')).toEqual({ budgetBytes: 1.5e9, policy: 'sqrt' });
+    expect(() => recomputeFromFlags('lots')).toThrow(/--memory-budget must be a size/);
+    expect(() => recomputeFromFlags(undefined, 'some')).toThrow(/--recompute must be one of none, blocks, sqrt, selective, budget/);
+    expect(() => recomputeFromFlags(undefined, 'budget')).toThrow(/needs --memory-budget/);
+  });
+
+  it('kiln compile --train --emit memory shows the peak with and without', async () => {
+    const chunks: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((s: string) => (chunks.push(String(s)), true)) as typeof process.stdout.write;
+    try {
+      await compile('src/models/gpt.kiln', { set: { d: 16, heads: 2, layers: 2, vocab: 11, ctx: 8 }, dim: { B: 1, T: 8 }, entry: 'loss', emit: 'memory', train: true, optimizer: 'sgd', passOption: [], disablePass: [], recompute: 'blocks' });
+    } finally {
+      process.stdout.write = write;
+    }
+    const m = /peak device memory: [\d.]+ MiB \((\d+) bytes\) with recomputation \(blocks\), [\d.]+ MiB \((\d+) bytes\) without/.exec(chunks.join(''));
+    expect(m, chunks.join('').slice(-300)).not.toBeNull();
+    expect(Number(m![1])).toBeLessThan(Number(m![2]));
   });
 });
