@@ -95,12 +95,17 @@ export function savedValues(g: Graph, fwd = forwardNodes(g)): number[] {
  * subgraph is neither kept nor a leaf) right before the first non-forward node that reads it. A clone serves
  * every later backward reader too.
  */
-export function applyRecompute(g: Graph, keep: ReadonlySet<number>): Graph {
+export function applyRecompute(g: Graph, keep: ReadonlySet<number>, segments?: number): Graph {
   const fwd = forwardNodes(g);
   const nodes: Node[] = [];
   const map = new Array<number>(g.nodes.length).fill(-1);
   const clone = new Map<number, number>();
   const kept = (id: number) => isLeaf(g.nodes[id]) || keep.has(id) || NEVER_CLONED.has(g.nodes[id].op);
+  // A clone is shared only while the backward stays in one layer: reusing a layer-3 clone made for layer 7's
+  // recomputation would keep it alive through layers 7..3 of the backward, which is keeping it, not recomputing it.
+  // With `segments` (sqrt), clones are shared across a segment of layers, each segment recomputed once.
+  const layer = segments ? layerOf(g).map((l) => Math.floor(l / segments)) : layerOf(g);
+  let current = Number.NaN;
   const cloneOf = (id: number): number => {
     if (kept(id)) return map[id];
     const have = clone.get(id);
@@ -113,7 +118,16 @@ export function applyRecompute(g: Graph, keep: ReadonlySet<number>): Graph {
     return c.id;
   };
   for (const n of g.nodes) {
-    const inputs = fwd[n.id] ? n.inputs.map((i) => map[i]) : n.inputs.map((i) => (fwd[i] ? cloneOf(i) : map[i]));
+    const inputs = fwd[n.id]
+      ? n.inputs.map((i) => map[i])
+      : n.inputs.map((i) => {
+          if (!fwd[i]) return map[i];
+          if (!kept(i) && layer[i] !== current) {
+            clone.clear();
+            current = layer[i];
+          }
+          return cloneOf(i);
+        });
     map[n.id] = nodes.length;
     nodes.push({ ...n, id: nodes.length, inputs });
   }
@@ -191,11 +205,28 @@ export function policyKeep(g: Graph, policy: Exclude<RecomputePolicy, 'budget'>)
       return keep;
     }
     case 'sqrt': {
-      // Chen et al.: √n segments of the forward, keeping each segment's last saved value
-      const k = Math.max(1, Math.ceil(Math.sqrt(saved.length)));
-      return new Set(saved.filter((_, i) => (i + 1) % k === 0));
+      // Chen et al.: L layers in ⌈√L⌉-layer segments, keeping each segment's input (without layers: every
+      // ⌈√n⌉-th saved value)
+      const layer = layerOf(g);
+      const L = Math.max(...layer) + 1;
+      if (L <= 1) {
+        const k = Math.max(1, Math.ceil(Math.sqrt(saved.length)));
+        return new Set(saved.filter((_, i) => (i + 1) % k === 0));
+      }
+      const seg = sqrtSegment(g);
+      const keep = new Set<number>();
+      for (const n of g.nodes) {
+        if (!fwd[n.id]) continue;
+        for (const i of n.inputs) if (fwd[i] && !isLeaf(g.nodes[i]) && Math.floor(layer[i] / seg) < Math.floor(layer[n.id] / seg)) keep.add(i);
+      }
+      return keep;
     }
   }
+}
+
+/** Layers per segment of the sqrt policy: ⌈√L⌉. */
+function sqrtSegment(g: Graph): number {
+  return Math.max(1, Math.ceil(Math.sqrt(Math.max(...layerOf(g)) + 1)));
 }
 
 export interface RecomputeResult extends RecomputeEstimate {
@@ -220,7 +251,7 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
   const saved = savedValues(g);
   const base = estimate(g);
   const result = (keep: Set<number>, pol: RecomputePolicy, e?: RecomputeEstimate): RecomputeResult => {
-    const rewritten = saved.every((id) => keep.has(id)) ? g : applyRecompute(g, keep);
+    const rewritten = saved.every((id) => keep.has(id)) ? g : applyRecompute(g, keep, pol === 'sqrt' ? sqrtSegment(g) : undefined);
     const est = e ?? (rewritten === g ? base : estimate(rewritten));
     return { ...est, policy: pol, baselinePeakBytes: base.peakBytes, keep, recomputed: saved.filter((id) => !keep.has(id)).length, rewritten };
   };
