@@ -192,8 +192,20 @@ export function policyKeep(g: Graph, policy: Exclude<RecomputePolicy, 'budget'>)
   switch (policy) {
     case 'none':
       return new Set(saved);
-    case 'selective':
-      return new Set(saved.filter((id) => EXPENSIVE.has(g.nodes[id].op)));
+    case 'selective': {
+      // Keep what is expensive to redo: a matmul's value, and any saved value whose recomputation would reach a
+      // matmul (the bias add or activation fused into its epilogue), so only cheap elementwise / norm / softmax /
+      // dropout chains are recomputed.
+      const keep = new Set<number>();
+      const reachesExpensive = (id: number, seen: Set<number>): boolean => {
+        const n = g.nodes[id];
+        if (isLeaf(n) || keep.has(id) || seen.has(id)) return false;
+        seen.add(id);
+        return EXPENSIVE.has(n.op) || NEVER_CLONED.has(n.op) || n.inputs.some((i) => reachesExpensive(i, seen));
+      };
+      for (const id of saved) if (reachesExpensive(id, new Set())) keep.add(id);
+      return keep;
+    }
     case 'blocks': {
       // the classic per-layer checkpoint: keep the values that flow from one layer (or the embedding) into a later one
       const layer = layerOf(g);
