@@ -275,7 +275,22 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
   if (base.peakBytes <= budgetBytes) return result(new Set(saved), 'budget');
   // Start points: recompute everything that can be, and each fixed policy. From each one that fits, put values back
   // (most FLOPs per byte first) while the plan still fits; the cheapest fitting result wins.
-  const ratio = (id: number) => nodeFlops(g, g.nodes[id]) / Math.max(4, numel(g.nodes[id].type.shape) * 4);
+  // The cost of recomputing one value alone is its cone back to other saved values and leaves: a bias add fused
+  // into a matmul's epilogue is saved, the matmul's own value is not, so redoing the bias add costs the matmul.
+  const savedSet = new Set(saved);
+  const coneFlops = (id: number): number => {
+    let t = 0;
+    const seen = new Set<number>();
+    const walk = (x: number) => {
+      if (seen.has(x) || isLeaf(g.nodes[x]) || (x !== id && savedSet.has(x))) return;
+      seen.add(x);
+      t += nodeFlops(g, g.nodes[x]);
+      g.nodes[x].inputs.forEach(walk);
+    };
+    walk(id);
+    return t;
+  };
+  const ratio = (id: number) => coneFlops(id) / Math.max(4, numel(g.nodes[id].type.shape) * 4);
   const starts = [
     new Set(saved.filter((id) => NEVER_CLONED.has(g.nodes[id].op))),
     policyKeep(g, 'selective'),
