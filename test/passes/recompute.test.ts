@@ -46,6 +46,27 @@ describe('recompute: gradients bit-identical on every library model', () => {
   }
 });
 
+describe('recompute: a whole AdamW training step is bit-identical', () => {
+  it('gpt, every policy and a budget: loss, gradient norm and every parameter update', () => {
+    const { graph, inputs } = model('gpt', 4);
+    const step = (recompute?: RecomputeRequest) => compileIR(graph, { grad: { loss: 'loss' }, train: { optimizer: { kind: 'adamw' } }, recompute });
+    const ref = step();
+    const all: Record<string, HostTensor> = { ...inputs };
+    for (const n of ref.nodes) {
+      const name = (n.attrs as { name?: string }).name!;
+      if (n.op === 'input' && !all[name]) all[name] = { dtype: 'f32', shape: n.type.shape, data: new Float32Array(n.type.shape.reduce((a, b) => a * b, 1)).fill(name === 'lr' ? 1e-2 : 1) } as HostTensor;
+    }
+    const want = interpret(ref, { inputs: all });
+    expect(ref.outputs.filter((o) => o.role?.kind === 'update').length).toBeGreaterThan(10);
+    const between = Math.floor((estimateRecompute(ref).peakBytes + estimateRecompute(step({ policy: 'blocks' })).peakBytes) / 2);
+    for (const recompute of [{ policy: 'blocks' as const }, { policy: 'sqrt' as const }, { policy: 'selective' as const }, { budgetBytes: between }]) {
+      const g = step(recompute);
+      expect(g.nodes.some((n) => n.recompute), JSON.stringify(recompute)).toBe(true);
+      expectSameOutputs(want, interpret(g, { inputs: all }));
+    }
+  });
+});
+
 describe('recompute policies and the memory plan', () => {
   it('each policy lowers the peak, and the predicted peak is what the memory plan of the final graph reports', () => {
     const { graph } = model('gpt', 4); // 4 layers: sqrt makes 2 segments of 2
