@@ -15,9 +15,9 @@ for (const n of graph.nodes) if (n.op === 'input') inputs[(n.attrs as { name: st
 const train = { optimizer: { kind: 'adamw' as const } };
 const dev = await acquireDevice();
 const base = estimateRecompute(compileIR(graph, { grad: { loss: 'loss' }, train })).peakBytes;
-const requests: [string, RecomputeRequest | undefined][] = [['none', undefined], ['blocks', { policy: 'blocks' }], ['sqrt', { policy: 'sqrt' }], ['selective', { policy: 'selective' }], ['budget 0.8x', { budgetBytes: Math.floor(base * 0.8) }], ['budget 0.6x', { budgetBytes: Math.floor(base * 0.6) }]];
+const requests: [string, RecomputeRequest | undefined][] = [['none', undefined], ['blocks', { policy: 'blocks' }], ['sqrt', { policy: 'sqrt' }], ['selective', { policy: 'selective' }], ['budget 0.8x', { budgetBytes: Math.floor(base * 0.8) }], ['budget 0.6x', { budgetBytes: Math.floor(base * 0.6) }], ['none (again: the noise)', undefined]];
 console.log(`GPT ${layers}L d${d} T${T} B${B} adamw step on ${dev.adapterInfo?.description ?? 'webgpu'}; median of ${repeats}`);
-console.log('| policy | peak MiB | recomputed GFLOPs | step ms | vs none |');
+console.log('| policy | peak MiB | recomputed GFLOPs | step ms | vs none | kernels |');
 let t0 = 0;
 for (const [name, recompute] of requests) {
   let g;
@@ -44,6 +44,7 @@ for (const [name, recompute] of requests) {
   exe.destroy();
   const med = ms.sort((a, b) => a - b)[Math.floor(ms.length / 2)];
   if (name === 'none') t0 = med;
-  console.log(`| ${name} | ${(e.peakBytes / (1 << 20)).toFixed(2)} | ${(e.recomputedFlops / 1e9).toFixed(3)} | ${med.toFixed(1)} | ${(med / t0).toFixed(2)} |`);
+  const kernels = exe.stats.kernels;
+  console.log(`| ${name} | ${(e.peakBytes / (1 << 20)).toFixed(2)} | ${(e.recomputedFlops / 1e9).toFixed(3)} | ${med.toFixed(1)} | ${(med / t0).toFixed(2)} | ${kernels} |`);
 }
 process.exit(0);

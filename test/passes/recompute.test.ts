@@ -155,5 +155,6 @@ describe('kiln train and kiln compile with recomputation', () => {
     const m = /peak device memory: [\d.]+ MiB \((\d+) bytes\) with recomputation \(blocks\), [\d.]+ MiB \((\d+) bytes\) without/.exec(chunks.join(''));
     expect(m, chunks.join('').slice(-300)).not.toBeNull();
     expect(Number(m![1])).toBeLessThan(Number(m![2]));
+    await expect(compile('src/models/gpt.kiln', { set: {}, dim: { B: 1, T: 8 }, entry: 'loss', emit: 'memory', optimizer: 'sgd', passOption: [], disablePass: [], memoryBudget: '1MiB' })).rejects.toThrow(/add --train/);
   });
 });

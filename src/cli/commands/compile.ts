@@ -76,6 +76,7 @@ export function passSettings(options: string[] = [], disabled: string[] = []): P
 export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass' | 'fuseAttention' | 'memoryBudget' | 'recompute'>>): CompileRequest {
   if (o.optimizer !== undefined && !OPTIMIZERS.includes(o.optimizer as OptimizerKind)) throw new KilnError(`--optimizer must be one of ${OPTIMIZERS.join(', ')}, got '${o.optimizer}'`);
   const differentiate = o.grad || o.train;
+  if ((o.memoryBudget !== undefined || o.recompute !== undefined) && !differentiate) throw new KilnError('--memory-budget and --recompute choose what the backward recomputes: add --train (or --grad)');
   return {
     grad: differentiate ? { loss: lossOutput(graph) } : undefined,
     train: o.train ? { optimizer: { kind: (o.optimizer ?? 'adamw') as OptimizerKind }, accumulate: !!o.accum } : undefined,
