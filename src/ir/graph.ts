@@ -24,6 +24,8 @@ export interface Node<K extends OpKind = OpKind> {
   loc?: SourceLoc;
   /** The rewrite rule that made this node (shown in IR dumps). */
   rule?: string;
+  /** Set on a forward node the recompute pass cloned into the backward (1): CSE must not merge it with the original. */
+  recompute?: number;
 }
 
 /**

@@ -21,7 +21,7 @@ function attrKey(v: unknown): string {
 
 /** The identity of a node's value: op, canonical operands, attributes and result type. */
 export function valueKey(n: Node, operand: (id: number) => number = (i) => i): string {
-  return `${n.op}|${n.inputs.map(operand).join(',')}|${attrKey(n.attrs)}|${n.type.dtype}[${n.type.shape.join(',')}]`;
+  return `${n.op}|${n.inputs.map(operand).join(',')}|${attrKey(n.attrs)}|${n.type.dtype}[${n.type.shape.join(',')}]${n.recompute ? `|recompute${n.recompute}` : ''}`;
 }
 
 /**

@@ -30,3 +30,5 @@ export function runPasses(g: Graph, names: string | string[], opts: DumpOptions 
   for (const n of list) passDef(n);
   return runPipeline(g, { ...opts, levels: ['graph'], only: list as PassName[], passes: Object.fromEntries(list.map((n) => [n, {}])) }).graph;
 }
+export { applyRecompute, estimate as estimateRecompute, planRecompute, planBytes, policyKeep, savedValues, forwardNodes, RECOMPUTE_POLICIES } from './recompute.js';
+export type { RecomputePolicy, RecomputeRequest, RecomputeResult } from './recompute.js';

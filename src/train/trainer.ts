@@ -6,6 +6,7 @@
 import { basename } from 'node:path';
 import { updatedParam } from '../ir/graph.js';
 import { compileIR } from '../passes/index.js';
+import type { RecomputeRequest } from '../passes/recompute.js';
 import { applyLora, isLoraParam, type LoraOptions } from '../passes/lora.js';
 import { KilnError } from '../errors.js';
 import { compileModel, loadModelInfo, type ModelInfo } from '../frontend/index.js';
@@ -54,6 +55,8 @@ export interface TrainConfig {
   initFrom?: string;
   /** Run the attention-fusion pass (flash attention kernels) on the step and evaluation graphs. */
   fuseAttention?: boolean;
+  /** Gradient checkpointing of the step (the recompute pass): a policy and/or a memory budget. */
+  recompute?: RecomputeRequest;
   /** Parameters to train (globs; default all) and to freeze (globs): frozen ones get no gradient, update or state. */
   trainable?: { train?: string[]; freeze?: string[] };
   /** A step with a non-finite loss or gradient norm: stop (default), or skip it (at most maxNonFinite times). */
@@ -125,7 +128,7 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
   // with LoRA only the adapters train (narrowed further by --train/--freeze if given)
   const wrt = lora ? trainableNames(applyLora(graph, lora), { train: cfg.trainable?.train ?? ['*.lora_a', '*.lora_b'], freeze: cfg.trainable?.freeze }) : trainableNames(graph, cfg.trainable);
-  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora });
+  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora, recompute: cfg.recompute });
   const streams = labelled ?? loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }

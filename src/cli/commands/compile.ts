@@ -5,6 +5,7 @@ import type { Graph } from '../../ir/graph.js';
 import { graphToJSON, printGraph } from '../../ir/print.js';
 import type { CompileRequest, PassName, PassSettings } from '../../passes/index.js';
 import { describePipeline, passDef, PIPELINE, runPipeline } from '../../passes/index.js';
+import { planBytes, recomputeFromFlags } from '../../passes/recompute.js';
 import { OPTIMIZERS, type OptimizerKind } from '../../train/optimizers.js';
 import type { ConfigValue } from '../options.js';
 
@@ -19,6 +20,8 @@ export interface CompileOpts {
   accum?: boolean;
   passes?: boolean;
   fuseAttention?: boolean;
+  memoryBudget?: string;
+  recompute?: string;
   printIrAfter?: string;
   printIrBefore?: string;
   passOption: string[];
@@ -70,17 +73,28 @@ export function passSettings(options: string[] = [], disabled: string[] = []): P
 }
 
 /** The request the compile verb (and `kiln tune`) makes of the pipeline. */
-export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass' | 'fuseAttention'>>): CompileRequest {
+export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass' | 'fuseAttention' | 'memoryBudget' | 'recompute'>>): CompileRequest {
   if (o.optimizer !== undefined && !OPTIMIZERS.includes(o.optimizer as OptimizerKind)) throw new KilnError(`--optimizer must be one of ${OPTIMIZERS.join(', ')}, got '${o.optimizer}'`);
   const differentiate = o.grad || o.train;
+  if ((o.memoryBudget !== undefined || o.recompute !== undefined) && !differentiate) throw new KilnError('--memory-budget and --recompute choose what the backward recomputes: add --train (or --grad)');
   return {
     grad: differentiate ? { loss: lossOutput(graph) } : undefined,
     train: o.train ? { optimizer: { kind: (o.optimizer ?? 'adamw') as OptimizerKind }, accumulate: !!o.accum } : undefined,
+    recompute: recomputeFromFlags(o.memoryBudget, o.recompute),
     passes: { ...(o.fuseAttention ? { 'attention-fusion': {} } : {}), ...passSettings(o.passOption, o.disablePass) },
     printIrAfter: dumpList(o.printIrAfter),
     printIrBefore: dumpList(o.printIrBefore),
     sink: (s: string) => process.stderr.write(s + '\n'),
   };
+}
+
+/** `--emit memory` of a training step: the peak with the recomputation asked for and without any. */
+function recomputeSummary(graph: Graph, req: CompileRequest, peak: number): string {
+  const mib = (b: number) => `${(b / (1 << 20)).toFixed(2)} MiB (${b} bytes)`;
+  if (!req.recompute) return `peak device memory: ${mib(peak)} (no recomputation: --memory-budget or --recompute to trade compute for memory)`;
+  const quiet = { ...req, recompute: undefined, printIrAfter: undefined, printIrBefore: undefined, only: undefined, levels: ['graph', 'kernels'] as const, passes: { ...req.passes, codegen: false as const } };
+  const without = planBytes(runPipeline(graph, { ...quiet, levels: [...quiet.levels] }).plan!);
+  return `peak device memory: ${mib(peak)} with recomputation (${req.recompute.policy ?? 'budget'}), ${mib(without)} without (${(peak / without).toFixed(3)}x)`;
 }
 
 export async function compile(file: string | undefined, o: CompileOpts): Promise<void> {
@@ -130,6 +144,7 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
     const def = passDef(stage);
     if (!state.ran.includes(stage)) throw new KilnError(`stage '${stage}' does not run in this compile (add --grad or --train for autodiff/optimizer stages)`);
     text = def.show ? def.show(state) : printGraph(state.graph);
+    if (o.emit === 'memory' && (o.grad || o.train)) text += '\n' + recomputeSummary(graph, req, planBytes(state.plan!));
   }
   if (o.output) {
     try {
