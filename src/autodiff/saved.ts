@@ -6,10 +6,13 @@
 import type { Graph } from '../ir/graph.js';
 import { fmtType } from '../ir/types.js';
 
-/** Nodes are forward if every output of the original entry depends only on them: those before the first node only the backward reaches. */
-function forwardMask(g: Graph): boolean[] {
+/**
+ * Forward nodes: the ancestors of the entry's own outputs (role `output` or `loss`). Everything else is the backward
+ * pass, or an optimizer step after it.
+ */
+export function forwardNodes(g: Graph): boolean[] {
   const fwd = new Array<boolean>(g.nodes.length).fill(false);
-  const stack = g.outputs.filter((o) => o.role?.kind !== 'grad' && o.role?.kind !== 'input-grad').map((o) => o.id);
+  const stack = g.outputs.filter((o) => !o.role || o.role.kind === 'output' || o.role.kind === 'loss').map((o) => o.id);
   while (stack.length) {
     const id = stack.pop()!;
     if (fwd[id]) continue;
@@ -20,8 +23,7 @@ function forwardMask(g: Graph): boolean[] {
 }
 
 /** Ids of forward values (not parameters or inputs) read by at least one backward node. */
-export function savedForBackward(g: Graph): number[] {
-  const fwd = forwardMask(g);
+export function savedForBackward(g: Graph, fwd = forwardNodes(g)): number[] {
   const saved = new Set<number>();
   for (const n of g.nodes) {
     if (fwd[n.id]) continue;

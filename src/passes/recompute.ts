@@ -8,6 +8,7 @@
  * forward originals. A policy chooses what to keep; the memory plan (schedule + inplace + memory-plan, generic
  * target) of each candidate graph is the figure a plan is judged by. See docs/recompute.md.
  */
+import { forwardNodes, savedForBackward as savedValues } from '../autodiff/saved.js';
 import { KilnError } from '../errors.js';
 import type { Graph, Node } from '../ir/graph.js';
 import { numel } from '../ir/types.js';
@@ -67,28 +68,7 @@ const EXPENSIVE = new Set(['matmul', 'flash_attention', 'conv2d']);
 
 const isLeaf = (n: Node) => LEAF.has(n.op);
 
-/** Forward nodes: ancestors of the graph's forward outputs (role output or loss). Everything else is backward or optimizer. */
-export function forwardNodes(g: Graph): boolean[] {
-  const fwd = new Array<boolean>(g.nodes.length).fill(false);
-  const stack = g.outputs.filter((o) => !o.role || o.role.kind === 'output' || o.role.kind === 'loss').map((o) => o.id);
-  while (stack.length) {
-    const id = stack.pop()!;
-    if (fwd[id]) continue;
-    fwd[id] = true;
-    stack.push(...g.nodes[id].inputs);
-  }
-  return fwd;
-}
-
-/** Forward values (not leaves) that a non-forward node reads: what the backward keeps alive. */
-export function savedValues(g: Graph, fwd = forwardNodes(g)): number[] {
-  const saved = new Set<number>();
-  for (const n of g.nodes) {
-    if (fwd[n.id]) continue;
-    for (const i of n.inputs) if (fwd[i] && !isLeaf(g.nodes[i])) saved.add(i);
-  }
-  return [...saved].sort((a, b) => a - b);
-}
+export { forwardNodes, savedValues };
 
 /**
  * Rewrites `g` so that every saved value not in `keep` is recomputed: cloned (with whatever of its forward
