@@ -1,8 +1,9 @@
 /**
  * The shared part of every kernel generator: bindings, and one WGSL function per inlined IR node.
  *
- * Every value a kernel needs is reached through `v<id>(i: u32)`, which returns element i (a flat row-major
- * index into that node's own shape) of node %id. For a buffer-resident node it is a load; for an inlined
+ * Every value a kernel needs is reached through a function `vN(i: u32)` (N numbered by first use in the kernel,
+ * never a node id, so equal kernels have equal source), which returns element i (a flat row-major index into that
+ * node's own shape) of its node. For a buffer-resident node it is a load; for an inlined
  * pointwise node it evaluates the op on its operands' functions, with index remapping for broadcasting,
  * transpose, slice, concat, gather... So fusion is just "which nodes are buffers": the scheduler decides,
  * this file follows. Nodes between a fused anchor and the kernel root (the epilogue) take the anchor's value
