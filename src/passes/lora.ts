@@ -23,8 +23,8 @@ export interface LoraOptions {
 export const LORA_A = '.lora_a';
 export const LORA_B = '.lora_b';
 export const isLoraParam = (name: string): boolean => name.endsWith(LORA_A) || name.endsWith(LORA_B);
-/** The weight a LoRA parameter adapts: `h.0.attn.q.lora_a` -> `h.0.attn.q.w`. */
-export const loraBase = (name: string): string => name.replace(/\.lora_[ab]$/, '.w');
+/** Globs selecting every LoRA parameter (what a LoRA run trains, and what a base checkpoint lacks). */
+export const LORA_GLOBS: readonly string[] = [`*${LORA_A}`, `*${LORA_B}`];
 
 /** Parses `r=8,alpha=16,targets=attn.q,attn.v[,dropout=0.1]` (targets take the remaining comma-separated items). */
 export function parseLoraSpec(spec: string): LoraOptions {

@@ -7,7 +7,7 @@ import { basename } from 'node:path';
 import { updatedParam } from '../ir/graph.js';
 import { compileIR } from '../passes/index.js';
 import type { RecomputeRequest } from '../passes/recompute.js';
-import { applyLora, isLoraParam, type LoraOptions } from '../passes/lora.js';
+import { applyLora, isLoraParam, LORA_GLOBS, type LoraOptions } from '../passes/lora.js';
 import { KilnError } from '../errors.js';
 import { compileModel, loadModelInfo, type ModelInfo } from '../frontend/index.js';
 import type { Graph } from '../ir/graph.js';
@@ -127,7 +127,7 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
   // with LoRA only the adapters train (narrowed further by --train/--freeze if given)
-  const wrt = lora ? trainableNames(applyLora(graph, lora), { train: cfg.trainable?.train ?? ['*.lora_a', '*.lora_b'], freeze: cfg.trainable?.freeze }) : trainableNames(graph, cfg.trainable);
+  const wrt = lora ? trainableNames(applyLora(graph, lora), { train: cfg.trainable?.train ?? [...LORA_GLOBS], freeze: cfg.trainable?.freeze }) : trainableNames(graph, cfg.trainable);
   const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora, recompute: cfg.recompute });
   const streams = labelled ?? loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { KilnError } from '../../errors.js';
 import type { Graph } from '../../ir/graph.js';
 import { fsReason } from '../../train/checkpoint.js';
+import { isStateParam } from '../../train/optimizers.js';
 import { openRunFolder } from '../../train/runfolder.js';
 import { collectSet, num, type ConfigValue } from '../options.js';
 
@@ -134,7 +135,7 @@ async function trainCommand(file: string, o: TrainOpts): Promise<void> {
 
 async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { maxNonFinite: number; evalEvery: number; evalBatches: number; saveEvery: number }, notes: string[]): Promise<void> {
   const { checkResumeSettings, loadResumeCheckpoint, paramShapes, prepareJob, Trainer, unigramEntropy } = await import('../../train/trainer.js');
-  const { isStateParam } = await import('../../train/optimizers.js');
+  const { isLoraParam } = await import('../../passes/lora.js');
   const { lossCurveSvg } = await import('../../train/plot.js');
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
@@ -180,13 +181,13 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
   if (o.initFrom && o.resume) throw new KilnError('--init-from starts a new run from weights; --resume continues one: use one of them');
   const init = o.initFrom
     ? (await import('../../train/init-from.js')).loadInitWeights(o.initFrom, paramShapes(job.stepGraph, (n) => !isStateParam(n)), {
-        allowMissing: [...(globList(o.initAllowMissing) ?? []), ...(o.lora ? ['*.lora_a', '*.lora_b'] : [])],
+        allowMissing: [...(globList(o.initAllowMissing) ?? []), ...(o.lora ? (await import('../../passes/lora.js')).LORA_GLOBS : [])],
       })
     : undefined;
   // a LoRA checkpoint holds only the adapters: its base weights come from the file it names (or the seeded initialisers)
   const loraBaseFile = (resumeFrom?.state.train as { lora?: { base?: string | null } } | undefined)?.lora?.base;
   const base = loraBaseFile
-    ? (await import('../../train/init-from.js')).loadInitWeights(loraBaseFile, paramShapes(job.stepGraph, (n) => !isStateParam(n) && !/\.lora_[ab]$/.test(n)))
+    ? (await import('../../train/init-from.js')).loadInitWeights(loraBaseFile, paramShapes(job.stepGraph, (n) => !isStateParam(n) && !isLoraParam(n)))
     : undefined;
   const t0 = performance.now();
   const { runner, evalRunner, describe } = await makeRunners(job, o.device);
@@ -271,7 +272,7 @@ const globList = (v: string | undefined): string[] | undefined => (v ? v.split('
 
 /** "trainable: 12 of 20 parameter tensors (1,234 of 5,678 values)": what the optimizer updates. */
 function trainableSummary(step: Graph): string {
-  const params = step.nodes.filter((n) => n.op === 'param' && !/^(opt|acc)\./.test((n.attrs as { name: string }).name));
+  const params = step.nodes.filter((n) => n.op === 'param' && !isStateParam((n.attrs as { name: string }).name));
   const updated = new Set(step.outputs.map((o) => (o.role?.kind === 'update' ? o.role.param : undefined)));
   const trained = params.filter((n) => updated.has((n.attrs as { name: string }).name));
   const count = (ns: typeof params) => ns.reduce((s, n) => s + n.type.shape.reduce((p, d) => p * d, 1), 0);

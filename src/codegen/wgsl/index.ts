@@ -67,7 +67,7 @@ export function generateKernels(s: Schedule, opts: CodegenOptions = {}): KernelC
   return s.kernels.map((k) => generateKernel(s, k, opts));
 }
 
-export { KernelWriter, describeNode, broadcastIndex } from './writer.js';
+export { KernelWriter, broadcastIndex } from './writer.js';
 export type { KernelCode, KernelPass, BufferBinding } from './writer.js';
 export { chooseMatmulTiles, heuristicTiles, matmulLayout, tileCache, tileKey, validTile, TILE_CANDIDATES, DIRECT_CANDIDATES } from './tiles.js';
 export type { MatmulLayout, TileConfig } from './tiles.js';

@@ -43,11 +43,6 @@ export interface KernelCode {
   passes: KernelPass[];
 }
 
-/** Describes a node for comments and error messages: `%5 = add(%3, %4) : f32[2, 3] (name)`. */
-export function describeNode(n: Node): string {
-  return `%${n.id} = ${n.op}(${n.inputs.map((q) => `%${q}`).join(', ')}) : ${fmtType(n.type)}${n.name ? ` (${n.name})` : ''}`;
-}
-
 /** Row-major coordinate k of flat index expression `i` in `shape`. */
 function coordOf(i: string, shape: Shape, k: number): string {
   // A tensor with a zero dim has no element to index: its index code never runs, but must not divide by zero.
