@@ -2,7 +2,7 @@
 import { Project, VariableDeclarationKind } from 'ts-morph';
 import type { ModulePlan, PlanDType, TensorSpec } from './runtime/format.js';
 
-const ARRAY: Record<PlanDType, string> = { f32: 'Float32Array', f16: 'Float32Array', i32: 'Int32Array', u32: 'Uint32Array', bool: 'Uint8Array' };
+const ARRAY: Record<PlanDType, string> = { f32: 'Float32Array', f16: 'Float32Array', bf16: 'Float32Array', i32: 'Int32Array', u32: 'Uint32Array', bool: 'Uint8Array' };
 const pascal = (s: string) => s.replace(/(^|[^A-Za-z0-9])([A-Za-z0-9])/g, (_, __, c: string) => c.toUpperCase());
 const doc = (t: TensorSpec) => `\`${t.dtype}[${t.shape.join(', ')}]\`: ${t.shape.reduce((a, b) => a * b, 1)} elements, row-major${t.dtype === 'f16' ? ' (f16 values carried as f32)' : ''}.`;
 const prop = (t: TensorSpec) => (/^[A-Za-z_$][\w$]*$/.test(t.name) ? t.name : JSON.stringify(t.name));

@@ -133,6 +133,8 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     if (fns.has(fn)) throw new KilnError(`kiln export: entry '${entry}' given twice (or two entries map to the function name '${fn}')`);
     fns.add(fn);
     const graph = graphOf(entry);
+    const half = graph.nodes.find((n) => (n.op === 'param' || n.op === 'input' || graph.outputs.some((o) => o.id === n.id)) && (n.type.dtype === 'f16' || n.type.dtype === 'bf16'));
+    if (half) throw new KilnError(`kiln export: entry '${entry}' has ${half.type.dtype} ${half.op === 'param' || half.op === 'input' ? `${half.op} '${(half.attrs as { name: string }).name}'` : 'outputs'}; the exported runtime carries f32, i32, u32 and bool at its interface (train in --precision f16/bf16 and export the f32 master weights)`);
     const p = planEntry(graph, shaders, { strategy: o.strategy });
     p.entry.name = entry;
     entries.push(p.entry);

@@ -61,7 +61,7 @@ export function planEntry(g: Graph, shaders: string[], opts: PlanOptions = {}): 
   const inputs: EntryPlan['inputs'] = [];
   for (const n of g.nodes) {
     const st = s.storage[n.id];
-    const bytes = deviceBytes(n.type.shape);
+    const bytes = deviceBytes(n.type);
     if (n.op === 'param' && (st !== 'dead' || updates.some((u) => u.param.id === n.id))) {
       const name = (n.attrs as AttrsOf<'param'>).name;
       nodeBuffer.set(n.id, add({ role: 'param', bytes, param: name }));
@@ -101,7 +101,7 @@ export function planEntry(g: Graph, shaders: string[], opts: PlanOptions = {}): 
         }
         const buffer = nodeBuffer.get(b.node);
         if (buffer === undefined) throw new KilnError(`internal error: no buffer for %${b.node} in ${p.label}`);
-        return { binding: b.binding, buffer, size: deviceBytes(g.nodes[b.node].type.shape), access: b.access };
+        return { binding: b.binding, buffer, size: deviceBytes(g.nodes[b.node].type), access: b.access };
       });
       passes.push({ label: p.label, shader, bindings, dispatch: [...p.dispatch] });
     }

@@ -8,9 +8,9 @@ import { initParam } from '../ir/init.js';
 import type { EvalContext, ParamInit } from '../ir/op.js';
 import { OPS } from '../ir/registry.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { roundF16InPlace, withFloat64 } from '../ir/tensor.js';
+import { roundHalfInPlace, withFloat64 } from '../ir/tensor.js';
 import type { TensorType } from '../ir/types.js';
-import { fmtType, sameShape } from '../ir/types.js';
+import { fmtType, isHalf, sameShape } from '../ir/types.js';
 
 export interface RunOptions {
   /** Values of graph inputs by name. */
@@ -62,9 +62,9 @@ function run(g: Graph, opts: RunOptions): Record<string, HostTensor> {
     const rule = OPS[n.op];
     const args = n.inputs.map((i) => values[i]);
     let v = rule.evaluate(args, n.attrs as never, n.type, ctx);
-    if (n.type.dtype === 'f16' && v.dtype === 'f16' && (n.op === 'input' || n.op === 'param')) {
+    if (isHalf(n.type.dtype) && v.dtype === n.type.dtype && (n.op === 'input' || n.op === 'param')) {
       const copy = v.data.slice() as Float32Array;
-      roundF16InPlace(copy);
+      roundHalfInPlace(n.type.dtype, copy);
       v = { ...v, data: copy };
     }
     values[n.id] = v;

@@ -10,8 +10,8 @@ import type { Graph, Node } from '../ir/graph.js';
 import { combineCollective, isCollective } from '../ir/ops/collective.js';
 import { OPS } from '../ir/registry.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { roundF16InPlace, withFloat64 } from '../ir/tensor.js';
-import { fmtType } from '../ir/types.js';
+import { roundHalfInPlace, withFloat64 } from '../ir/tensor.js';
+import { fmtType, isHalf } from '../ir/types.js';
 import { leafContext, type RunOptions } from './interpreter.js';
 
 export interface ShardedRunOptions {
@@ -35,9 +35,9 @@ function run(programs: Graph[], opts: ShardedRunOptions): Record<string, HostTen
   const pc = new Array<number>(N).fill(0);
   const evalNode = (d: number, n: Node) => {
     let v = OPS[n.op].evaluate(n.inputs.map((i) => values[d][i]), n.attrs as never, n.type, ctxs[d]);
-    if (n.type.dtype === 'f16' && (n.op === 'input' || n.op === 'param')) {
+    if (isHalf(n.type.dtype) && (n.op === 'input' || n.op === 'param')) {
       const copy = v.data.slice() as Float32Array;
-      roundF16InPlace(copy);
+      roundHalfInPlace(n.type.dtype, copy);
       v = { ...v, data: copy };
     }
     values[d][n.id] = v;

@@ -9,7 +9,8 @@ import { allocData, f16BitsToF32, f32ToF16Bits } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
 import { numel } from '../ir/types.js';
 
-const DESCR: Record<DType, string> = { f32: '<f4', f16: '<f2', i32: '<i4', u32: '<u4', bool: '|b1' };
+// NumPy has no bfloat16: bf16 tensors are written widened to f32 (exact), and read back as f32.
+const DESCR: Record<DType, string> = { f32: '<f4', f16: '<f2', bf16: '<f4', i32: '<i4', u32: '<u4', bool: '|b1' };
 const FROM_DESCR: Record<string, DType> = { '<f4': 'f32', '<f2': 'f16', '<i4': 'i32', '<u4': 'u32', '|b1': 'bool' };
 
 export function encodeNpy(t: HostTensor): Uint8Array {
@@ -29,6 +30,7 @@ export function encodeNpy(t: HostTensor): Uint8Array {
     const v = t.data[i];
     switch (t.dtype) {
       case 'f32':
+      case 'bf16':
         body.setFloat32(i * 4, v, true);
         break;
       case 'f16':

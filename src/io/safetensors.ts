@@ -6,13 +6,13 @@
 import { readFileSync } from 'node:fs';
 import { KilnError } from '../errors.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { allocData, f16BitsToF32, f32ToF16Bits } from '../ir/tensor.js';
+import { allocData, bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
 import { numel } from '../ir/types.js';
 
-const TO_ST: Record<DType, string> = { f32: 'F32', f16: 'F16', i32: 'I32', u32: 'U32', bool: 'BOOL' };
-const FROM_ST: Record<string, DType> = { F32: 'f32', F16: 'f16', I32: 'i32', U32: 'u32', BOOL: 'bool' };
-const SIZE: Record<DType, number> = { f32: 4, f16: 2, i32: 4, u32: 4, bool: 1 };
+const TO_ST: Record<DType, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', i32: 'I32', u32: 'U32', bool: 'BOOL' };
+const FROM_ST: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', I32: 'i32', U32: 'u32', BOOL: 'bool' };
+const SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, i32: 4, u32: 4, bool: 1 };
 
 export function encodeSafetensors(tensors: Record<string, HostTensor>, metadata: Record<string, string> = {}): Uint8Array {
   const names = Object.keys(tensors).sort();
@@ -41,6 +41,7 @@ export function encodeSafetensors(tensors: Record<string, HostTensor>, metadata:
       switch (t.dtype) {
         case 'f32': dv.setFloat32(p, v, true); break;
         case 'f16': dv.setUint16(p, f32ToF16Bits(v), true); break;
+        case 'bf16': dv.setUint16(p, f32ToBf16Bits(v), true); break;
         case 'i32': dv.setInt32(p, v, true); break;
         case 'u32': dv.setUint32(p, v, true); break;
         case 'bool': dv.setUint8(p, v ? 1 : 0); break;
@@ -93,6 +94,7 @@ export function decodeSafetensors(bytes: Uint8Array, file = '<safetensors>'): Sa
       switch (dtype) {
         case 'f32': data[i] = dv.getFloat32(p, true); break;
         case 'f16': data[i] = f16BitsToF32(dv.getUint16(p, true)); break;
+        case 'bf16': data[i] = bf16BitsToF32(dv.getUint16(p, true)); break;
         case 'i32': data[i] = dv.getInt32(p, true); break;
         case 'u32': data[i] = dv.getUint32(p, true); break;
         case 'bool': data[i] = dv.getUint8(p) ? 1 : 0; break;

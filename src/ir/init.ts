@@ -6,7 +6,7 @@
 import type { ParamInit } from './op.js';
 import { hashString, philox4x32, u32ToUnit } from './philox.js';
 import type { HostTensor } from './tensor.js';
-import { allocData, roundF16InPlace } from './tensor.js';
+import { allocData, roundHalfInPlace } from './tensor.js';
 import type { TensorType } from './types.js';
 import { numel } from './types.js';
 
@@ -74,6 +74,6 @@ export function initParam(init: ParamInit, type: TensorType, name: string, seed:
       break;
     }
   }
-  if (type.dtype === 'f16') roundF16InPlace(data as Float32Array);
+  roundHalfInPlace(type.dtype, data);
   return { dtype: type.dtype, shape: [...type.shape], data };
 }

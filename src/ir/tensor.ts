@@ -20,7 +20,7 @@ export function withFloat64<T>(f: () => T): T {
 
 /**
  * A tensor on the host: the interpreter's values, CLI inputs/outputs, checkpoints.
- * f16 is stored widened in a Float32Array, every value exactly representable in f16.
+ * f16 and bf16 are stored widened in a Float32Array, every value exactly representable in the dtype.
  */
 export interface HostTensor {
   readonly dtype: DType;
@@ -33,6 +33,7 @@ export function allocData(dtype: DType, n: number): TensorData {
     case 'f32':
       return wideFloats ? new Float64Array(n) : new Float32Array(n);
     case 'f16':
+    case 'bf16':
       return new Float32Array(n);
     case 'i32':
       return new Int32Array(n);
@@ -53,7 +54,7 @@ export function tensor(dtype: DType, shape: Shape, values: ArrayLike<number>): H
     throw new Error(`tensor: ${values.length} values for shape [${shape.join(', ')}]`);
   }
   for (let i = 0; i < data.length; i++) data[i] = values[i];
-  if (dtype === 'f16') roundF16InPlace(data as Float32Array);
+  roundHalfInPlace(dtype, data);
   return { dtype, shape: [...shape], data };
 }
 
@@ -112,4 +113,46 @@ export const roundF16 = (v: number): number => f16BitsToF32(f32ToF16Bits(v));
 
 export function roundF16InPlace(a: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i] = roundF16(a[i]);
+}
+
+// ---- bf16 emulation: the top 16 bits of an f32, rounded to nearest, ties to even ----
+
+/** Converts an f32 to its bfloat16 bit pattern (round to nearest, ties to even; NaN stays a quiet NaN). */
+export function f32ToBf16Bits(v: number): number {
+  f32buf[0] = v;
+  const x = u32buf[0];
+  if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return ((x >>> 16) | 0x40) & 0xffff;
+  // adding 0x7fff plus the kept part's lowest bit rounds ties to even; a carry into the exponent is correct (up to inf)
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+export function bf16BitsToF32(h: number): number {
+  u32buf[0] = (h & 0xffff) << 16;
+  return f32buf[0];
+}
+
+export const roundBf16 = (v: number): number => bf16BitsToF32(f32ToBf16Bits(v));
+
+export function roundBf16InPlace(a: Float32Array): void {
+  for (let i = 0; i < a.length; i++) a[i] = roundBf16(a[i]);
+}
+
+/** Rounds every value to the dtype when it is a 16-bit float (a no-op for the others). */
+export function roundHalfInPlace(dtype: DType, a: TensorData): void {
+  if (dtype === 'f16') roundF16InPlace(a as Float32Array);
+  else if (dtype === 'bf16') roundBf16InPlace(a as Float32Array);
+}
+
+/** Rounds one value to the dtype when it is a 16-bit float. */
+export const roundTo = (dtype: DType, v: number): number => (dtype === 'f16' ? roundF16(v) : dtype === 'bf16' ? roundBf16(v) : v);
+
+/** The 16-bit pattern of a value in a half dtype. */
+export const halfBits = (dtype: 'f16' | 'bf16', v: number): number => (dtype === 'f16' ? f32ToF16Bits(v) : f32ToBf16Bits(v));
+export const halfFromBits = (dtype: 'f16' | 'bf16', h: number): number => (dtype === 'f16' ? f16BitsToF32(h) : bf16BitsToF32(h));
+
+/** Device layout of a half tensor: 16-bit patterns in order (two per little-endian u32 word). */
+export function toHalfBits(dtype: 'f16' | 'bf16', a: ArrayLike<number>): Uint16Array {
+  const out = new Uint16Array(a.length + (a.length & 1));
+  for (let i = 0; i < a.length; i++) out[i] = halfBits(dtype, a[i]);
+  return out;
 }

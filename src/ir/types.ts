@@ -1,6 +1,6 @@
 import { ShapeError } from '../errors.js';
 
-export const DTYPES = ['f32', 'f16', 'i32', 'u32', 'bool'] as const;
+export const DTYPES = ['f32', 'f16', 'bf16', 'i32', 'u32', 'bool'] as const;
 export type DType = (typeof DTYPES)[number];
 export type Shape = readonly number[];
 
@@ -9,7 +9,11 @@ export interface TensorType {
   readonly shape: Shape;
 }
 
-export const isFloat = (d: DType): boolean => d === 'f32' || d === 'f16';
+export const isFloat = (d: DType): boolean => d === 'f32' || d === 'f16' || d === 'bf16';
+/** The 16-bit floats: stored in two bytes on the device, computed in f32 and rounded to the dtype after each op. */
+export const isHalf = (d: DType): d is 'f16' | 'bf16' => d === 'f16' || d === 'bf16';
+/** Bytes of one element in a device buffer (bool is a u32 word there). */
+export const deviceElemBytes = (d: DType): number => (isHalf(d) ? 2 : 4);
 export const isInt = (d: DType): boolean => d === 'i32' || d === 'u32';
 
 export function numel(shape: Shape): number {

@@ -170,15 +170,16 @@ registerPass({
     subgroups: 'use subgroup operations in reductions',
     deviceKey: 'the device in the matmul tile cache',
     matmulTiles: 'force one tile config for every matmul (the autotuner)',
+    f16: 'native (array<f16>, needs shader-f16) or packed (two per u32 word) storage of f16 tensors',
   },
   requires: ['schedule'],
   configure: (req) => {
     const t = req.target ?? GENERIC_TARGET;
-    return { strategy: t.strategy, subgroups: t.subgroups, deviceKey: t.deviceKey, matmulTiles: req.matmulTiles ?? null };
+    return { strategy: t.strategy, subgroups: t.subgroups, deviceKey: t.deviceKey, matmulTiles: req.matmulTiles ?? null, f16: t.f16 ?? 'native' };
   },
   run: (s, o) => ({
     ...s,
-    kernels: generateKernels(s.schedule!, { strategy: o.strategy, subgroups: o.subgroups, deviceKey: o.deviceKey, matmulTiles: o.matmulTiles ?? undefined }),
+    kernels: generateKernels(s.schedule!, { strategy: o.strategy, subgroups: o.subgroups, deviceKey: o.deviceKey, matmulTiles: o.matmulTiles ?? undefined, f16: o.f16 }),
   }),
   show: (s) => s.kernels!.flatMap((k) => k.passes.map((p) => `// ${p.label}\n${p.wgsl}`)).join('\n'),
 });

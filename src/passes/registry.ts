@@ -21,7 +21,7 @@ import type { OptimizerConfig } from '../train/optimizers.js';
 import type { Schedule, ScheduleOptions } from '../schedule/schedule.js';
 import type { MemoryPlan } from '../schedule/memory.js';
 import type { KernelCode } from '../codegen/wgsl/writer.js';
-import type { KernelStrategy } from '../codegen/wgsl/types.js';
+import type { HalfStorage, KernelStrategy } from '../codegen/wgsl/types.js';
 import type { TileConfig } from '../codegen/wgsl/tiles.js';
 import type { LoraOptions } from './lora.js';
 
@@ -31,6 +31,8 @@ export interface Target {
   deviceKey: string;
   strategy: KernelStrategy;
   subgroups: boolean;
+  /** How f16 tensors sit in buffers: array<f16> with the shader-f16 feature, else packed two per u32. */
+  f16?: HalfStorage;
   maxStorageBuffersPerShaderStage: number;
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
@@ -59,7 +61,7 @@ export interface PassOptionsMap {
   schedule: Required<ScheduleOptions>;
   inplace: Record<string, never>;
   'memory-plan': { verify: boolean; maxStorageBufferBindingSize: number; maxBufferSize: number };
-  codegen: { strategy: KernelStrategy; subgroups: boolean; deviceKey: string; matmulTiles: TileConfig | null };
+  codegen: { strategy: KernelStrategy; subgroups: boolean; deviceKey: string; matmulTiles: TileConfig | null; f16: HalfStorage };
 }
 
 export type PassName = keyof PassOptionsMap;

@@ -15,8 +15,8 @@ import { isReadBack, updateOutputs, type Graph, type Node } from '../ir/graph.js
 import { initParam } from '../ir/init.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { allocData, roundF16InPlace } from '../ir/tensor.js';
-import { fmtType, numel, sameShape, sameType } from '../ir/types.js';
+import { allocData, halfFromBits, toHalfBits } from '../ir/tensor.js';
+import { fmtType, isHalf, numel, sameShape, sameType } from '../ir/types.js';
 import type { CodegenOptions } from '../codegen/wgsl/index.js';
 import type { KernelCode, KernelPass } from '../codegen/wgsl/writer.js';
 import type { MemoryPlan } from '../schedule/memory.js';
@@ -101,11 +101,9 @@ function toDeviceData(t: HostTensor): ArrayBufferView {
   switch (t.dtype) {
     case 'bool':
       return Uint32Array.from(t.data as Uint8Array);
-    case 'f16': {
-      const c = Float32Array.from(t.data as Float32Array);
-      roundF16InPlace(c);
-      return c;
-    }
+    case 'f16':
+    case 'bf16':
+      return toHalfBits(t.dtype, t.data);
     case 'f32':
       return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
     case 'i32':
@@ -118,9 +116,13 @@ function toDeviceData(t: HostTensor): ArrayBufferView {
 function fromDeviceData(n: Node, bytes: ArrayBuffer): HostTensor {
   const count = numel(n.type.shape);
   const data = allocData(n.type.dtype, count);
-  const src =
-    n.type.dtype === 'i32' ? new Int32Array(bytes, 0, count) : n.type.dtype === 'u32' || n.type.dtype === 'bool' ? new Uint32Array(bytes, 0, count) : new Float32Array(bytes, 0, count);
-  data.set(src);
+  const d = n.type.dtype;
+  if (isHalf(d)) {
+    const h = new Uint16Array(bytes, 0, count);
+    for (let i = 0; i < count; i++) data[i] = halfFromBits(d, h[i]);
+  } else {
+    data.set(d === 'i32' ? new Int32Array(bytes, 0, count) : d === 'u32' || d === 'bool' ? new Uint32Array(bytes, 0, count) : new Float32Array(bytes, 0, count));
+  }
   return { dtype: n.type.dtype, shape: [...n.type.shape], data };
 }
 
@@ -236,7 +238,7 @@ export class Executable {
       this.check();
       const enc = this.device.createCommandEncoder({ label: `read ${name}` });
       const st = this.stagingFor(n);
-      enc.copyBufferToBuffer(this.nodeBuffer.get(n.id)!, 0, st, 0, deviceBytes(n.type.shape));
+      enc.copyBufferToBuffer(this.nodeBuffer.get(n.id)!, 0, st, 0, deviceBytes(n.type));
       this.device.queue.submit([enc.finish()]);
       return (await this.readBack([n]))[0];
     });
@@ -245,7 +247,7 @@ export class Executable {
   private stagingFor(n: Node): GPUBuffer {
     let b = this.staging.get(n.id);
     if (!b) {
-      b = this.device.createBuffer({ label: `staging %${n.id}`, size: deviceBytes(n.type.shape), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+      b = this.device.createBuffer({ label: `staging %${n.id}`, size: deviceBytes(n.type), usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
       this.staging.set(n.id, b);
       this.buffers.push(b);
     }
@@ -319,11 +321,11 @@ export class Executable {
       pass.end();
     }
     // Downloads first, so an output that is a param leaf is read before this run's updates land.
-    for (const d of downloads) enc.copyBufferToBuffer(this.nodeBuffer.get(d.node.id)!, 0, this.stagingFor(d.node), 0, deviceBytes(d.node.type.shape));
+    for (const d of downloads) enc.copyBufferToBuffer(this.nodeBuffer.get(d.node.id)!, 0, this.stagingFor(d.node), 0, deviceBytes(d.node.type));
     for (const u of this.updates) {
       const src = this.nodeBuffer.get(u.output)!;
       const dst = this.nodeBuffer.get(u.param.id);
-      if (dst && src !== dst) enc.copyBufferToBuffer(src, 0, dst, 0, deviceBytes(u.param.type.shape));
+      if (dst && src !== dst) enc.copyBufferToBuffer(src, 0, dst, 0, deviceBytes(u.param.type));
     }
     this.device.queue.submit([enc.finish()]);
     const scopeErr = await this.device.popErrorScope();
@@ -395,12 +397,13 @@ export class Executable {
 }
 
 /** The kernel-level target of a device: its limits and features, and the kernel strategy for its kind. */
-export function targetOf(dev: KilnDevice, opts: Pick<CompileOptions, 'subgroups' | 'strategy' | 'maxStorageBuffers'> = {}): Target {
+export function targetOf(dev: KilnDevice, opts: Pick<CompileOptions, 'subgroups' | 'strategy' | 'maxStorageBuffers' | 'f16'> = {}): Target {
   const limits = dev.device.limits;
   return {
     deviceKey: deviceKey(dev),
     strategy: opts.strategy ?? (isCpuAdapter(dev) ? 'thread' : 'workgroup'),
     subgroups: (opts.subgroups ?? true) && dev.device.features.has('subgroups'),
+    f16: opts.f16 ?? (dev.device.features.has('shader-f16') ? 'native' : 'packed'),
     maxStorageBuffersPerShaderStage: Math.min(opts.maxStorageBuffers ?? Infinity, limits.maxStorageBuffersPerShaderStage),
     maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
     maxBufferSize: limits.maxBufferSize,
@@ -466,7 +469,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
   const external = new Set<string>(); // inputs bound to shared buffers (valueBuffer)
   for (const n of g.nodes) {
     const st = storage[n.id];
-    const bytes = deviceBytes(n.type.shape);
+    const bytes = deviceBytes(n.type);
     if (n.op === 'param' && (st !== 'dead' || updates.some((u) => u.param.id === n.id))) {
       const pname = (n.attrs as AttrsOf<'param'>).name;
       nodeBuffer.set(n.id, opts.paramBuffer?.(pname, bytes) ?? make(`param ${pname}`, bytes, rw));
@@ -531,7 +534,7 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
           }
           const buffer = nodeBuffer.get(b.node);
           if (!buffer) throw new KilnRuntimeError(`internal error: no buffer for %${b.node} in ${p.label}`);
-          return { binding: b.binding, resource: { buffer, offset: 0, size: deviceBytes(g.nodes[b.node].type.shape) } };
+          return { binding: b.binding, resource: { buffer, offset: 0, size: deviceBytes(g.nodes[b.node].type) } };
         }),
       });
       passes.push({ pass: p, kernel: k, pipeline: cp.pipeline, bindGroup });

@@ -84,7 +84,7 @@ export function kernelCost(s: Schedule, k: Kernel): KernelCost {
     if ((id === k.anchor && k.kind !== 'elementwise') || LEAFISH.has(n.op) || isFree(n.op) || n.op === 'gather' || n.op === 'one_hot') continue;
     flops += numel(n.type.shape);
   }
-  const bytes = [...new Set(k.inputs)].reduce((t, id) => t + deviceBytes(g.nodes[id].type.shape), 0) + deviceBytes(g.nodes[k.root].type.shape);
+  const bytes = [...new Set(k.inputs)].reduce((t, id) => t + deviceBytes(g.nodes[id].type), 0) + deviceBytes(g.nodes[k.root].type);
   const isUpdate = k.inPlace !== undefined || g.outputs.some((o) => o.id === k.root && updatedParam(o) !== undefined);
   let family: KernelFamily;
   if (k.kind === 'matmul') {

@@ -11,7 +11,8 @@
  * tensors of a backward pass into the gaps between big ones.
  */
 import { IRError, KilnError } from '../errors.js';
-import { fmtType, numel } from '../ir/types.js';
+import type { TensorType } from '../ir/types.js';
+import { deviceElemBytes, fmtType, numel } from '../ir/types.js';
 import type { Graph } from '../ir/graph.js';
 import type { Schedule } from './schedule.js';
 
@@ -50,14 +51,17 @@ export interface DeviceMemoryLimits {
   maxBufferSize: number;
 }
 
-/** Bytes a tensor takes on the device: every dtype is stored as 32-bit words (bool as u32, f16 widened to f32). */
-export const deviceBytes = (shape: readonly number[]): number => Math.max(4, numel(shape) * 4);
+/**
+ * Bytes a tensor takes on the device: 32-bit words for f32/i32/u32/bool (bool as u32), two bytes per element for
+ * f16 and bf16, rounded up to whole words (WebGPU binds whole 4-byte words).
+ */
+export const deviceBytes = (t: TensorType): number => Math.max(4, Math.ceil((numel(t.shape) * deviceElemBytes(t.dtype)) / 4) * 4);
 
 export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): MemoryPlan {
   if (limits) {
     for (const n of g.nodes) {
       if (s.storage[n.id] === 'dead' || s.storage[n.id] === 'inline') continue;
-      const bytes = deviceBytes(n.type.shape);
+      const bytes = deviceBytes(n.type);
       for (const [limit, value] of [
         ['maxStorageBufferBindingSize', limits.maxStorageBufferBindingSize],
         ['maxBufferSize', limits.maxBufferSize],
@@ -83,7 +87,7 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
   let totalIntermediateBytes = 0;
   s.kernels.forEach((k, i) => {
     if (!outputs.has(k.root)) {
-      const bytes = deviceBytes(g.nodes[k.root].type.shape);
+      const bytes = deviceBytes(g.nodes[k.root].type);
       let best = -1;
       for (const sl of free) if (slots[sl] >= bytes && (best < 0 || slots[sl] < slots[best])) best = sl;
       if (best < 0) for (const sl of free) if (best < 0 || slots[sl] > slots[best]) best = sl;
@@ -118,7 +122,7 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
 
   const inPlace = new Set(s.kernels.filter((k) => k.inPlace !== undefined).map((k) => k.root));
   const sumOf = (pred: (id: number) => boolean) =>
-    g.nodes.filter((n) => s.storage[n.id] !== 'dead' && pred(n.id)).reduce((a, n) => a + deviceBytes(n.type.shape), 0);
+    g.nodes.filter((n) => s.storage[n.id] !== 'dead' && pred(n.id)).reduce((a, n) => a + deviceBytes(n.type), 0);
   return {
     slots,
     tensors,
@@ -128,8 +132,8 @@ export function planMemory(g: Graph, s: Schedule, limits?: DeviceMemoryLimits): 
     inputBytes: sumOf((id) => g.nodes[id].op === 'input'),
     paramBytes: sumOf((id) => g.nodes[id].op === 'param'),
     constBytes: sumOf((id) => s.storage[id] === 'const'),
-    outputBytes: [...outputs].filter((id) => s.storage[id] === 'kernel' && !inPlace.has(id)).reduce((a, id) => a + deviceBytes(g.nodes[id].type.shape), 0),
-    inPlaceBytes: [...inPlace].reduce((a, id) => a + deviceBytes(g.nodes[id].type.shape), 0),
+    outputBytes: [...outputs].filter((id) => s.storage[id] === 'kernel' && !inPlace.has(id)).reduce((a, id) => a + deviceBytes(g.nodes[id].type), 0),
+    inPlaceBytes: [...inPlace].reduce((a, id) => a + deviceBytes(g.nodes[id].type), 0),
   };
 }
 

@@ -7,7 +7,7 @@ import { OP_KINDS, OPS } from '../../src/ir/registry.js';
 import { philox4x32 } from '../../src/ir/philox.js';
 import { graphFromJSON, graphToJSON, printGraph } from '../../src/ir/print.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
-import { f32ToF16Bits, roundF16, tensor } from '../../src/ir/tensor.js';
+import { bf16BitsToF32, f32ToBf16Bits, f32ToF16Bits, roundBf16, roundF16, tensor } from '../../src/ir/tensor.js';
 import type { DType } from '../../src/ir/types.js';
 import { verify } from '../../src/ir/verify.js';
 
@@ -334,6 +334,25 @@ describe('more reference cases', () => {
     expect(f32ToF16Bits(65504)).toBe(0x7bff);
     expect(f32ToF16Bits(-Infinity)).toBe(0xfc00);
     expect(Number.isNaN(roundF16(NaN))).toBe(true);
+  });
+
+  it('bf16: the top 16 bits of an f32, nearest with ties to even, overflow to inf, subnormals, NaN', () => {
+    expect(f32ToBf16Bits(1)).toBe(0x3f80);
+    expect(f32ToBf16Bits(1 / 3)).toBe(0x3eab); // 0x3eaaaaab: the dropped half 0xaaab is above the tie, rounds up
+    expect(roundBf16(1 + 2 ** -8)).toBe(1); // exactly half an ulp above 1: tie to even (down)
+    expect(roundBf16(1 + 3 * 2 ** -8)).toBe(1 + 2 ** -6); // tie: to even (up)
+    expect(roundBf16(1 + 2 ** -8 + 2 ** -20)).toBe(1 + 2 ** -7); // just above the tie
+    expect(f32ToBf16Bits(3.3895313892515355e38)).toBe(0x7f7f); // the largest finite bf16
+    expect(roundBf16(3.4e38)).toBe(Infinity); // rounds past the largest finite value
+    expect(f32ToBf16Bits(-Infinity)).toBe(0xff80);
+    expect(f32ToBf16Bits(-0)).toBe(0x8000);
+    expect(roundBf16(2 ** -133)).toBe(2 ** -133); // an f32 subnormal with few bits is a bf16 subnormal
+    expect(bf16BitsToF32(0x0001)).toBe(2 ** -133); // the smallest bf16 subnormal
+    expect(roundBf16(2 ** -134)).toBe(0); // half of it: tie to even (0)
+    expect(Number.isNaN(roundBf16(NaN))).toBe(true);
+    // ops round each result: 256 + 1 is not a bf16 (8 significand bits), 256 + 2 is
+    expect(vals(run('add', [T([2], [256, 256], 'bf16'), T([2], [1, 2], 'bf16')], {}))).toEqual([256, 258]);
+    expect(vals(run('mul', [T([1], [1 / 3], 'bf16'), T([1], [3], 'bf16')], {}))).toEqual([1]);
   });
 
   it('more shape errors name the op and the operand shapes', () => {

@@ -25,7 +25,7 @@ import { attentionDims } from '../../ir/ops/attention.js';
 import { WGSL_PHILOX } from '../../ir/philox.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { broadcastIndex } from './writer.js';
-import { NEG_INF, grid, literal, storeExpr, type KernelStrategy } from './types.js';
+import { NEG_INF, grid, literal, type KernelStrategy } from './types.js';
 
 /** Rows (invocations) per workgroup. */
 const QT = 64;
@@ -87,7 +87,6 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
 }`);
     keep = 'keep(b, i, j)';
   }
-  const outDt = n.type.dtype;
   w.output();
 
   if (part === 'bias') return [biasPass(w, n.id, fns, { B, T, S, D, Dv, a, keep, bias })];
@@ -181,11 +180,11 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
       }
       m = tm;`;
       finish = withV
-        ? `    let inv = 1.0 / l;\n    for (var d = 0u; d < ${Dv}u; d++) { out[(b * ${T}u + r) * ${Dv}u + d] = ${storeExpr('acc[d] * inv', outDt)}; }`
+        ? `    let inv = 1.0 / l;\n    for (var d = 0u; d < ${Dv}u; d++) { ${w.store(`(b * ${T}u + r) * ${Dv}u + d`, 'acc[d] * inv')}; }`
         : `    var dl = 0.0;
     for (var d = 0u; d < ${Dv}u; d++) { dl += ld_do(b, r, d) * ld_o(b, r, d); }
-    out[(b * ${T}u + r) * 2u] = ${storeExpr('m + log(l)', outDt)};
-    out[(b * ${T}u + r) * 2u + 1u] = ${storeExpr('dl', outDt)};`;
+    ${w.store(`(b * ${T}u + r) * 2u`, 'm + log(l)')};
+    ${w.store(`(b * ${T}u + r) * 2u + 1u`, 'dl')};`;
     } else {
       // dQ
       init += `
@@ -207,7 +206,7 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
           for (var d = 0u; d < ${D}u; d++) { acc[d] += ds * ${tk(at('c'), 'd')}; }
         }
       }`;
-      finish = `    for (var d = 0u; d < ${D}u; d++) { out[(b * ${T}u + r) * ${D}u + d] = ${storeExpr(`acc[d] * ${f(a.scale)}`, outDt)}; }`;
+      finish = `    for (var d = 0u; d < ${D}u; d++) { ${w.store(`(b * ${T}u + r) * ${D}u + d`, `acc[d] * ${f(a.scale)}`)}; }`;
     }
   } else {
     // dK or dV: the row is key r; the tile walks queries x.
@@ -236,7 +235,7 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
         }`}
       }`;
     const sc = wrtV ? '' : ` * ${f(a.scale)}`;
-    finish = `    for (var d = 0u; d < ${W}u; d++) { out[(b * ${S}u + r) * ${W}u + d] = ${storeExpr(`acc[d]${sc}`, outDt)}; }`;
+    finish = `    for (var d = 0u; d < ${W}u; d++) { ${w.store(`(b * ${S}u + r) * ${W}u + d`, `acc[d]${sc}`)}; }`;
   }
 
   const what = { fwd: 'forward', stats: 'log-sum-exp and dout·out', q: 'dQ', k: 'dK', v: 'dV' }[part];
@@ -305,7 +304,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var d = 0u; d < ${Dv}u; d++) { dp += ld_do(b, i, d) * ld_v(b, j, d); }
     ds = p * (${o.keep} * dp - delta(b, i));
   }
-  out[e] = ${storeExpr('ds', w.node(id).type.dtype)};
+  ${w.store('e', 'ds')};
 }
 `;
   return { label: `k${w.k.id} flash_attention_grad dBias`, wgsl, bindings: w.bindings, dispatch: grid(Math.ceil(n / QT)) };

@@ -1,7 +1,7 @@
 /** Fused elementwise kernels: one invocation per output element, everything upstream inlined by the writer. */
 import { numel } from '../../ir/types.js';
 import type { KernelPass, KernelWriter } from './writer.js';
-import { grid, storeExpr } from './types.js';
+import { grid } from './types.js';
 
 export const ELEMENTWISE_WG = 256;
 
@@ -18,7 +18,7 @@ ${w.declarations()}
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = (wid.x + wid.y * nwg.x) * ${ELEMENTWISE_WG}u + lid;
   if (i >= ${w.shapeFree ? `arrayLength(&${out})` : `${n}u`}) { return; }
-  ${out}[i] = ${storeExpr(value, root.type.dtype)};
+  ${w.store('i', value)};
 }
 `;
   return [{ label: `k${w.k.id} elementwise`, wgsl, bindings: w.bindings, dispatch: grid(Math.ceil(n / ELEMENTWISE_WG)) }];

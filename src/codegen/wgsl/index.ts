@@ -10,7 +10,7 @@ import { genElementwise } from './elementwise.js';
 import { genMatmul } from './matmul.js';
 import { genReduce } from './reduce.js';
 import { genRowwise } from './rowwise.js';
-import type { KernelStrategy } from './types.js';
+import type { HalfStorage, KernelStrategy } from './types.js';
 import { genScatter } from './scatter.js';
 import type { MatmulLayout, TileConfig } from './tiles.js';
 import { chooseMatmulTiles, matmulLayout } from './tiles.js';
@@ -30,6 +30,8 @@ export interface CodegenOptions {
    * 2-13x faster on CPU-backed adapters (lavapipe). Affects the matmul tile heuristic, not cached/forced tiles.
    */
   strategy?: KernelStrategy;
+  /** How f16 tensors sit in buffers (bf16 is always packed). */
+  f16?: HalfStorage;
 }
 
 /** The problem size of matmul node `id`: output rows M, columns N, contraction K, and the batch count. */
@@ -43,7 +45,14 @@ export function matmulDims(g: Graph, id: number): { M: number; N: number; K: num
 }
 
 export function generateKernel(s: Schedule, k: Kernel, opts: CodegenOptions = {}): KernelCode {
-  const w = new KernelWriter(s.graph, k, s.storage);
+  const code = generate(s, k, opts);
+  // WGSL wants the f16 extension enabled before any declaration that names the type
+  for (const p of code.passes) if (/\bf16>/.test(p.wgsl)) p.wgsl = `enable f16;\n${p.wgsl}`;
+  return code;
+}
+
+function generate(s: Schedule, k: Kernel, opts: CodegenOptions): KernelCode {
+  const w = new KernelWriter(s.graph, k, s.storage, opts.f16 ?? 'native');
   switch (k.kind) {
     case 'elementwise':
       return { kernel: k, passes: genElementwise(w) };

@@ -11,7 +11,6 @@ import { numel } from '../../ir/types.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { broadcastIndex } from './writer.js';
 import type { TileConfig } from './tiles.js';
-import { storeExpr } from './types.js';
 
 export function genMatmul(w: KernelWriter, tiles: TileConfig): KernelPass[] {
   const mm = w.node(w.k.anchor);
@@ -46,8 +45,8 @@ export function genMatmul(w: KernelWriter, tiles: TileConfig): KernelPass[] {
   const aVal = w.at(A.id, aIdx);
   const bVal = w.at(B.id, bIdx);
   const root = w.node(w.k.root);
-  const outExpr = storeExpr(w.k.epilogue ? w.at(root.id, 'o', 'val') : 'val', root.type.dtype);
   w.output();
+  const outStmt = w.store('o', w.k.epilogue ? w.at(root.id, 'o', 'val') : 'val');
 
   // Bounds tests only where a tile can reach past the matrix (shapes are compile-time constants).
   const aTests = [M % BM ? 'm >= M' : '', !direct && K % BK ? 'k >= K' : ''].filter(Boolean);
@@ -135,7 +134,7 @@ ${mainLoop}
       if (m < M && n < N) {
         let o = bz * ${M * N}u + m * N + n;
         let val = ${accAt};
-        out[o] = ${outExpr};
+        ${outStmt};
       }
     }
   }

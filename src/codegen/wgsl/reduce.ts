@@ -13,7 +13,7 @@ import type { AttrsOf, OpsIn } from '../../ir/op.js';
 import { numel, strides } from '../../ir/types.js';
 import { normAxes } from '../../ir/ops/util.js';
 import type { KernelPass, KernelWriter } from './writer.js';
-import { NEG_INF, computeType, grid, literal, storeExpr } from './types.js';
+import { NEG_INF, computeType, grid, literal } from './types.js';
 
 export const REDUCE_WG = 64;
 export const SMALL_R = 32;
@@ -70,7 +70,7 @@ export function genReduce(w: KernelWriter, opts: ReduceOptions): KernelPass[] {
   const finish = (v: string) => (how.mean ? `${v} / ${T}(${R})` : v);
   const xval = (idx: string) => w.at(x.id, `in_index(${idx})`);
   const root = w.node(w.k.root);
-  const result = (o: string, v: string) => storeExpr(w.k.epilogue ? w.at(root.id, o, v) : v, root.type.dtype);
+  const result = (o: string, v: string) => w.store(o, w.k.epilogue ? w.at(root.id, o, v) : v);
 
   const small = R <= SMALL_R || (!!opts.perThread && M >= REDUCE_WG);
   const useSubgroups = opts.subgroups && !isArg && !small;
@@ -88,7 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let o = (wid.x + wid.y * nwg.x) * ${REDUCE_WG}u + lid;
   if (o >= M) { return; }
 ${valueLines}
-  out[o] = ${outExpr};
+  ${outExpr};
 }`;
     dispatch = grid(Math.ceil(M / REDUCE_WG));
   } else if (isArg) {
@@ -122,7 +122,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }
-  if (lid == 0u) { out[o] = ${outExpr}; }
+  if (lid == 0u) { ${outExpr}; }
 }`;
     dispatch = grid(M);
   } else {
@@ -140,7 +140,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var t = sh[0];
     for (var k = 1u; k < (${REDUCE_WG}u + sgs - 1u) / sgs; k++) { t = ${combine('t', 'sh[k]')}; }
     let val = ${finish('t')};
-    out[o] = ${outExpr};
+    ${outExpr};
   }`
       : `  sh[lid] = acc;
   workgroupBarrier();
@@ -150,7 +150,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   if (lid == 0u) {
     let val = ${finish('sh[0]')};
-    out[o] = ${outExpr};
+    ${outExpr};
   }`;
     main = `var<workgroup> sh: array<${T}, ${REDUCE_WG}>;
 

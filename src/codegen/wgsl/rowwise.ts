@@ -11,7 +11,7 @@ import type { Node } from '../../ir/graph.js';
 import type { AttrsOf, OpsIn } from '../../ir/op.js';
 import { lastAxisRows } from '../../ir/ops/util.js';
 import type { KernelPass, KernelWriter } from './writer.js';
-import { NEG_INF, grid, literal, storeExpr, type KernelStrategy } from './types.js';
+import { NEG_INF, grid, literal, type KernelStrategy } from './types.js';
 
 /** Workgroup size for a row of `width`: enough invocations for ~4 elements each, a power of two in [32, 256]. */
 export function rowWorkgroupSize(width: number): number {
@@ -30,7 +30,7 @@ export function genRowwise(w: KernelWriter, strategy: KernelStrategy = 'workgrou
   const perRow = strategy === 'workgroup';
   const ROW_WG = perRow ? rowWorkgroupSize(W) : THREAD_ROWS;
   const root = w.node(w.k.root);
-  const result = (o: string, v: string) => storeExpr(w.k.epilogue ? w.at(root.id, o, v) : v, root.type.dtype);
+  const result = (o: string, v: string) => w.store(o, w.k.epilogue ? w.at(root.id, o, v) : v);
   const xv = (j: string) => w.at(x.id, `base + ${j}`);
   const trips = Math.ceil(W / ROW_WG);
   const loop = perRow
@@ -45,9 +45,9 @@ export function genRowwise(w: KernelWriter, strategy: KernelStrategy = 'workgrou
   const rowSumExp = `  var s = 0.0;\n${loop(`s += exp(${xv('j')} - m);`)}\n  s = ${wgSum('s')};`;
   // One entry per row-wise op, by type: a row-wise op without one does not compile.
   const bodies: { [K in OpsIn<'rowwise'>]: (n: Node<K>) => string } = {
-    softmax: () => `${rowMax}\n${rowSumExp}\n  let inv = 1.0 / s;\n${loop(`let o = base + j; let val = exp(${xv('j')} - m) * inv; out[o] = ${result('o', 'val')};`)}`,
+    softmax: () => `${rowMax}\n${rowSumExp}\n  let inv = 1.0 / s;\n${loop(`let o = base + j; let val = exp(${xv('j')} - m) * inv; ${result('o', 'val')};`)}`,
     // (x - m) - log s, not x - (m + log s): see maxAndLogSum in src/ir/ops/nn.ts
-    log_softmax: () => `${rowMax}\n${rowSumExp}\n  let ls = log(s);\n${loop(`let o = base + j; let val = (${xv('j')} - m) - ls; out[o] = ${result('o', 'val')};`)}`,
+    log_softmax: () => `${rowMax}\n${rowSumExp}\n  let ls = log(s);\n${loop(`let o = base + j; let val = (${xv('j')} - m) - ls; ${result('o', 'val')};`)}`,
     layer_norm: (n) => {
       const gamma = w.at(n.inputs[1], 'j');
       const beta = w.at(n.inputs[2], 'j');
@@ -57,14 +57,14 @@ ${loop(`s += ${xv('j')};`)}
   var q = 0.0;
 ${loop(`let d = ${xv('j')} - mean; q += d * d;`)}
   let rstd = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(n.attrs.eps, 'f32')});
-${loop(`let o = base + j; let val = (${xv('j')} - mean) * rstd * ${gamma} + ${beta}; out[o] = ${result('o', 'val')};`)}`;
+${loop(`let o = base + j; let val = (${xv('j')} - mean) * rstd * ${gamma} + ${beta}; ${result('o', 'val')};`)}`;
     },
     rms_norm: (n) => {
       const gamma = w.at(n.inputs[1], 'j');
       return `  var q = 0.0;
 ${loop(`let v = ${xv('j')}; q += v * v;`)}
   let r = inverseSqrt(${wgSum('q')} / f32(W) + ${literal(n.attrs.eps, 'f32')});
-${loop(`let o = base + j; let val = ${xv('j')} * r * ${gamma}; out[o] = ${result('o', 'val')};`)}`;
+${loop(`let o = base + j; let val = ${xv('j')} * r * ${gamma}; ${result('o', 'val')};`)}`;
     },
     cross_entropy: (n) => {
       const ign = n.attrs.ignore_index;
@@ -78,7 +78,7 @@ ${rowSumExp}
     var val = 0.0;
     if (!(${ignTest}y < 0 || y >= i32(W))) { val = log(s) - (${w.at(x.id, 'base + u32(y)')} - m); }
     let o = row;
-    out[o] = ${result('o', 'val')};
+    ${result('o', 'val')};
   }`;
     },
   };

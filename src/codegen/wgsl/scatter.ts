@@ -30,7 +30,7 @@ export function genScatter(w: KernelWriter): KernelPass[] {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
   let e = (wid.x + wid.y * nwg.x) * ${WG}u + lid;`;
 
-  const l = new Writer(w.g, w.k, w.storage);
+  const l = new Writer(w.g, w.k, w.storage, w.f16);
   const rowAt = (k: string) => `i32(${l.at(idx.id, k)})`;
   const r = rowAt('j');
   const rk = rowAt('k');
@@ -40,7 +40,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 ${l.declarations()}
 
 ${main}
-  if (e < ${nOut}u) { out[e] = 0.0; }
+  if (e < ${nOut}u) { ${l.store('e', '0.0')}; }
   if (e >= ${nIdx}u) { return; }
   let j = e;
   let r = ${r};
@@ -57,7 +57,7 @@ ${main}
 }
 `;
 
-  const s = new Writer(w.g, w.k, w.storage);
+  const s = new Writer(w.g, w.k, w.storage, w.f16);
   const value = (k: string) => s.at(upd.id, row === 1 ? k : `${k} * ${row}u + c`);
   const v = value('k');
   const target = s.at(idx.id, 'j');
@@ -78,7 +78,7 @@ ${main}
     k = link[k] & ${END}u;
     if (k == ${END}u) { break; }
   }
-  out[u32(${target}) * ${row}u + c] = acc;
+  ${s.store(`u32(${target}) * ${row}u + c`, 'acc')};
 }
 `;
   return [

@@ -14,10 +14,11 @@ import type { Graph, Node } from '../../ir/graph.js';
 import type { OpKind, OpsIn } from '../../ir/op.js';
 import { OPS } from '../../ir/registry.js';
 import type { DType, Shape, TensorType } from '../../ir/types.js';
-import { fmtType, numel, sameShape, strides } from '../../ir/types.js';
+import { fmtType, isHalf, numel, sameShape, strides } from '../../ir/types.js';
 import { WGSL_PHILOX } from '../../ir/philox.js';
 import type { Kernel, Storage } from '../../schedule/schedule.js';
-import { WGSL_BITS_F32, WGSL_F16_ROUND, computeType, literal, loadExpr, storageType } from './types.js';
+import type { HalfStorage } from './types.js';
+import { WGSL_BF16_ROUND, WGSL_BITS_F32, WGSL_F16_BITS, WGSL_F16_ROUND, computeType, isPacked, literal, loadExpr, packedStoreHelper, storageType, storeStmt } from './types.js';
 
 export interface BufferBinding {
   binding: number;
@@ -93,8 +94,12 @@ export class KernelWriter {
     readonly g: Graph,
     readonly k: Kernel,
     readonly storage: readonly Storage[],
+    /** How f16 buffers are laid out on the target (bf16 is always packed). */
+    readonly f16: HalfStorage = 'native',
   ) {
     this.inKernel = new Set(k.nodes);
+    // a half output's buffer has padding past its last element, so its arrayLength is not the element count
+    if (isHalf(g.nodes[k.root].type.dtype)) this.shapeFree = false;
   }
 
   node(id: number): Node {
@@ -119,14 +124,21 @@ export class KernelWriter {
 
   /** The variable of a bound input buffer holding exactly `count` elements (its arrayLength), if any. */
   inputWithLength(count: number): string | undefined {
-    const b = this.bindings.find((x) => x.access === 'read' && !x.scratch && numel(this.node(x.node).type.shape) === count && x.node !== this.k.inPlace);
+    const b = this.bindings.find((x) => x.access === 'read' && !x.scratch && !isHalf(this.node(x.node).type.dtype) && numel(this.node(x.node).type.shape) === count && x.node !== this.k.inPlace);
     return b && this.bufName.get(b.node);
   }
 
   /** Binds the kernel's output buffer; call after reading every value the kernel needs. */
   output(): string {
     this.bindings.push({ binding: this.bindings.length, node: this.k.root, access: 'read_write' });
+    const d = this.node(this.k.root).type.dtype;
+    if (isPacked(d, this.f16)) this.helper(packedStoreHelper(d));
     return 'out';
+  }
+
+  /** The statement writing compute-type value v as element idx of the output (the root's dtype and layout). */
+  store(idx: string, v: string): string {
+    return storeStmt(idx, v, this.node(this.k.root).type.dtype, this.f16);
   }
 
   /** Binds a kernel-private array<u32> of `words` elements named `name`. */
@@ -182,7 +194,7 @@ export class KernelWriter {
     const t = computeType(n.type.dtype);
     const accParam = this.needsAcc(id) ? `, acc: ${computeType(this.node(this.k.anchor).type.dtype)}` : '';
     const body = this.inline(id) ? this.body(n)
-      : `  return ${loadExpr(this.input(id), 'i', n.type.dtype)};`;
+      : `  return ${loadExpr(this.input(id), 'i', n.type.dtype, this.f16)};`;
     const src = `// ${n.op} : ${fmtType(n.type)}\nfn ${this.fnName(id)}(i: u32${accParam}) -> ${t} {\n${body}\n}`;
     this.fnSrc.delete(id);
     this.fnSrc.set(id, src);
@@ -195,12 +207,12 @@ export class KernelWriter {
   }
 
   round(e: string, d: DType): string {
-    return d === 'f16' ? `kiln_f16(${e})` : e;
+    return d === 'f16' ? `kiln_f16(${e})` : d === 'bf16' ? `kiln_bf16(${e})` : e;
   }
 
   private body(n: Node): string {
     const out = n.type;
-    const ct = (x: TensorType): TensorType => ({ dtype: x.dtype === 'f16' ? 'f32' : x.dtype, shape: x.shape });
+    const ct = (x: TensorType): TensorType => ({ dtype: isHalf(x.dtype) ? 'f32' : x.dtype, shape: x.shape });
     const lower = OPS[n.op].lower;
     const attrs = n.attrs as Record<string, unknown>;
     if (lower.kernel === 'elementwise') {
@@ -209,7 +221,7 @@ export class KernelWriter {
       const ins = (n.op === 'add' || n.op === 'mul') && !this.needsAcc(n.inputs[0]) && this.needsAcc(n.inputs[1]) && sameShape(this.node(n.inputs[0]).type.shape, this.node(n.inputs[1]).type.shape) ? [n.inputs[1], n.inputs[0]] : n.inputs;
       const args = ins.map((q) => this.at(q, this.flatIndex(broadcastIndex(this.node(q).type.shape, out.shape, 'i'))));
       const lets = args.map((a, k) => `  let a${k} = ${a};`);
-      const a2 = n.op === 'cast' && attrs.to === 'f16' ? { ...attrs, to: 'f32' } : attrs;
+      const a2 = n.op === 'cast' && isHalf(attrs.to as DType) ? { ...attrs, to: 'f32' } : attrs;
       if (lower.helpers) this.helper(lower.helpers);
       const e = (lower.expr as (a: string[], at: unknown, i: readonly TensorType[], o: TensorType) => string)(
         args.map((_, k) => `a${k}`),
@@ -230,11 +242,14 @@ export class KernelWriter {
       const n = this.node(b.node);
       if (b.scratch) return `@group(0) @binding(${b.binding}) var<storage, read_write> ${b.scratch.name}: array<u32>; // ${b.scratch.words} words of work space`;
       const name = b.access === 'read' ? this.bufName.get(b.node)! : 'out';
-      const elem = storageType(n.type.dtype);
+      const packed = isPacked(n.type.dtype, this.f16);
+      const elem = b.access === 'read_write' && packed ? 'atomic<u32>' : storageType(n.type.dtype, this.f16);
       const access = b.access === 'read' ? 'read' : 'read_write';
-      return `@group(0) @binding(${b.binding}) var<storage, ${access}> ${name}: array<${elem}>; // ${n.op} ${fmtType(n.type)}`;
+      return `@group(0) @binding(${b.binding}) var<storage, ${access}> ${name}: array<${elem}>; // ${n.op} ${fmtType(n.type)}${packed ? ' (two per word)' : ''}`;
     });
-    return [...decl, WGSL_BITS_F32, WGSL_F16_ROUND.trim(), ...this.helpers, '', ...this.fnSrc.values()].join('\n');
+    const halves = this.k.nodes.some((id) => isHalf(this.node(id).type.dtype)) || this.bindings.some((b) => isHalf(this.node(b.node).type.dtype));
+    const half = halves ? [WGSL_BF16_ROUND.trim(), WGSL_F16_BITS.trim()] : [];
+    return [...decl, WGSL_BITS_F32, WGSL_F16_ROUND.trim(), ...half, ...this.helpers, '', ...this.fnSrc.values()].join('\n');
   }
 
   /** The kernel's comment header: what it computes, without node ids or names (so equal kernels have equal source). */

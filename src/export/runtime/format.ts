@@ -3,7 +3,7 @@
  * precompiled kernels (WGSL, bindings, dispatch sizes, the buffer plan) and nothing of the compiler. Written by
  * src/export/plan.ts at export time, read by src/export/runtime/model.ts in the app.
  */
-export type PlanDType = 'f32' | 'f16' | 'i32' | 'u32' | 'bool';
+export type PlanDType = 'f32' | 'f16' | 'bf16' | 'i32' | 'u32' | 'bool';
 
 export interface TensorSpec {
   name: string;

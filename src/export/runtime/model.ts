@@ -25,6 +25,7 @@ const USAGE = { MAP_READ: 1, COPY_SRC: 4, COPY_DST: 8, STORAGE: 128 };
 const ARRAY: Record<PlanDType, { name: string; make: (n: number) => TypedArray; is: (a: unknown) => boolean }> = {
   f32: { name: 'Float32Array', make: (n) => new Float32Array(n), is: (a) => a instanceof Float32Array },
   f16: { name: 'Float32Array', make: (n) => new Float32Array(n), is: (a) => a instanceof Float32Array },
+  bf16: { name: 'Float32Array', make: (n) => new Float32Array(n), is: (a) => a instanceof Float32Array },
   i32: { name: 'Int32Array', make: (n) => new Int32Array(n), is: (a) => a instanceof Int32Array },
   u32: { name: 'Uint32Array', make: (n) => new Uint32Array(n), is: (a) => a instanceof Uint32Array },
   bool: { name: 'Uint8Array', make: (n) => new Uint8Array(n), is: (a) => a instanceof Uint8Array },
@@ -87,7 +88,7 @@ function decodeWeights(bytes: Uint8Array, plan: ModulePlan): Map<string, ArrayBu
   }
   const base = 8 + hlen;
   const out = new Map<string, ArrayBufferView>();
-  const ST: Record<PlanDType, string> = { f32: 'F32', f16: 'F16', i32: 'I32', u32: 'U32', bool: 'BOOL' };
+  const ST: Record<PlanDType, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16', i32: 'I32', u32: 'U32', bool: 'BOOL' };
   for (const p of plan.params) {
     const h = header[p.name];
     if (!h) throw new KilnModelError(`${where}: parameter '${p.name}' (${fmt(p)}) is missing from the weights`);

@@ -1,7 +1,7 @@
 /** Shared helpers for op definitions: shape checks and the reference implementations' index arithmetic. */
 import { ShapeError } from '../../errors.js';
 import type { HostTensor, TensorData } from '../tensor.js';
-import { allocData, roundF16InPlace } from '../tensor.js';
+import { allocData, roundHalfInPlace } from '../tensor.js';
 import type { DType, Shape, TensorType } from '../types.js';
 import { fmtType, isFloat, numel, strides } from '../types.js';
 
@@ -45,7 +45,7 @@ export function broadcastIndexer(inShape: Shape, outShape: Shape): (flat: number
 }
 
 export function finish(out: TensorType, data: TensorData): HostTensor {
-  if (out.dtype === 'f16') roundF16InPlace(data as Float32Array);
+  roundHalfInPlace(out.dtype, data);
   if (out.dtype === 'i32' && !(data instanceof Int32Array)) data = Int32Array.from(data);
   return { dtype: out.dtype, shape: [...out.shape], data };
 }
