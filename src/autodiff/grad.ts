@@ -23,6 +23,11 @@ export interface GradOptions {
   wrtInputs?: string[];
   /** Keep the original outputs in the joint graph (default true). */
   keepOutputs?: boolean;
+  /**
+   * A scalar parameter whose value seeds the backward instead of 1 (loss scaling): every gradient output is then
+   * seed × the gradient. It is never differentiated itself.
+   */
+  seed?: string;
 }
 
 const leafName = (n: Node) => (n.attrs as AttrsOf<'param'>).name;
@@ -43,7 +48,7 @@ export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
         if (!isFloat(p.type.dtype)) throw new KilnError(`cannot differentiate with respect to parameter '${name}': it is ${fmtType(p.type)}, not float`);
         return p;
       })
-    : params.filter((n) => isFloat(n.type.dtype));
+    : params.filter((n) => isFloat(n.type.dtype) && leafName(n) !== opts.seed);
   const wrtInputs = (opts.wrtInputs ?? []).map((name) => {
     const p = g.nodes.find((n) => n.op === 'input' && leafName(n) === name);
     if (!p) throw new KilnError(`cannot differentiate with respect to input '${name}': ${g.name} has no such input`);
@@ -60,7 +65,11 @@ export function buildJointGraph(g: Graph, opts: GradOptions): Graph {
 
   const b = GraphBuilder.extend(g);
   const cot = new Map<number, number>();
-  cot.set(lossNode.id, b.full(1, lossNode.type));
+  if (opts.seed !== undefined) {
+    const s = params.find((n) => leafName(n) === opts.seed);
+    if (!s || s.type.shape.length !== 0 || !isFloat(s.type.dtype)) throw new KilnError(`cannot seed the backward of ${g.name} with '${opts.seed}': no float scalar parameter of that name`);
+    cot.set(lossNode.id, b.cast(s.id, lossNode.type.dtype));
+  } else cot.set(lossNode.id, b.full(1, lossNode.type));
   for (let id = lossNode.id; id >= 0; id--) {
     const g0 = cot.get(id);
     const n = g.nodes[id];

@@ -12,12 +12,16 @@ import { markInPlaceUpdates } from '../schedule/inplace.js';
 import { buildAccumTrainStep, buildTrainStep } from '../train/optimizers.js';
 import { ATTENTION_RULES, fuseAttention } from './attention.js';
 import { applyLora } from './lora.js';
+import { applyPrecision, defaultPrecisionOptions, F32_OPS, LOSS_SCALE } from './precision.js';
 import { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
 import { cse } from './cse.js';
 import { dce } from './dce.js';
 import { decomposeComposites } from './decompose.js';
-import type { CompileState } from './registry.js';
+import type { CompileRequest, CompileState } from './registry.js';
 import { GENERIC_TARGET, registerPass } from './registry.js';
+
+/** The loss-scaling settings a request implies (f16 precision unless turned off), or null. */
+const lossScaled = (req: CompileRequest) => (req.precision ? defaultPrecisionOptions(req.precision.dtype, req.precision.lossScale).lossScale : null);
 
 const graphPass = (f: (s: CompileState) => CompileState['graph']) => (s: CompileState): CompileState => ({ ...s, graph: f(s) });
 
@@ -66,6 +70,20 @@ registerPass({
 });
 
 registerPass({
+  name: 'precision',
+  summary: 'mixed precision: float ops on data in f16/bf16 (norms, losses, reductions, exp/log in f32), f32 master weights read through fused casts; loss-scale state for f16',
+  level: 'graph',
+  options: {
+    dtype: 'the half dtype: f16 or bf16',
+    f32Ops: `ops computed on f32 operands (default ${F32_OPS.join(', ')})`,
+    lossScale: 'dynamic loss scaling {init, growthInterval} (f16 default 65536, 2000; null for none, as bf16)',
+  },
+  guarantees: ['parameters, inputs and outputs keep their dtypes', 'at most one cast node per (value, dtype)'],
+  configure: (req) => (req.precision ? defaultPrecisionOptions(req.precision.dtype, req.precision.lossScale) : null),
+  run: (s, o) => graphPass((x) => applyPrecision(x.graph, o))(s),
+});
+
+registerPass({
   name: 'autodiff',
   summary: 'reverse-mode differentiation: appends the backward pass and `grad` outputs (the joint graph)',
   level: 'graph',
@@ -74,9 +92,13 @@ registerPass({
     wrt: 'parameters to differentiate with respect to (default: every float parameter)',
     wrtInputs: 'graph inputs to differentiate with respect to as well',
     keepOutputs: 'keep the entry\'s other outputs (default true)',
+    seed: 'a scalar parameter seeding the backward instead of 1 (the loss scale)',
   },
   guarantees: ['one `grad` output per differentiated parameter', 'the differentiated output has role `loss`'],
-  configure: (req) => req.grad ?? (req.train ? { loss: 'loss' } : null),
+  configure: (req) => {
+    const o = req.grad ?? (req.train ? { loss: 'loss' } : null);
+    return o && lossScaled(req) ? { ...o, seed: LOSS_SCALE } : o;
+  },
   run: (s, o) => graphPass((x) => buildJointGraph(x.graph, o))(s),
 });
 
@@ -87,7 +109,11 @@ registerPass({
   options: { config: 'optimizer kind and hyper-parameters', accumulate: 'gradient accumulation across micro-batches (acc.* state)' },
   requires: ['autodiff'],
   guarantees: ['an `update` output for every trainable parameter and optimizer state'],
-  configure: (req) => (req.train ? { config: req.train.optimizer, accumulate: !!req.train.accumulate } : null),
+  configure: (req) => {
+    if (!req.train) return null;
+    const scale = lossScaled(req);
+    return { config: scale ? { ...req.train.optimizer, lossScale: scale } : req.train.optimizer, accumulate: !!req.train.accumulate };
+  },
   run: (s, o) => graphPass((x) => (o.accumulate ? buildAccumTrainStep(x.graph, o.config) : buildTrainStep(x.graph, o.config)))(s),
 });
 

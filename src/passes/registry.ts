@@ -24,6 +24,7 @@ import type { KernelCode } from '../codegen/wgsl/writer.js';
 import type { HalfStorage, KernelStrategy } from '../codegen/wgsl/types.js';
 import type { TileConfig } from '../codegen/wgsl/tiles.js';
 import type { LoraOptions } from './lora.js';
+import type { LossScaleConfig, PrecisionOptions } from './precision.js';
 
 /** What the kernel-level stages compile for: a device's limits and features, or generic defaults. */
 export interface Target {
@@ -54,6 +55,7 @@ export interface PassOptionsMap {
   'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number };
   lora: LoraOptions;
   'decompose-composites': Record<string, never>;
+  precision: PrecisionOptions;
   autodiff: GradOptions;
   optimizer: { config: OptimizerConfig; accumulate: boolean };
   cse: Record<string, never>;
@@ -75,6 +77,11 @@ export interface CompileRequest {
   grad?: GradOptions;
   /** Rewrite the selected weights' products into LoRA form (the `lora` pass). */
   lora?: LoraOptions;
+  /**
+   * Mixed precision (the `precision` pass): activations and matmuls in f16 or bf16, master weights f32; loss
+   * scaling for f16 unless `lossScale` is false.
+   */
+  precision?: { dtype: 'f16' | 'bf16'; lossScale?: Partial<LossScaleConfig> | false };
   /** Append an optimizer step after autodiff (a training step). */
   train?: { optimizer: OptimizerConfig; accumulate?: boolean };
   /** Lower to kernels for this target (runs the kernel-level stages). Without it, only graph-level passes run. */

@@ -13,6 +13,8 @@ import { GraphBuilder } from '../ir/builder.js';
 import { gradParam, updatedParam, updateOutput, type Graph, type GraphOutput, type Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { isFloat } from '../ir/types.js';
+import type { LossScaleConfig } from '../passes/precision.js';
+import { LOSS_SCALE } from '../passes/precision.js';
 
 export const OPTIMIZERS = ['adamw', 'adam', 'sgd', 'adafactor'] as const;
 export type OptimizerKind = (typeof OPTIMIZERS)[number];
@@ -34,6 +36,13 @@ export interface OptimizerConfig {
    * trainer's `--on-nonfinite skip`). A select, so a skipped step changes nothing; off by default.
    */
   skipNonFinite?: boolean;
+  /**
+   * Dynamic loss scaling (mixed precision f16): the backward was seeded with the state parameter LOSS_SCALE, so
+   * gradients are unscaled here; a step with a non-finite gradient or loss is skipped and halves the scale, and
+   * `growthInterval` clean steps in a row double it. All in the compiled step; the scale and the count of skipped
+   * steps are state (checkpointed) and metrics.
+   */
+  lossScale?: LossScaleConfig;
 }
 
 const pname = (n: Node) => (n.attrs as AttrsOf<'param'>).name;
@@ -177,19 +186,69 @@ function guardUpdates(b: GraphBuilder, updates: GraphOutput[], ok: number): Grap
   return updates.map((u) => ({ ...u, id: b.op('select', [ok, u.id, byName.get(updatedParam(u)!)!], {}) }));
 }
 
+interface LossScale {
+  scale: number;
+  /** 1 / scale, multiplied into each gradient. */
+  inv: number;
+  cfg: LossScaleConfig;
+}
+
+/** The loss-scale state parameter (added by the precision pass) and its reciprocal, when the step scales. */
+function lossScaleOf(b: GraphBuilder, joint: Graph, cfg: OptimizerConfig): LossScale | null {
+  if (!cfg.lossScale) return null;
+  const p = joint.nodes.find((n) => n.op === 'param' && pname(n) === LOSS_SCALE);
+  if (!p) throw new KilnError(`loss scaling needs the '${LOSS_SCALE}' parameter the precision pass adds (is the precision pass off?)`);
+  return { scale: p.id, inv: b.div(c(b, 1), p.id), cfg: cfg.lossScale };
+}
+
+/**
+ * The scale's next value and the count of skipped steps, as updates and metrics: on a finite step (`ok`) the run of
+ * clean steps grows and, at growthInterval, the scale doubles; on a non-finite one the scale halves (not below 1)
+ * and the step counts as skipped. Where `apply` is given (accumulation), only applying micro-batches count.
+ */
+function lossScaleUpdates(b: GraphBuilder, ls: LossScale, ok: number, apply?: number): { updates: GraphOutput[]; metrics: GraphOutput[] } {
+  const scalarState = (name: string) => b.op('param', [], { name, dtype: 'f32', shape: [], init: { kind: 'zeros' } });
+  const good = scalarState(`${LOSS_SCALE}.good_steps`);
+  const skipped = scalarState('opt.skipped_steps');
+  const run = b.add(good, c(b, 1));
+  const grow = b.op('ge', [run, c(b, ls.cfg.growthInterval)], {});
+  const sel = (cond: number, x: number, y: number) => b.op('select', [cond, x, y], {});
+  let scale = sel(ok, sel(grow, b.mul(ls.scale, c(b, 2)), ls.scale), b.binary('max', b.mul(ls.scale, c(b, 0.5)), c(b, 1)));
+  let goodNext = sel(ok, sel(grow, c(b, 0), run), c(b, 0));
+  let skippedNext = b.add(skipped, sel(ok, c(b, 0), c(b, 1)));
+  if (apply !== undefined) {
+    scale = sel(apply, scale, ls.scale);
+    goodNext = sel(apply, goodNext, good);
+    skippedNext = sel(apply, skippedNext, skipped);
+  }
+  return {
+    updates: [updateOutput(LOSS_SCALE, scale), updateOutput(`${LOSS_SCALE}.good_steps`, goodNext), updateOutput('opt.skipped_steps', skippedNext)],
+    metrics: [
+      { name: 'loss_scale', id: ls.scale, role: { kind: 'metric' } },
+      { name: 'skipped_steps', id: skippedNext, role: { kind: 'metric' } },
+    ],
+  };
+}
+
 /**
  * One optimizer step fused with the forward and backward pass (no accumulation): outputs `loss`, `grad_norm`
- * and the `update:` outputs.
+ * and the `update:` outputs (with loss scaling also `loss_scale` and `skipped_steps`).
  */
 export function buildTrainStep(joint: Graph, cfg: OptimizerConfig, loss = 'loss'): Graph {
   const b = GraphBuilder.extend(joint);
   const io = stepInputs(b);
-  const grads = new Map(trainableParams(joint).map((p) => [p, gradOf(joint, p)]));
+  const ls = lossScaleOf(b, joint, cfg);
+  const grads = new Map(trainableParams(joint).map((p) => [p, ls ? b.mul(gradOf(joint, p), ls.inv) : gradOf(joint, p)]));
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
   const raw = applyOptimizer(b, clipped, cfg, io);
-  const updates = cfg.skipNonFinite ? guardUpdates(b, raw, finiteStep(b, norm, lossId)) : raw;
-  return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...updates]);
+  if (!ls) {
+    const updates = cfg.skipNonFinite ? guardUpdates(b, raw, finiteStep(b, norm, lossId)) : raw;
+    return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...updates]);
+  }
+  const ok = finiteStep(b, norm, lossId);
+  const scaling = lossScaleUpdates(b, ls, ok);
+  return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...scaling.metrics, ...guardUpdates(b, raw, ok), ...scaling.updates]);
 }
 
 /**
@@ -206,20 +265,23 @@ export function buildAccumTrainStep(joint: Graph, cfg: OptimizerConfig, loss = '
   const w = b.op('input', [], { name: 'loss_weight', dtype: 'f32', shape: [] });
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
   const applyIn = b.op('ne', [b.op('input', [], { name: 'apply', dtype: 'u32', shape: [] }), b.scalar(0, 'u32')], {});
+  const ls = lossScaleOf(b, joint, cfg);
   const grads = new Map<Node, number>();
   const accUpdates: GraphOutput[] = [];
   for (const p of trainableParams(joint)) {
-    const acc = b.add(state(b, 'acc.', p), b.mul(w, gradOf(joint, p)));
+    const acc = b.add(state(b, 'acc.', p), b.mul(ls ? b.mul(w, ls.inv) : w, gradOf(joint, p)));
     grads.set(p, acc);
     accUpdates.push(updateOutput(`acc.${pname(p)}`, b.op('select', [applyIn, b.full(0, p.type), acc], {})));
   }
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
   const raw = applyOptimizer(b, clipped, cfg, io);
   // a skipped (non-finite) step still zeroes the accumulators: the next step starts clean
-  const apply = cfg.skipNonFinite ? b.op('and', [applyIn, finiteStep(b, norm, lossId)], {}) : applyIn;
+  const ok = cfg.skipNonFinite || ls ? finiteStep(b, norm, lossId) : null;
+  const apply = ok !== null ? b.op('and', [applyIn, ok], {}) : applyIn;
   const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
   const updates = raw.map((u) => ({ ...u, id: b.op('select', [apply, u.id, byName.get(updatedParam(u)!)!], {}) }));
-  return b.build(joint.name + '.accum_step', [...stepOutputs(lossId, norm), ...updates, ...accUpdates]);
+  const scaling = ls && ok !== null ? lossScaleUpdates(b, ls, ok, applyIn) : { updates: [], metrics: [] };
+  return b.build(joint.name + '.accum_step', [...stepOutputs(lossId, norm), ...scaling.metrics, ...updates, ...accUpdates, ...scaling.updates]);
 }
 
 /** Number of optimizer-state values per parameter (Adafactor: O(n + m) for an n x m matrix). */

@@ -14,6 +14,8 @@ export interface Progress {
 
 export function makeProgress(total: number, start: number, mode: 'json' | 'bar' | 'lines'): Progress {
   const tokS = (r: StepRecord) => Math.round((r.tokens * 1000) / Math.max(1e-6, r.ms));
+  // f16 loss scaling: the scale in use and the steps skipped for overflow so far
+  const scale = (r: StepRecord) => (r.lossScale === undefined ? '' : `  scale ${r.lossScale} (${r.overflows ?? 0} skipped)`);
   if (mode === 'json') {
     return {
       step: (r) => process.stdout.write(JSON.stringify({ type: 'step', ...r, tokensPerSec: tokS(r) }) + '\n'),
@@ -27,7 +29,7 @@ export function makeProgress(total: number, start: number, mode: 'json' | 'bar' 
     return {
       step: (r) => {
         if (r.step % every === 0 || r.step === total || r.step === start + 1)
-          process.stdout.write(`step ${r.step}/${total}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${tokS(r)} tok/s\n`);
+          process.stdout.write(`step ${r.step}/${total}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${tokS(r)} tok/s${scale(r)}\n`);
       },
       note: (t) => process.stdout.write(t + '\n'),
       event: () => {},
@@ -35,15 +37,15 @@ export function makeProgress(total: number, start: number, mode: 'json' | 'bar' 
     };
   }
   const bar = new cliProgress.SingleBar(
-    { format: 'train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, etaBuffer: 20 },
+    { format: 'train |{bar}| {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s{scale} | ETA {eta_formatted}', hideCursor: true, etaBuffer: 20 },
     cliProgress.Presets.shades_classic,
   );
-  let last: Record<string, unknown> = { loss: '-', lr: '-', tps: '-' };
+  let last: Record<string, unknown> = { loss: '-', lr: '-', tps: '-', scale: '' };
   let lastStep = start;
   bar.start(total, start, last);
   return {
     step: (r) => {
-      last = { loss: r.loss.toFixed(4), lr: r.lr.toExponential(2), tps: tokS(r) };
+      last = { loss: r.loss.toFixed(4), lr: r.lr.toExponential(2), tps: tokS(r), scale: scale(r).replace(/^ {2}/, ' | ') };
       lastStep = r.step;
       bar.update(r.step, last);
     },

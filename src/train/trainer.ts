@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import { updatedParam } from '../ir/graph.js';
 import { compileIR } from '../passes/index.js';
 import type { RecomputeRequest } from '../passes/recompute.js';
+import type { LossScaleConfig, Precision } from '../passes/precision.js';
 import { applyLora, isLoraParam, LORA_GLOBS, type LoraOptions } from '../passes/lora.js';
 import { KilnError } from '../errors.js';
 import { compileModel, loadModelInfo, type ModelInfo } from '../frontend/index.js';
@@ -64,6 +65,10 @@ export interface TrainConfig {
   maxNonFinite?: number;
   /** Settings a resume may change on purpose (`--allow-change`); see RESUME_SETTINGS. */
   allowChange?: string[];
+  /** Mixed precision of the step and evaluation graphs (the precision pass); f32 (default) runs no pass. */
+  precision?: Precision;
+  /** f16's dynamic loss scaling settings (defaults: 65536, doubled after 2000 clean steps). */
+  lossScale?: Partial<LossScaleConfig>;
 }
 
 export interface StepRecord {
@@ -75,6 +80,11 @@ export interface StepRecord {
   ms: number;
   /** The step's loss or gradient norm was not finite and its update was not applied (--on-nonfinite skip). */
   skipped?: boolean;
+  /** f16 loss scaling: the scale this step used, and whether the step overflowed (skipped; the scale halved). */
+  lossScale?: number;
+  overflow?: boolean;
+  /** Steps skipped for overflow so far in the run (checkpointed). */
+  overflows?: number;
 }
 
 const DEFAULT_OBJECTIVE: Record<string, Objective> = { gpt: 'clm', bert: 'mlm', prefixlm: 'prefix', t5: 'span' };
@@ -121,14 +131,21 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const fusion = cfg.fuseAttention ? { 'attention-fusion': {} } : undefined;
   const lora = cfg.lora;
   const evalSet = 'dropout' in info0.config ? { ...set, dropout: 0 } : set;
-  const evalGraph = compileIR(evalEntry(objective) === entry && evalSet === set ? graph : compileModel(cfg.file, { entry: evalEntry(objective), set: evalSet, dims }).graph, { passes: fusion, lora });
+  if (cfg.precision !== undefined && !['f32', 'f16', 'bf16'].includes(cfg.precision)) throw new KilnError(`--precision must be f32, f16 or bf16, got '${cfg.precision}'`);
+  const half = cfg.precision === 'f16' || cfg.precision === 'bf16' ? cfg.precision : undefined;
+  const evalGraph = compileIR(evalEntry(objective) === entry && evalSet === set ? graph : compileModel(cfg.file, { entry: evalEntry(objective), set: evalSet, dims }).graph, {
+    passes: fusion,
+    lora,
+    precision: half ? { dtype: half, lossScale: false } : undefined,
+  });
   const par = cfg.parallel && meshSize(cfg.parallel) > 1 ? cfg.parallel : undefined;
   const perDevice = par && par.dp > 1 ? compileModel(cfg.file, { entry, set, dims: { ...dims, B: localBatch(cfg.batch, par) } }).graph : graph;
   if (cfg.onNonFinite !== undefined && cfg.onNonFinite !== 'stop' && cfg.onNonFinite !== 'skip') throw new KilnError(`--on-nonfinite must be stop or skip, got '${cfg.onNonFinite}'`);
   const optimizer = cfg.onNonFinite === 'skip' ? { ...cfg.optimizer, skipNonFinite: true } : cfg.optimizer;
   // with LoRA only the adapters train (narrowed further by --train/--freeze if given)
   const wrt = lora ? trainableNames(applyLora(graph, lora), { train: cfg.trainable?.train ?? [...LORA_GLOBS], freeze: cfg.trainable?.freeze }) : trainableNames(graph, cfg.trainable);
-  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora, recompute: cfg.recompute });
+  const precision = half ? { dtype: half, lossScale: cfg.lossScale } : undefined;
+  const stepGraph = compileIR(perDevice, { grad: { loss: 'loss', wrt }, train: { optimizer, accumulate: cfg.accum > 1 }, parallel: par, passes: fusion, lora, recompute: cfg.recompute, precision });
   const streams = labelled ?? loadCorpus(cfg.data, tok, { maxTokens: cfg.maxTokens });
   return { cfg, objective, tok, dims, modelName: model.name, config: model.config, evalGraph, stepGraph, streams };
 }
@@ -177,6 +194,7 @@ export const RESUME_SETTINGS: Record<string, { fixed?: boolean; of: (c: TrainCon
   batch: { of: (c) => c.batch },
   accum: { of: (c) => c.accum },
   seed: { of: (c) => c.seed },
+  precision: { fixed: true, of: (c) => c.precision ?? 'f32' },
   objectiveOptions: { fixed: true, of: (c) => c.objectiveOptions ?? {} },
   steps: { of: (c) => c.steps },
   lr: { of: (c) => c.schedule.peak },
@@ -283,6 +301,8 @@ export class Trainer {
   state: TrainState;
   /** The newest checkpoint this run saved or resumed from: what a diverged run points the user to. */
   lastGood?: string;
+  /** f16 loss scaling: steps skipped for overflow so far (the device's `opt.skipped_steps`). */
+  overflows = 0;
 
   constructor(
     readonly job: PreparedJob,
@@ -308,6 +328,7 @@ export class Trainer {
     const ck = typeof from === 'string' ? loadResumeCheckpoint(this.job, from) : from;
     const t = ck.state.train as unknown as TrainState;
     await this.runner.setParams({ ...ck.params, ...ck.optim });
+    this.overflows = ck.optim['opt.skipped_steps']?.data[0] ?? 0;
     this.train.restore(t.batcher);
     this.rng = Rng.from(t.rng);
     this.state = { step: ck.state.step, batcher: t.batcher, rng: t.rng, history: t.history ?? [], val: t.val ?? [], skipped: t.skipped ?? 0 };
@@ -366,6 +387,9 @@ export class Trainer {
     let loss = 0;
     let gradNorm = 0;
     let finite = true;
+    const scaled = this.job.stepGraph.outputs.some((o) => o.name === 'loss_scale');
+    let lossScale: number | undefined;
+    let skippedAfter: number | undefined;
     for (let k = 0; k < c.accum; k++) {
       const w = c.accum > 1 ? countedTargets(micro[k]) / Math.max(1, total) : 1;
       const inputs: Record<string, HostTensor> = {
@@ -376,16 +400,31 @@ export class Trainer {
         apply: { dtype: 'u32', shape: [], data: Uint32Array.of(k === c.accum - 1 ? 1 : 0) },
         rng_seed: { dtype: 'u32', shape: [], data: Uint32Array.of(hashString(`${c.seed}:${step}:${k}`)) },
       };
-      const out = await this.runner.run(inputs, ['loss', 'grad_norm']);
+      const out = await this.runner.run(inputs, scaled ? ['loss', 'grad_norm', 'loss_scale', 'skipped_steps'] : ['loss', 'grad_norm']);
       loss += w * out.loss.data[0];
       gradNorm = out.grad_norm.data[0];
       finite &&= Number.isFinite(out.loss.data[0]);
+      if (scaled) {
+        lossScale = out.loss_scale.data[0];
+        skippedAfter = out.skipped_steps.data[0];
+      }
     }
-    finite &&= Number.isFinite(gradNorm) && Number.isFinite(loss);
+    // f16 loss scaling: a gradient that overflowed is an expected event the step already handled (update skipped,
+    // scale halved), not a divergence; a non-finite loss still is one
+    const overflow = scaled && skippedAfter! > this.overflows;
+    if (scaled) this.overflows = skippedAfter!;
+    // overflowing at a scale of 1 is not a range problem any more: the gradients themselves are not finite
+    finite &&= Number.isFinite(loss) && ((overflow && lossScale! > 1) || Number.isFinite(gradNorm));
     // the parameters on the device are already non-finite in 'stop' mode: stop before anything can save them
     if (!finite && c.onNonFinite !== 'skip') throw this.diverged(step + 1, loss, gradNorm, 'a non-finite loss or gradient norm');
     this.state.step++;
     const rec: StepRecord = { step: this.state.step, loss, lr, gradNorm, tokens: c.batch * c.accum * this.job.dims.T, ms: performance.now() - t0 };
+    if (scaled) {
+      rec.lossScale = lossScale;
+      rec.overflow = overflow;
+      rec.overflows = this.overflows;
+      if (overflow) rec.skipped = true;
+    }
     if (!finite) {
       rec.skipped = true;
       this.state.skipped = (this.state.skipped ?? 0) + 1;

@@ -29,6 +29,7 @@ interface TrainOpts {
   resume?: string;
   initFrom?: string;
   fuseAttention?: boolean;
+  precision: string;
   memoryBudget?: string;
   recompute?: string;
   lora?: string;
@@ -72,6 +73,7 @@ export function register(program: Command): void {
     .option('--lora <spec>', 'train LoRA adapters instead of the weights: r=8,alpha=16,targets=attn.q,attn.v[,dropout=0.1] (the base: --init-from)')
     .option('--memory-budget <size>', 'fit the training step in this much device memory (64MiB, 1.5GiB...) by recomputing activations in the backward (policy budget unless --recompute says otherwise); see docs/recompute.md')
     .option('--recompute <policy>', 'gradient checkpointing: none | blocks | sqrt | selective | budget (default budget with --memory-budget)')
+    .option('--precision <p>', 'f32 | f16 | bf16: mixed precision (activations and matmuls in half, f32 master weights; f16 with dynamic loss scaling); see README', 'f32')
     .option('--fuse-attention', 'fused flash-attention kernels (the attention-fusion pass) for the step and evaluation graphs')
     .option('--init-from <path>', 'start from these weights: a Kiln checkpoint (any objective) or a .safetensors file in Kiln, Hugging Face GPT-2 or BERT layout; optimizer state starts fresh')
     .option('--init-allow-missing <globs>', "with --init-from: parameters that may be absent and start from their initialisers (a new head: 'head.*')")
@@ -164,6 +166,7 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
     allowChange: o.allowChange ? o.allowChange.split(',').map((s) => s.trim()).filter(Boolean) : [],
     trainable: { train: globList(o.train), freeze: globList(o.freeze) },
     fuseAttention: !!o.fuseAttention,
+    precision: o.precision as 'f32' | 'f16' | 'bf16',
     recompute: (await import('../../passes/recompute.js')).recomputeFromFlags(o.memoryBudget, o.recompute),
     lora: o.lora ? (await import('../../passes/lora.js')).parseLoraSpec(o.lora) : undefined,
     initFrom: o.initFrom,
@@ -253,6 +256,8 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
       seconds: (performance.now() - t0) / 1000,
       out: o.out,
       skippedSteps: trainer.state.skipped ?? 0,
+      ...(job.cfg.precision && job.cfg.precision !== 'f32' ? { precision: job.cfg.precision } : {}),
+      ...(hist.at(-1)?.lossScale !== undefined ? { lossScale: hist.at(-1)!.lossScale, overflowSkipped: trainer.overflows } : {}),
       changedOnResume: changed,
     };
     if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
@@ -260,6 +265,7 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
       log(
         `done: ${summary.steps} steps, loss ${summary.firstLoss?.toFixed(3)} -> ${summary.lastLoss?.toFixed(3)}, ${final === undefined ? 'no validation' : `validation ${final.toFixed(3)}`} (unigram entropy ${h.toFixed(3)}), ${summary.tokensPerSec} tokens/s; checkpoint and loss.svg in ${o.out}` +
           (summary.skippedSteps ? `; ${summary.skippedSteps} non-finite step(s) skipped` : '') +
+          (summary.lossScale !== undefined ? `; loss scale ${summary.lossScale}, ${summary.overflowSkipped} step(s) skipped for overflow` : '') +
           (changed.length ? `; changed on resume: ${changed.join(', ')}` : ''),
       );
   } finally {
