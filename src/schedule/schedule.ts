@@ -17,7 +17,7 @@
 import { IRError, KilnError } from '../errors.js';
 import type { Graph, Node } from '../ir/graph.js';
 import { OPS } from '../ir/registry.js';
-import { fmtType, numel, sameShape } from '../ir/types.js';
+import { deviceElemBytes, fmtType, numel, sameShape } from '../ir/types.js';
 import type { AnchorKind } from './classify.js';
 import { anchorKind, isConstBuffer, isLeafBuffer, ownCost } from './classify.js';
 import { markInPlaceUpdates } from './inplace.js';
@@ -101,6 +101,9 @@ function mustMaterialise(
 ): boolean {
   const edges = all[n.id];
   if (cost === 0) return false; // index arithmetic over buffers: recomputing is free
+  // A widening cast (a half value read as f32: gradients of f32 master weights, norms' inputs) is cheaper to
+  // recompute in each reader than to store: its buffer would be twice its operand's.
+  if (n.op === 'cast' && deviceElemBytes(n.type.dtype) > deviceElemBytes(g.nodes[n.inputs[0]].type.dtype)) return false;
   if (cost > 40) return true; // keeps generated shaders a sane size
   if (edges.length > 1 && cost > 1) return true;
   // A shared value computed straight from a matmul/reduction/row-wise result (e.g. the qkv bias add read by

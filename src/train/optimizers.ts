@@ -61,30 +61,50 @@ function stepInputs(b: GraphBuilder): StepInputs {
   };
 }
 
-function state(b: GraphBuilder, prefix: string, p: Node, shape = p.type.shape): number {
+function newState(b: GraphBuilder, prefix: string, p: Node, shape = p.type.shape): number {
   return b.op('param', [], { name: `${prefix}${pname(p)}`, dtype: p.type.dtype, shape: [...shape], init: { kind: 'zeros' } });
 }
 
 const c = (b: GraphBuilder, v: number) => b.scalar(v, 'f32');
 const sumAll = (b: GraphBuilder, x: number) => b.sum(x, b.type(x).shape.map((_, i) => i));
 
-/** Global gradient norm and the clipped gradients (scale = min(1, clip / (norm + 1e-6))). */
-function clipGrads(b: GraphBuilder, grads: Map<Node, number>, clip: number): { norm: number; grads: Map<Node, number> } {
+/**
+ * Global gradient norm and the clipped gradients (scale = min(1, clip / (norm + 1e-6))). `pre` is a scalar every
+ * gradient is multiplied by first (1 / loss scale): folded into the norm and the one multiplier the gradients get,
+ * so the raw gradients are read once and no unscaled copy is made.
+ */
+function clipGrads(b: GraphBuilder, grads: Map<Node, number>, clip: number, pre?: number): { norm: number; grads: Map<Node, number> } {
   let sq: number | null = null;
   for (const g of grads.values()) {
     const s = sumAll(b, b.mul(g, g));
     sq = sq === null ? s : b.add(sq, s);
   }
-  const norm = b.unary('sqrt', sq ?? c(b, 0));
-  if (!clip) return { norm, grads };
-  const scale = b.binary('min', c(b, 1), b.div(c(b, clip), b.add(norm, c(b, 1e-6))));
-  return { norm, grads: new Map([...grads].map(([p, g]) => [p, b.mul(g, scale)])) };
+  const raw = b.unary('sqrt', sq ?? c(b, 0));
+  const norm = pre === undefined ? raw : b.mul(raw, pre);
+  if (!clip && pre === undefined) return { norm, grads };
+  let scale = clip ? b.binary('min', c(b, 1), b.div(c(b, clip), b.add(norm, c(b, 1e-6)))) : null;
+  if (pre !== undefined) scale = scale === null ? pre : b.mul(scale, pre);
+  return { norm, grads: new Map([...grads].map(([p, g]) => [p, b.mul(g, scale!)])) };
 }
 
 /** Appends one optimizer step for every (param, gradient) pair; returns the update outputs. */
-function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: OptimizerConfig, io: StepInputs): GraphOutput[] {
+function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: OptimizerConfig, io: StepInputs, ok?: number): GraphOutput[] {
   const out: GraphOutput[] = [];
-  const upd = (name: string, id: number) => out.push(updateOutput(name, id));
+  // With `ok` (skip a non-finite step, or apply only on the last micro-batch), each new state value is selected
+  // against its old value where it is made, and the parameter update reads the selected state: so the selected
+  // value is the one buffer the update kernel and the state's own kernel share (no extra kernel per state).
+  const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
+  const keep = (name: string, id: number) => (ok === undefined ? id : b.op('select', [ok, id, byName.get(name)!], {}));
+  const upd = (name: string, id: number) => {
+    const kept = keep(name, id);
+    out.push(updateOutput(name, kept));
+    return kept;
+  };
+  const state = (prefix: string, p: Node, shape = p.type.shape) => {
+    const id = newState(b, prefix, p, shape);
+    byName.set(`${prefix}${pname(p)}`, id);
+    return id;
+  };
   const wd = cfg.weightDecay ?? (cfg.kind === 'adamw' ? 0.01 : 0);
   for (const [p, g0] of grads) {
     const name = pname(p);
@@ -95,9 +115,8 @@ function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: Optimize
         const mu = cfg.momentum ?? 0.9;
         let dir = g;
         if (mu) {
-          const buf = state(b, 'opt.buf.', p);
-          dir = b.add(b.mul(c(b, mu), buf), g);
-          upd(`opt.buf.${name}`, dir);
+          const buf = state('opt.buf.', p);
+          dir = upd(`opt.buf.${name}`, b.add(b.mul(c(b, mu), buf), g));
         }
         upd(name, b.sub(p.id, b.mul(io.lr, dir)));
         break;
@@ -108,16 +127,14 @@ function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: Optimize
         const b2 = cfg.beta2 ?? 0.999;
         const eps = cfg.eps ?? 1e-8;
         if (cfg.kind === 'adam' && wd && decays(p)) g = b.add(g, b.mul(c(b, wd), p.id));
-        const m = b.add(b.mul(c(b, b1), state(b, 'opt.m.', p)), b.mul(c(b, 1 - b1), g));
-        const v = b.add(b.mul(c(b, b2), state(b, 'opt.v.', p)), b.mul(c(b, 1 - b2), b.mul(g, g)));
+        const m = upd(`opt.m.${name}`, b.add(b.mul(c(b, b1), state('opt.m.', p)), b.mul(c(b, 1 - b1), g)));
+        const v = upd(`opt.v.${name}`, b.add(b.mul(c(b, b2), state('opt.v.', p)), b.mul(c(b, 1 - b2), b.mul(g, g))));
         const bc1 = b.sub(c(b, 1), b.binary('pow', c(b, b1), io.step));
         const bc2 = b.sub(c(b, 1), b.binary('pow', c(b, b2), io.step));
         const mhat = b.div(m, bc1);
         const vhat = b.div(v, bc2);
         let dir = b.div(mhat, b.add(b.unary('sqrt', vhat), c(b, eps)));
         if (cfg.kind === 'adamw' && wd && decays(p)) dir = b.add(dir, b.mul(c(b, wd), p.id));
-        upd(`opt.m.${name}`, m);
-        upd(`opt.v.${name}`, v);
         upd(name, b.sub(p.id, b.mul(io.lr, dir)));
         break;
       }
@@ -130,17 +147,14 @@ function applyOptimizer(b: GraphBuilder, grads: Map<Node, number>, cfg: Optimize
         let vhat: number;
         const ema = (prev: number, x: number) => b.add(b.mul(beta2t, prev), b.mul(b.sub(c(b, 1), beta2t), x));
         if (shape.length >= 2) {
-          const r = ema(state(b, 'opt.r.', p, shape.slice(0, -1)), b.op('mean', [g2], { axes: [-1], keepdims: false }));
-          const cc = ema(state(b, 'opt.c.', p, [...shape.slice(0, -2), shape[shape.length - 1]]), b.op('mean', [g2], { axes: [-2], keepdims: false }));
-          upd(`opt.r.${name}`, r);
-          upd(`opt.c.${name}`, cc);
+          const r = upd(`opt.r.${name}`, ema(state('opt.r.', p, shape.slice(0, -1)), b.op('mean', [g2], { axes: [-1], keepdims: false })));
+          const cc = upd(`opt.c.${name}`, ema(state('opt.c.', p, [...shape.slice(0, -2), shape[shape.length - 1]]), b.op('mean', [g2], { axes: [-2], keepdims: false })));
           const rowMean = b.op('mean', [r], { axes: [-1], keepdims: true });
           const rr = b.reshape(b.div(r, rowMean), [...shape.slice(0, -1), 1]);
           const cr = b.reshape(cc, [...shape.slice(0, -2), 1, shape[shape.length - 1]]);
           vhat = b.mul(rr, cr);
         } else {
-          vhat = ema(state(b, 'opt.v.', p), g2);
-          upd(`opt.v.${name}`, vhat);
+          vhat = upd(`opt.v.${name}`, ema(state('opt.v.', p), g2));
         }
         let u = b.mul(g, b.unary('rsqrt', vhat));
         const rms = b.unary('sqrt', b.op('mean', [b.mul(u, u)], { axes: shape.map((_, i) => i), keepdims: false }));
@@ -178,12 +192,6 @@ const stepOutputs = (loss: number, norm: number): GraphOutput[] => [
 /** 1 when loss and gradient norm are both finite: NaN and infinities propagate through the sum and fail `<`. */
 function finiteStep(b: GraphBuilder, norm: number, loss: number): number {
   return b.op('lt', [b.add(norm, b.unary('abs', loss)), c(b, 3e38)], {});
-}
-
-/** Each update output replaced by select(ok, update, current value). */
-function guardUpdates(b: GraphBuilder, updates: GraphOutput[], ok: number): GraphOutput[] {
-  const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
-  return updates.map((u) => ({ ...u, id: b.op('select', [ok, u.id, byName.get(updatedParam(u)!)!], {}) }));
 }
 
 interface LossScale {
@@ -238,17 +246,13 @@ export function buildTrainStep(joint: Graph, cfg: OptimizerConfig, loss = 'loss'
   const b = GraphBuilder.extend(joint);
   const io = stepInputs(b);
   const ls = lossScaleOf(b, joint, cfg);
-  const grads = new Map(trainableParams(joint).map((p) => [p, ls ? b.mul(gradOf(joint, p), ls.inv) : gradOf(joint, p)]));
-  const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
+  const grads = new Map(trainableParams(joint).map((p) => [p, gradOf(joint, p)]));
+  const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0, ls?.inv);
   const lossId = joint.outputs.find((o) => o.name === loss)!.id;
-  const raw = applyOptimizer(b, clipped, cfg, io);
-  if (!ls) {
-    const updates = cfg.skipNonFinite ? guardUpdates(b, raw, finiteStep(b, norm, lossId)) : raw;
-    return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...updates]);
-  }
-  const ok = finiteStep(b, norm, lossId);
-  const scaling = lossScaleUpdates(b, ls, ok);
-  return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...scaling.metrics, ...guardUpdates(b, raw, ok), ...scaling.updates]);
+  const ok = cfg.skipNonFinite || ls ? finiteStep(b, norm, lossId) : undefined;
+  const updates = applyOptimizer(b, clipped, cfg, io, ok);
+  const scaling = ls && ok !== undefined ? lossScaleUpdates(b, ls, ok) : { updates: [], metrics: [] };
+  return b.build(joint.name + '.step', [...stepOutputs(lossId, norm), ...scaling.metrics, ...updates, ...scaling.updates]);
 }
 
 /**
@@ -269,17 +273,15 @@ export function buildAccumTrainStep(joint: Graph, cfg: OptimizerConfig, loss = '
   const grads = new Map<Node, number>();
   const accUpdates: GraphOutput[] = [];
   for (const p of trainableParams(joint)) {
-    const acc = b.add(state(b, 'acc.', p), b.mul(ls ? b.mul(w, ls.inv) : w, gradOf(joint, p)));
+    const acc = b.add(newState(b, 'acc.', p), b.mul(ls ? b.mul(w, ls.inv) : w, gradOf(joint, p)));
     grads.set(p, acc);
     accUpdates.push(updateOutput(`acc.${pname(p)}`, b.op('select', [applyIn, b.full(0, p.type), acc], {})));
   }
   const { norm, grads: clipped } = clipGrads(b, grads, cfg.clip ?? 1.0);
-  const raw = applyOptimizer(b, clipped, cfg, io);
   // a skipped (non-finite) step still zeroes the accumulators: the next step starts clean
   const ok = cfg.skipNonFinite || ls ? finiteStep(b, norm, lossId) : null;
   const apply = ok !== null ? b.op('and', [applyIn, ok], {}) : applyIn;
-  const byName = new Map(b.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.id]));
-  const updates = raw.map((u) => ({ ...u, id: b.op('select', [apply, u.id, byName.get(updatedParam(u)!)!], {}) }));
+  const updates = applyOptimizer(b, clipped, cfg, io, apply);
   const scaling = ls && ok !== null ? lossScaleUpdates(b, ls, ok, applyIn) : { updates: [], metrics: [] };
   return b.build(joint.name + '.accum_step', [...stepOutputs(lossId, norm), ...scaling.metrics, ...updates, ...accUpdates, ...scaling.updates]);
 }
