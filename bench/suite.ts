@@ -16,6 +16,7 @@ import { targetOf } from '../src/runtime/executable.js';
 import { programKey } from '../src/runtime/pipelines.js';
 import { planMemory } from '../src/schedule/index.js';
 import { attentionRows, attentionTargets } from './attention.js';
+import { precisionRows, precisionTargets } from './precision.js';
 import { kernelCases } from './kernels.js';
 import { jaxArray, jaxGpt, jaxMatmul, loadJax, type JaxDevice } from './peers/jax.js';
 import { loadTf, useBackend } from './peers/tfjs.js';
@@ -34,7 +35,7 @@ export interface Side {
 }
 
 export interface Row {
-  group: 'kernel' | 'graph' | 'compile' | 'attention';
+  group: 'kernel' | 'graph' | 'compile' | 'attention' | 'precision';
   name: string;
   kiln: Side | null;
   tfWebgpu: Side | null;
@@ -74,7 +75,7 @@ export interface BenchReport {
 
 export interface BenchOptions {
   quick: boolean;
-  only?: 'kernels' | 'graphs' | 'compile' | 'attention';
+  only?: 'kernels' | 'graphs' | 'compile' | 'attention' | 'precision';
   repeats: number;
   cpu: boolean;
   /** Run jax-js (webgpu and wasm) as a second peer (default true). */
@@ -426,6 +427,7 @@ function targets(rows: Row[], roof?: Roofline): Target[] {
     out.push({ what: 'peak device memory of the training step', want: `≤ TF.js (${p.toFixed(1)} MiB)`, got: `${k.toFixed(1)} MiB`, met: k <= p });
   }
   out.push(...attentionTargets(rows));
+  out.push(...precisionTargets(rows));
   return out;
 }
 
@@ -436,7 +438,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const tf = await loadTf();
   let jp: JaxPeer = null;
   let jaxSkipped: string | undefined;
-  if (o.jax !== false && o.only !== 'compile') {
+  if (o.jax !== false && o.only !== 'compile' && o.only !== 'precision') {
     try {
       jp = await loadJax();
     } catch (e) {
@@ -451,6 +453,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o, jp, roof)));
   if (!o.only || o.only === 'graphs') rows.push(...(await graphRows(dev, tf, o, profile, jp, roof)));
   if (!o.only || o.only === 'attention') rows.push(...(await attentionRows(dev, tf, o)));
+  if (!o.only || o.only === 'precision') rows.push(...(await precisionRows(dev, o)));
   if (!o.only || o.only === 'compile') rows.push(...(await compileRows(dev, o)));
   const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ''} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
   return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows, roof), profile: profile.text, roofline: roof, jaxSkipped };

@@ -41,6 +41,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--pass-option <pass.option=value>', 'set a pass option (value as JSON, else a string; repeatable)', collectList, [])
       .option('--disable-pass <pass>', 'leave a pass out of the pipeline (repeatable)', collectList, [])
       .option('--fuse-attention', 'run the attention-fusion pass (off by default): each attention becomes one flash_attention node')
+      .option('--precision <p>', 'f32 | f16 | bf16: run the precision pass (half activations and matmuls, f32 master weights; f16 adds loss scaling with --train)')
       .option('--memory-budget <size>', 'with --grad/--train: recompute activations so the step fits this much device memory (64MiB...); see docs/recompute.md')
       .option('--recompute <policy>', 'with --grad/--train: none | blocks | sqrt | selective | budget (default budget with --memory-budget)')
       .option('-o, --output <file>', 'write to a file instead of stdout'),

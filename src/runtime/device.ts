@@ -486,6 +486,7 @@ export function describeDevice(d: KilnDevice): string {
   if (d.vulkanIcd) out.push(`vulkan ICD:   ${d.vulkanIcd}`);
   const optional = OPTIONAL_FEATURES.map((f) => `${f} ${d.features.has(f) ? 'yes' : 'no'}`).join(', ');
   out.push(`features:     ${optional}`);
+  out.push(`half floats:  f16 ${d.features.has('shader-f16') ? 'native (array<f16> buffers, shader-f16)' : 'packed two per u32 word (no shader-f16: unpacked to f32 for math)'}; bf16 packed two per u32 word (WGSL has no bf16)`);
   const extra = [...d.features].filter((f) => !(OPTIONAL_FEATURES as readonly string[]).includes(f));
   if (extra.length) out.push(`  also required: ${extra.join(', ')}`);
   if (i.subgroupMinSize !== undefined || i.subgroupMaxSize !== undefined) {

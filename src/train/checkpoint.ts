@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { KilnError } from '../errors.js';
 import type { HostTensor } from '../ir/tensor.js';
 import type { DType } from '../ir/types.js';
-import { fmtShape, sameShape } from '../ir/types.js';
+import { fmtShape, isFloat, sameShape } from '../ir/types.js';
 import { decodeSafetensors, encodeSafetensors } from '../io/safetensors.js';
 
 export interface CheckpointState {
@@ -45,7 +45,7 @@ const stateChecksum = (s: CheckpointState) => sha256(JSON.stringify({ ...s, chec
 /** The first non-finite value among the tensors, if any: such a checkpoint is never written. */
 export function firstNonFinite(tensors: Record<string, HostTensor>): { name: string; index: number; value: number } | undefined {
   for (const [name, t] of Object.entries(tensors)) {
-    if (t.dtype !== 'f32' && t.dtype !== 'f16') continue;
+    if (!isFloat(t.dtype)) continue;
     const d = t.data;
     for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return { name, index: i, value: d[i] };
   }

@@ -5,20 +5,26 @@ export interface CurveData {
   title: string;
   /** A horizontal reference line (e.g. the unigram entropy of the corpus). */
   reference?: { value: number; label: string };
+  /** More training curves in the same axes (e.g. the same run in other precisions); `train` is labelled trainLabel. */
+  more?: { label: string; points: { step: number; loss: number }[] }[];
+  trainLabel?: string;
 }
+
+const MORE_COLORS = ['#ff7f0e', '#2ca02c', '#9467bd', '#8c564b'];
 
 const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
 export function lossCurveSvg(d: CurveData, width = 720, height = 420): string {
   const m = { l: 60, r: 20, t: 40, b: 50 };
-  const all = [...d.train, ...d.val];
+  const all = [...d.train, ...d.val, ...(d.more ?? []).flatMap((m) => m.points)];
   const maxStep = Math.max(1, ...all.map((p) => p.step));
   const ys = [...all.map((p) => p.loss), ...(d.reference ? [d.reference.value] : [])].filter(Number.isFinite);
   const yMax = Math.max(...ys, 1e-3) * 1.05;
   const yMin = Math.max(0, Math.min(...ys) * 0.95);
   const x = (s: number) => m.l + ((width - m.l - m.r) * s) / maxStep;
   const y = (v: number) => height - m.b - ((height - m.t - m.b) * (v - yMin)) / Math.max(1e-9, yMax - yMin);
-  const path = d.train.filter((p) => Number.isFinite(p.loss)).map((p, i) => `${i ? 'L' : 'M'}${x(p.step).toFixed(1)},${y(p.loss).toFixed(1)}`).join(' ');
+  const pathOf = (pts: { step: number; loss: number }[]) => pts.filter((p) => Number.isFinite(p.loss)).map((p, i) => `${i ? 'L' : 'M'}${x(p.step).toFixed(1)},${y(p.loss).toFixed(1)}`).join(' ');
+  const path = pathOf(d.train);
   const ticks = 5;
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
@@ -42,8 +48,10 @@ export function lossCurveSvg(d: CurveData, width = 720, height = 420): string {
   }
   parts.push(`<path d="${path}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>`);
   for (const p of d.val) parts.push(`<circle cx="${x(p.step)}" cy="${y(p.loss)}" r="3.5" fill="#d62728"/>`);
-  parts.push(`<text x="${width - m.r - 4}" y="${m.t + 12}" text-anchor="end" fill="#1f77b4">train</text>`);
-  parts.push(`<text x="${width - m.r - 4}" y="${m.t + 28}" text-anchor="end" fill="#d62728">validation</text>`);
+  (d.more ?? []).forEach((c, i) => parts.push(`<path d="${pathOf(c.points)}" fill="none" stroke="${MORE_COLORS[i % MORE_COLORS.length]}" stroke-width="1.2" opacity="0.85"/>`));
+  parts.push(`<text x="${width - m.r - 4}" y="${m.t + 12}" text-anchor="end" fill="#1f77b4">${esc(d.trainLabel ?? 'train')}</text>`);
+  (d.more ?? []).forEach((c, i) => parts.push(`<text x="${width - m.r - 4}" y="${m.t + 28 + 16 * i}" text-anchor="end" fill="${MORE_COLORS[i % MORE_COLORS.length]}">${esc(c.label)}</text>`));
+  if (d.val.length) parts.push(`<text x="${width - m.r - 4}" y="${m.t + 28 + 16 * (d.more ?? []).length}" text-anchor="end" fill="#d62728">validation</text>`);
   parts.push('</svg>');
   return parts.join('\n');
 }

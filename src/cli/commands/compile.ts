@@ -22,6 +22,7 @@ export interface CompileOpts {
   fuseAttention?: boolean;
   memoryBudget?: string;
   recompute?: string;
+  precision?: string;
   printIrAfter?: string;
   printIrBefore?: string;
   passOption: string[];
@@ -73,11 +74,14 @@ export function passSettings(options: string[] = [], disabled: string[] = []): P
 }
 
 /** The request the compile verb (and `kiln tune`) makes of the pipeline. */
-export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass' | 'fuseAttention' | 'memoryBudget' | 'recompute'>>): CompileRequest {
+export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad' | 'train' | 'optimizer' | 'accum' | 'printIrAfter' | 'printIrBefore' | 'passOption' | 'disablePass' | 'fuseAttention' | 'memoryBudget' | 'recompute' | 'precision'>>): CompileRequest {
   if (o.optimizer !== undefined && !OPTIMIZERS.includes(o.optimizer as OptimizerKind)) throw new KilnError(`--optimizer must be one of ${OPTIMIZERS.join(', ')}, got '${o.optimizer}'`);
   const differentiate = o.grad || o.train;
   if ((o.memoryBudget !== undefined || o.recompute !== undefined) && !differentiate) throw new KilnError('--memory-budget and --recompute choose what the backward recomputes: add --train (or --grad)');
+  if (o.precision !== undefined && !['f32', 'f16', 'bf16'].includes(o.precision)) throw new KilnError(`--precision must be f32, f16 or bf16, got '${o.precision}'`);
+  const half = o.precision === 'f16' || o.precision === 'bf16' ? o.precision : undefined;
   return {
+    precision: half ? { dtype: half } : undefined,
     grad: differentiate ? { loss: lossOutput(graph) } : undefined,
     train: o.train ? { optimizer: { kind: (o.optimizer ?? 'adamw') as OptimizerKind }, accumulate: !!o.accum } : undefined,
     recompute: recomputeFromFlags(o.memoryBudget, o.recompute),
