@@ -3,6 +3,7 @@
  * after clean steps), the compiled step on the device against the interpreter, checkpoints with f32 master
  * weights and the scale, an exact resume, and 300 steps of a GPT in f16 and bf16 against f32.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,6 +67,18 @@ describe('the precision pass', () => {
       expect(Math.abs(losses.bf16[s] - losses.f32[s])).toBeLessThan(1e-2);
     }
     expect(losses.f16[2]).toBeLessThan(losses.f16[0]);
+  });
+});
+
+describe('the --precision flag', () => {
+  it('kiln compile shows the pass in the IR; an unknown precision is a clear error', () => {
+    const run = (...a: string[]) => spawnSync(process.execPath, ['bin/kiln.js', 'compile', 'src/models/gpt.kiln', '--entry', 'loss', '--dim', 'B=1', '--dim', 'T=4', '--set', 'd=16,heads=2,layers=1,ctx=4', '--train', ...a], { encoding: 'utf8' });
+    const ok = run('--precision', 'bf16', '--print-ir-after', 'precision', '-o', '/dev/null');
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/matmul .*bf16\[1, 4, 16\].*rule=precision|bf16\[1, 4, 16\] = matmul/);
+    const bad = run('--precision', 'f8');
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim()).toBe("error: --precision must be f32, f16 or bf16, got 'f8'");
   });
 });
 
