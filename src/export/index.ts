@@ -49,7 +49,7 @@ export interface ExportResult {
   weightsBytes: number;
 }
 
-const RESERVED = new Set(['load', 'destroy', 'entries', 'default']);
+const RESERVED = new Set(['load', 'destroy', 'entries', 'generate', 'default']);
 export const entryFunction = (e: string) => {
   const id = e.replace(/[^\w$]/g, '_').replace(/^(\d)/, '_$1');
   return RESERVED.has(id) ? `${id}_` : id;
@@ -181,6 +181,7 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     `export const destroy = m.destroy;`,
     `export const entries = ${JSON.stringify(names)};`,
     ...names.map((e) => `export const ${entryFunction(e)} = (inputs) => m.run(${JSON.stringify(e)}, inputs);`),
+    ...(names.includes('decode') ? ['export const generate = (promptIds, options) => m.generate(promptIds, options);'] : []),
     '',
   ].join('\n');
   const dts = writeDts(plan, entryFunction).replace(/^(\/\/.*\n)/, `$1export declare class KilnModelError extends Error {}\n`);

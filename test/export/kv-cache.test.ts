@@ -2,8 +2,14 @@
  * Incremental decoding with a key/value cache (gpt.kiln's `decode` entry, std `cached_self_attention`, the
  * `update_slice` op): feeding a sequence one token per step, each step's logits equal the full-window forward's
  * logits at that position — in the reference interpreter and compiled to WebGPU (caches passed from step to step).
+ * The exported module's `generate` (caches kept on the device) picks the same tokens as recomputing the whole window.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { exportModel } from '../../src/export/index.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import type { AttrsOf } from '../../src/ir/op.js';
@@ -67,6 +73,32 @@ describe('decode with a key/value cache', () => {
       }
     } finally {
       exe.destroy();
+    }
+  }, 120_000);
+
+  it('exported generate: the cached path picks the tokens of whole-window recomputation; bad prompts are refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kiln-kv-'));
+    try {
+      await exportModel('src/models/gpt.kiln', { entries: ['forward', 'decode'], out: dir, set: { ...set, ctx: 16 }, dims: { B: 1, T: 16 }, seed: 5, strategy: 'thread' });
+      type G = (ids: ArrayLike<number>, o?: object) => Promise<number[]>;
+      const mod = (await import(/* @vite-ignore */ pathToFileURL(join(dir, 'index.js')).href)) as { load(o: object): Promise<void>; generate: G; destroy(): Promise<void> };
+      await mod.load({ device: (await sharedDevice()).device });
+      const prompt = [3, 17, 4];
+      for (const o of [{ temperature: 0 }, { temperature: 1.5, topK: 0, seed: 9 }, { temperature: 1, topK: 5, seed: 2 }]) {
+        const cached = await mod.generate(prompt, { ...o, maxTokens: 12 });
+        const window = await mod.generate(prompt, { ...o, maxTokens: 12, cache: false });
+        expect(cached.length).toBe(12);
+        expect(cached).toEqual(window);
+      }
+      // past the context (3 + 20 > 16): the cache is refilled with the last 8 tokens and generation goes on
+      const long = await mod.generate(prompt, { maxTokens: 20, seed: 1, range: [0, 8] });
+      expect(long.length).toBe(20);
+      expect(long.every((t) => t >= 0 && t < 8)).toBe(true);
+      await expect(mod.generate([], {})).rejects.toThrow('generate: the prompt must be a non-empty array of token ids');
+      await expect(mod.generate([1, 32], {})).rejects.toThrow('generate: prompt token 1 is 32, not a token id in [0, 32)');
+      await mod.destroy();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
 });
