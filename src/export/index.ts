@@ -103,12 +103,16 @@ function planModule(plan: ModulePlan): string {
   ].join('\n');
 }
 
-export async function exportModel(file: string, o: ExportOptions): Promise<ExportResult> {
+/**
+ * The module in memory: the plan of every entry and the weights' safetensors bytes (what `kiln export` writes, and
+ * what `kiln sample` loads straight into the exported runtime). `params` gives the weights directly (with `set`).
+ */
+export async function buildModule(file: string, o: Omit<ExportOptions, 'out'> & { params?: Record<string, HostTensor> }): Promise<{ plan: ModulePlan; bytes: Uint8Array; names: string[]; model: string }> {
   if (!o.entries.length) throw new KilnError('kiln export: no --entry given');
   let set = o.set ?? {};
-  let weights: Record<string, HostTensor> | undefined;
+  let weights: Record<string, HostTensor> | undefined = o.params;
   const info = loadModelInfo(file, { set });
-  if (o.checkpoint) {
+  if (o.checkpoint && !weights) {
     const ck = loadCheckpoint(o.checkpoint, { modelName: info.name });
     set = { ...(ck.state.model.config as Record<string, ConfigValue>), ...set };
     if ('dropout' in set && !o.set?.dropout) set.dropout = 0;
@@ -168,7 +172,12 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     features: [...features],
     limits: {},
   };
+  return { plan, bytes, names, model: info.name };
+}
 
+export async function exportModel(file: string, o: ExportOptions): Promise<ExportResult> {
+  const { plan, bytes, names, model } = await buildModule(file, o);
+  const info = { name: model };
   const runtime = await bundleRuntime(o.minify ?? true);
   const planJs = planModule(plan);
   const indexJs = [
