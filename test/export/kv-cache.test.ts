@@ -4,10 +4,11 @@
  * logits at that position — in the reference interpreter and compiled to WebGPU (caches passed from step to step).
  * The exported module's `generate` (caches kept on the device) picks the same tokens as recomputing the whole window.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Project } from 'ts-morph';
 import { describe, expect, it } from 'vitest';
 import { exportModel } from '../../src/export/index.js';
 import { compileModel } from '../../src/frontend/index.js';
@@ -97,6 +98,17 @@ describe('decode with a key/value cache', () => {
       await expect(mod.generate([], {})).rejects.toThrow('generate: the prompt must be a non-empty array of token ids');
       await expect(mod.generate([1, 32], {})).rejects.toThrow('generate: prompt token 1 is 32, not a token id in [0, 32)');
       await mod.destroy();
+
+      // index.d.ts types generate (TypeScript's compiler API through ts-morph)
+      const project = new Project({ useInMemoryFileSystem: true, compilerOptions: { strict: true, target: 9, module: 199, moduleResolution: 99, lib: ['lib.es2022.d.ts', 'lib.dom.d.ts'] } });
+      project.createSourceFile('/app/node_modules/gpt-kiln/index.d.ts', readFileSync(join(dir, 'index.d.ts'), 'utf8'));
+      project.createSourceFile('/app/node_modules/gpt-kiln/package.json', JSON.stringify({ name: 'gpt-kiln', type: 'module', exports: { '.': { types: './index.d.ts', default: './index.js' } } }));
+      project.createSourceFile('/app/package.json', '{"type":"module"}');
+      const good = project.createSourceFile('/app/good.ts', `import { generate } from 'gpt-kiln';\nconst ids: number[] = await generate([1, 2], { maxTokens: 4, temperature: 0.5, topK: 3, seed: 1, onToken: (t: number) => void t });\nexport { ids };`);
+      const bad = project.createSourceFile('/app/bad.ts', `import { generate } from 'gpt-kiln';\nawait generate([1], { maxTokens: '4' });\nawait generate([1], { temprature: 1 });\nexport {};`);
+      const diag = (f: typeof good) => project.getProgram().getSemanticDiagnostics(f).length;
+      expect(diag(good)).toBe(0);
+      expect(diag(bad)).toBe(2);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
