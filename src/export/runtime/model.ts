@@ -299,7 +299,7 @@ export class LoadedModel {
    * into its cache inputs, nothing but the logits is read back); with `cache: false` it runs `forward` over the
    * whole window for every token (what the cache saves).
    */
-  generate(promptIds: ArrayLike<number>, o: GenerateOptions & { cache?: boolean } = {}): Promise<number[]> {
+  async generate(promptIds: ArrayLike<number>, o: GenerateOptions & { cache?: boolean } = {}): Promise<number[]> {
     this.check();
     const stepper = o.cache === false ? this.windowStepper() : this.cachedStepper();
     const V = stepper.vocab;
