@@ -1,7 +1,7 @@
 // Generation speed of an exported GPT with and without the key/value cache, at a full 256-token context, on this
 // machine's WebGPU device: the exported module's `generate` (decode entry: one token per step, caches on the
 // device) against `generate({ cache: false })` (forward over the whole window for every token).
-// Usage: npx tsx bench/generate.ts [CTX=256] [LAYERS=2] [D=64]
+// Usage: npx tsx bench/generate.ts [CTX=256] [LAYERS=2] [D=64] [STRATEGY: the device's default]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,9 +10,9 @@ import { exportModel } from '../src/export/index.js';
 import { acquireDevice } from '../src/runtime/device.js';
 import { targetOf } from '../src/runtime/executable.js';
 
-const [ctx = 256, layers = 2, d = 64] = process.argv.slice(2).map(Number);
+const [ctx = 256, layers = 2, d = 64] = process.argv.slice(2, 5).map(Number);
 const dev = await acquireDevice();
-const strategy = targetOf(dev).strategy;
+const strategy = (process.argv[5] as 'thread' | 'workgroup' | undefined) ?? targetOf(dev).strategy;
 const dir = mkdtempSync(join(tmpdir(), 'kiln-bench-generate-'));
 try {
   const r = await exportModel('src/models/gpt.kiln', { entries: ['forward', 'decode'], out: dir, set: { vocab: 256, d, heads: 4, layers, ctx }, dims: { B: 1, T: ctx }, strategy });
