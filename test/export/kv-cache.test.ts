@@ -97,6 +97,9 @@ describe('decode with a key/value cache', () => {
       expect(long.every((t) => t >= 0 && t < 8)).toBe(true);
       await expect(mod.generate([], {})).rejects.toThrow('generate: the prompt must be a non-empty array of token ids');
       await expect(mod.generate([1, 32], {})).rejects.toThrow('generate: prompt token 1 is 32, not a token id in [0, 32)');
+      await expect(mod.generate([1], { maxTokens: -1 })).rejects.toThrow('generate: maxTokens must be an integer >= 0, got -1');
+      await expect(mod.generate([1], { temperature: Number.NaN })).rejects.toThrow('generate: temperature must be a number >= 0, got NaN');
+      expect(await mod.generate([1], { maxTokens: 0 })).toEqual([]);
       await mod.destroy();
 
       // index.d.ts types generate (TypeScript's compiler API through ts-morph)

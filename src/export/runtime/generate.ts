@@ -71,7 +71,7 @@ export async function generateTokens(s: CachedStepper | WindowStepper, prompt: A
   const random = seededRandom(o.seed ?? 0);
   const ids = Array.from(prompt);
   const out: number[] = [];
-  if (!maxTokens) return out;
+  if (!(maxTokens > 0)) return out;
   const pick = (row: ArrayLike<number>) => {
     const next = pickToken(row, range, temperature, topK, random);
     ids.push(next);
@@ -92,7 +92,7 @@ export async function generateTokens(s: CachedStepper | WindowStepper, prompt: A
   let row = await feed(ids.slice(-s.ctx));
   for (;;) {
     pick(row);
-    if (out.length === maxTokens) return out;
+    if (out.length >= maxTokens) return out;
     if (pos === s.ctx) {
       await s.reset();
       pos = 0;

@@ -308,6 +308,14 @@ export class LoadedModel {
       const t = promptIds[i];
       if (!Number.isInteger(t) || t < 0 || t >= V) throw new KilnModelError(`generate: prompt token ${i} is ${t}, not a token id in [0, ${V})`);
     }
+    const bad = (k: keyof GenerateOptions, ok: (v: number) => boolean, what: string) => {
+      const v = o[k];
+      if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new KilnModelError(`generate: ${k} must be ${what}, got ${String(v)}`);
+    };
+    bad('maxTokens', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+    bad('topK', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0 (0: all tokens)');
+    bad('temperature', (v) => v >= 0 && Number.isFinite(v), 'a number >= 0');
+    bad('seed', (v) => Number.isFinite(v), 'a number');
     const r = o.range;
     if (r && !(Number.isInteger(r[0]) && Number.isInteger(r[1]) && 0 <= r[0] && r[0] < r[1] && r[1] <= V)) throw new KilnModelError(`generate: range [${r.join(', ')}] is not within [0, ${V})`);
     const run = this.chain.then(() => generateTokens(stepper.s, promptIds, V, o));
