@@ -16,6 +16,16 @@ export interface GptShape {
 }
 
 export function tfGptLoss(tf: typeof TF, P: Record<string, TF.Tensor>, tokens: TF.Tensor, targets: Int32Array, s: GptShape): TF.Scalar {
+  const { B, T } = s;
+  const logits = tfGptLogits(tf, P, tokens, s);
+  const valid: number[] = Array.from(targets, (t) => (t === -100 ? 0 : 1));
+  const onehot = tf.oneHot(tf.tensor(Array.from(targets, (t) => Math.max(t, 0)), [B * T], 'int32'), s.vocab);
+  const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), onehot), -1));
+  return tf.div(tf.sum(tf.mul(nll, tf.tensor(valid))), tf.scalar(Math.max(1, valid.reduce((a, b) => a + b, 0)))) as TF.Scalar;
+}
+
+/** The logits [B * T, vocab] of the library GPT (its `forward` entry). */
+export function tfGptLogits(tf: typeof TF, P: Record<string, TF.Tensor>, tokens: TF.Tensor, s: GptShape): TF.Tensor {
   const { B, T, d, heads } = s;
   const dh = d / heads;
   const ln = (x: TF.Tensor, p: string) => {
@@ -37,9 +47,5 @@ export function tfGptLoss(tf: typeof TF, P: Record<string, TF.Tensor>, tokens: T
     x = tf.add(x, linear(o, `h.${l}.attn.proj`));
     x = tf.add(x, linear(gelu(linear(ln(x, `h.${l}.ln_2`), `h.${l}.mlp.fc`)), `h.${l}.mlp.proj`));
   }
-  const logits = tf.matMul(tf.reshape(ln(x, 'ln_f'), [B * T, d]), P.wte, false, true);
-  const valid: number[] = Array.from(targets, (t) => (t === -100 ? 0 : 1));
-  const onehot = tf.oneHot(tf.tensor(Array.from(targets, (t) => Math.max(t, 0)), [B * T], 'int32'), s.vocab);
-  const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), onehot), -1));
-  return tf.div(tf.sum(tf.mul(nll, tf.tensor(valid))), tf.scalar(Math.max(1, valid.reduce((a, b) => a + b, 0)))) as TF.Scalar;
+  return tf.matMul(tf.reshape(ln(x, 'ln_f'), [B * T, d]), P.wte, false, true);
 }

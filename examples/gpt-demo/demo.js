@@ -1,10 +1,8 @@
-// The page's script: loads the exported model from ./model/ (kiln export ... --out examples/gpt-demo/model) and
-// generates a continuation of the typed prompt.
+// The page's script: loads the exported model from ./model/ (kiln export ... --entry decode --out
+// examples/gpt-demo/model) and generates a continuation of the typed prompt.
 import * as gpt from './model/index.js';
-import plan from './model/plan.js';
-import { generate } from './generate.js';
+import { generateText } from './generate.js';
 
-const T = plan.entries.find((e) => e.name === 'forward').inputs[0].shape[1];
 const $ = (id) => document.getElementById(id);
 const status = (s) => ($('status').textContent = s);
 
@@ -23,7 +21,7 @@ $('form').addEventListener('submit', async (ev) => {
   status('generating…');
   const t = performance.now();
   try {
-    const text = await generate(gpt.forward, prompt, { T, maxTokens: Number($('tokens').value) || 40, seed, onText: (s) => ($('output').textContent = s) });
+    const text = await generateText(gpt, prompt, { maxTokens: Number($('tokens').value) || 40, seed, onText: (s) => ($('output').textContent = s) });
     $('output').textContent = text;
     status(`done: ${text.length} characters in ${Math.round(performance.now() - t)} ms`);
   } catch (e) {

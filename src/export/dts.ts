@@ -64,6 +64,34 @@ export function writeDts(plan: ModulePlan, fn: (entry: string) => string): strin
       ],
     });
   }
+  if (plan.entries.some((e) => e.name === 'decode')) {
+    const dec = plan.entries.find((e) => e.name === 'decode')!;
+    const V = dec.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
+    f.addInterface({
+      name: 'GenerateOptions',
+      isExported: true,
+      properties: [
+        { name: 'maxTokens', type: 'number', hasQuestionToken: true, docs: ['Tokens to generate (default 32).'] },
+        { name: 'temperature', type: 'number', hasQuestionToken: true, docs: ['Softmax temperature; 0 picks the most likely token (default 0.8).'] },
+        { name: 'topK', type: 'number', hasQuestionToken: true, docs: ['Sample among the k most likely tokens; 0: all (default 40).'] },
+        { name: 'seed', type: 'number', hasQuestionToken: true, docs: ['Seed of the sampler (default 0): the same seed gives the same tokens in Node and in a browser.'] },
+        { name: 'range', type: '[number, number]', hasQuestionToken: true, docs: [`Sample only ids in [lo, hi) (a tokenizer's text tokens); default [0, ${V}).`] },
+        { name: 'onToken', type: '(id: number) => void', hasQuestionToken: true, docs: ['Called with each new token as soon as it is picked.'] },
+        { name: 'cache', type: 'boolean', hasQuestionToken: true, docs: ["false: recompute the whole window per token with `forward` (needs that entry; for comparison). Default true: one token per step with the key/value cache on the device."] },
+      ],
+    });
+    f.addFunction({
+      name: 'generate',
+      isExported: true,
+      hasDeclareKeyword: true,
+      parameters: [
+        { name: 'promptIds', type: 'ArrayLike<number>' },
+        { name: 'options', type: 'GenerateOptions', hasQuestionToken: true },
+      ],
+      returnType: 'Promise<number[]>',
+      docs: [`Continues the prompt (token ids in [0, ${V})) and returns the new token ids: the \`decode\` entry, one token per step, its key/value caches kept on the device.`],
+    });
+  }
   f.addVariableStatement({
     isExported: true,
     hasDeclareKeyword: true,

@@ -49,7 +49,7 @@ export interface ExportResult {
   weightsBytes: number;
 }
 
-const RESERVED = new Set(['load', 'destroy', 'entries', 'default']);
+const RESERVED = new Set(['load', 'destroy', 'entries', 'generate', 'default']);
 export const entryFunction = (e: string) => {
   const id = e.replace(/[^\w$]/g, '_').replace(/^(\d)/, '_$1');
   return RESERVED.has(id) ? `${id}_` : id;
@@ -103,12 +103,16 @@ function planModule(plan: ModulePlan): string {
   ].join('\n');
 }
 
-export async function exportModel(file: string, o: ExportOptions): Promise<ExportResult> {
+/**
+ * The module in memory: the plan of every entry and the weights' safetensors bytes (what `kiln export` writes, and
+ * what `kiln sample` loads straight into the exported runtime). `params` gives the weights directly (with `set`).
+ */
+export async function buildModule(file: string, o: Omit<ExportOptions, 'out'> & { params?: Record<string, HostTensor> }): Promise<{ plan: ModulePlan; bytes: Uint8Array; names: string[]; model: string }> {
   if (!o.entries.length) throw new KilnError('kiln export: no --entry given');
   let set = o.set ?? {};
-  let weights: Record<string, HostTensor> | undefined;
+  let weights: Record<string, HostTensor> | undefined = o.params;
   const info = loadModelInfo(file, { set });
-  if (o.checkpoint) {
+  if (o.checkpoint && !weights) {
     const ck = loadCheckpoint(o.checkpoint, { modelName: info.name });
     set = { ...(ck.state.model.config as Record<string, ConfigValue>), ...set };
     if ('dropout' in set && !o.set?.dropout) set.dropout = 0;
@@ -170,7 +174,12 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     features: [...features],
     limits: {},
   };
+  return { plan, bytes, names, model: info.name };
+}
 
+export async function exportModel(file: string, o: ExportOptions): Promise<ExportResult> {
+  const { plan, bytes, names, model } = await buildModule(file, o);
+  const info = { name: model };
   const runtime = await bundleRuntime(o.minify ?? true);
   const planJs = planModule(plan);
   const indexJs = [
@@ -183,6 +192,7 @@ export async function exportModel(file: string, o: ExportOptions): Promise<Expor
     `export const destroy = m.destroy;`,
     `export const entries = ${JSON.stringify(names)};`,
     ...names.map((e) => `export const ${entryFunction(e)} = (inputs) => m.run(${JSON.stringify(e)}, inputs);`),
+    ...(names.includes('decode') ? ['export const generate = (promptIds, options) => m.generate(promptIds, options);'] : []),
     '',
   ].join('\n');
   const dts = writeDts(plan, entryFunction).replace(/^(\/\/.*\n)/, `$1export declare class KilnModelError extends Error {}\n`);

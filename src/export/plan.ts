@@ -114,5 +114,6 @@ export function planEntry(g: Graph, shaders: string[], opts: PlanOptions = {}): 
       return { ...spec(o.name, g.nodes[o.id]), buffer };
     });
   const upd = updates.map((u) => ({ param: (u.param.attrs as AttrsOf<'param'>).name, buffer: nodeBuffer.get(u.output)! }));
-  return { entry: { name: g.name, inputs, outputs, updates: upd, buffers, passes }, params, features: [...features] };
+  const carry = outputs.filter((o) => inputs.some((i) => i.name === o.name && i.dtype === o.dtype && i.shape.join() === o.shape.join())).map((o) => o.name);
+  return { entry: { name: g.name, inputs, outputs, updates: upd, buffers, passes, ...(carry.length ? { carry } : {}) }, params, features: [...features] };
 }

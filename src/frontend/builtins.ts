@@ -444,6 +444,15 @@ def('scatter_add', ['idx', 'updates', 'rows'], (a, cx) =>
 def('one_hot', ['idx', 'depth', ['dtype', DT('f32')]], (a, cx) =>
   cx.t(cx.op('one_hot', [cx.tensor(a.get('idx')!, 'idx')], { depth: cx.integer(a.get('depth')!, 'depth'), dtype: cx.dtype(a.get('dtype')!, 'dtype') })),
 );
+/**
+ * update_slice(x, u, pos, axis=0): x with u written along `axis` from row pos on, where pos is an i32 tensor of one
+ * element known at run time (a key/value cache's write position); rows past the end are dropped.
+ */
+def('update_slice', ['x', 'u', 'pos', ['axis', int(0)]], (a, cx) => {
+  const x = cx.tensor(a.get('x')!, 'x');
+  const axis = cx.axis(cx.integer(a.get('axis')!, 'axis'), cx.shapeOf(x).length, 'axis');
+  return cx.t(cx.op('update_slice', [x, cx.tensor(a.get('u')!, 'u'), cx.tensor(a.get('pos')!, 'pos')], { axis }));
+});
 def('iota', [['axis', int(0)], ['dtype', DT('i32')]], (a, cx) => {
   const shape = shapeArg(a.get('shape')!, cx, 'shape');
   if (!shape.length) cx.fail(`iota(): needs a shape, e.g. iota(T, T, axis=1)`);

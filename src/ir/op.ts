@@ -77,6 +77,7 @@ export interface AttrMap {
   gather: {}; // table[V, ...r], idx[...i] -> [...i, ...r]
   scatter_add: { rows: number }; // idx[...i], upd[...i, ...r] -> [rows, ...r]; out-of-range indices dropped
   one_hot: { depth: number; dtype: DType };
+  update_slice: { axis: number }; // (x, u, pos: i32[1]) -> x with u written along axis at rows pos.. (src/ir/ops/update-slice.ts)
   // neural-net primitives: always over the last axis (the frontend transposes for other axes)
   softmax: {};
   log_softmax: {};
@@ -138,7 +139,7 @@ export interface FamilyOf {
   sum: 'reduce'; mean: 'reduce'; max_reduce: 'reduce'; argmax: 'reduce';
   matmul: 'matmul';
   reshape: 'layout'; transpose: 'layout'; broadcast: 'layout'; slice: 'layout'; concat: 'layout';
-  gather: 'gather'; one_hot: 'gather'; scatter_add: 'scatter';
+  gather: 'gather'; one_hot: 'gather'; update_slice: 'gather'; scatter_add: 'scatter';
   softmax: 'rowwise'; log_softmax: 'rowwise'; layer_norm: 'rowwise'; rms_norm: 'rowwise'; cross_entropy: 'rowwise';
   dropout: 'random';
   all_reduce: 'collective'; reduce_scatter: 'collective'; all_gather: 'collective';

@@ -13,6 +13,7 @@ import { matmulOp } from './ops/matmul.js';
 import { nnOps } from './ops/nn.js';
 import { dropoutOp } from './ops/random.js';
 import { reduceOps } from './ops/reduce.js';
+import { updateSliceOp } from './ops/update-slice.js';
 
 export const OPS: OpRegistry = {
   ...leafOps,
@@ -24,6 +25,7 @@ export const OPS: OpRegistry = {
   matmul: matmulOp,
   ...layoutOps,
   ...indexingOps,
+  update_slice: updateSliceOp,
   ...nnOps,
   dropout: dropoutOp,
   ...collectiveOps,

@@ -256,6 +256,7 @@ samples.slice = { operands: [fl([4])], attrs: { starts: [1], ends: [3] } };
 samples.concat = { operands: [fl([2]), fl([3])], attrs: { axis: 0 } };
 samples.gather = { operands: [fl([5, 2]), ['i32', [3]]], attrs: {} };
 samples.scatter_add = { operands: [['i32', [3]], fl([3, 2])], attrs: { rows: 5 } };
+samples.update_slice = { operands: [fl([2, 5, 3]), fl([2, 2, 3]), ['i32', [1]]], attrs: { axis: 1 } };
 samples.one_hot = { operands: [['i32', [3]]], attrs: { depth: 4, dtype: 'f32' } };
 samples.softmax = { operands: [fl([2, 3])], attrs: {} };
 samples.log_softmax = { operands: [fl([2, 3])], attrs: {} };

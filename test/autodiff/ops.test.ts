@@ -62,6 +62,8 @@ cases['slice'] = { build: (b, p) => b.op('slice', [p('x', [5, 6])], { starts: [1
 cases['concat (and fan-out)'] = { build: (b, p) => { const x = p('x', [2, 3]); return b.op('concat', [x, b.mul(x, x), p('y', [2, 1])], { axis: 1 }); } };
 cases['gather with duplicate indices'] = { build: (b, p) => b.op('gather', [p('table', [5, 3]), b.op('input', [], { name: 'idx', dtype: 'i32', shape: [2, 4] })], {}), inputs: { idx: ints([2, 4], [1, 1, 4, 0, 1, 4, 4, -7]) } };
 cases['scatter_add'] = { build: (b, p) => b.op('scatter_add', [b.op('input', [], { name: 'idx', dtype: 'i32', shape: [6] }), p('upd', [6, 2])], { rows: 4 }), inputs: { idx: ints([6], [0, 3, 3, 1, 3, 9]) } };
+cases['update_slice (a row past the end dropped)'] = { build: (b, p) => b.op('update_slice', [p('x', [2, 5, 3]), p('u', [2, 2, 3]), b.op('input', [], { name: 'pos', dtype: 'i32', shape: [1] })], { axis: 1 }), inputs: { pos: ints([1], [4]) } };
+cases['update_slice on axis 0'] = { build: (b, p) => b.op('update_slice', [p('x', [4, 3]), p('u', [2, 3]), b.op('input', [], { name: 'pos', dtype: 'i32', shape: [] })], { axis: 0 }), inputs: { pos: ints([], [1]) } };
 cases['softmax'] = { build: (b, p) => b.op('softmax', [p('x', [3, 5])], {}) };
 cases['log_softmax'] = { build: (b, p) => b.op('log_softmax', [p('x', [3, 5])], {}) };
 cases['layer_norm'] = { build: (b, p) => b.op('layer_norm', [p('x', [3, 6]), p('g', [6]), p('bias', [6])], { eps: 1e-5 }) };

@@ -38,3 +38,33 @@ it('kiln export writes an npm package folder; bad options and checkpoints are cl
     rmSync(dir, { recursive: true, force: true });
   }
 }, 120_000);
+
+it('kiln sample decodes with the key/value cache: the same text as --no-cache and as the interpreter, for a seed', async () => {
+  const { saveCheckpoint } = await import('../../src/train/checkpoint.js');
+  const { compileModel } = await import('../../src/frontend/index.js');
+  const { initParam } = await import('../../src/ir/init.js');
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-sample-'));
+  try {
+    const config = { vocab: 264, d: 16, heads: 2, layers: 1, ctx: 24 }; // prompt + tokens fit the context
+    const g = compileModel('src/models/gpt.kiln', { set: config, dims: { B: 1, T: 16 } }).graph;
+    const params = Object.fromEntries(g.nodes.filter((n) => n.op === 'param').map((n) => {
+      const a = n.attrs as { name: string; init: Parameters<typeof initParam>[0] };
+      return [a.name, initParam(a.init, n.type, a.name, 4)];
+    }));
+    saveCheckpoint(dir, 1, params, {}, { model: { file: 'src/models/gpt.kiln', name: 'gpt', config }, train: { tokenizer: 'bytes' } });
+    const args = ['sample', 'src/models/gpt.kiln', '--checkpoint', dir, '--prompt', 'Call me', '--tokens', '12', '--seed', '3', '--temperature', '1', '--top-k', '8'];
+    const cached = kiln(...args);
+    expect(cached.err).not.toMatch(/\n\s+at /);
+    expect(cached.code, cached.err).toBe(0);
+    expect(cached.out.startsWith('Call me')).toBe(true);
+    expect(Buffer.byteLength(cached.out)).toBeGreaterThan('Call me'.length + 1);
+    const window = kiln(...args, '--no-cache');
+    expect(window.code, window.err).toBe(0);
+    expect(window.out).toBe(cached.out);
+    const interp = kiln(...args, '--device', 'interp');
+    expect(interp.code, interp.err).toBe(0);
+    expect(interp.out).toBe(cached.out);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 180_000);

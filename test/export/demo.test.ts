@@ -1,5 +1,6 @@
 /**
- * The browser demo (examples/gpt-demo): a page that loads an exported GPT and generates text from a typed prompt.
+ * The browser demo (examples/gpt-demo): a page that loads an exported GPT and generates text from a typed prompt
+ * with the module's `generate` (the decode entry, key/value caches on the GPU).
  * In headless Chromium (WebGPU on SwiftShader): type a prompt, press Generate, wait for the text, take a screenshot;
  * the text equals a Node run of the same exported module (Dawn on lavapipe) with the same seed, and the screenshot
  * shows it (not a blank page). Uses a tiny GPT with its initial weights: the test is about the path, not the prose.
@@ -25,15 +26,15 @@ describe.skipIf(!chromium)('examples/gpt-demo in headless Chromium', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kiln-demo-'));
     const model = join(dir, 'model');
     const T = 16;
-    await exportModel('src/models/gpt.kiln', { entries: ['forward'], out: model, set: { vocab: 264, d: 16, heads: 2, layers: 1, ctx: T }, dims: { B: 1, T }, seed: 11, strategy: 'thread' });
+    await exportModel('src/models/gpt.kiln', { entries: ['decode'], out: model, set: { vocab: 264, d: 16, heads: 2, layers: 1, ctx: T }, dims: { B: 1 }, seed: 11, strategy: 'thread' });
     const prompt = 'Call me';
-    const opts = { T, maxTokens: 12, seed: 7 };
+    const opts = { maxTokens: 12, seed: 7 };
 
-    // Node: the same exported module and the same generate.js
-    const mod = (await import(/* @vite-ignore */ pathToFileURL(join(model, 'index.js')).href)) as { load(o: object): Promise<void>; forward: unknown; destroy(): Promise<void> };
-    const { generate } = (await import(/* @vite-ignore */ pathToFileURL(join(DEMO, 'generate.js')).href)) as { generate: (f: unknown, p: string, o: object) => Promise<string> };
+    // Node: the same exported module (its generate: the key/value cache on the device) and the same generate.js
+    const mod = (await import(/* @vite-ignore */ pathToFileURL(join(model, 'index.js')).href)) as { load(o: object): Promise<void>; generate: unknown; destroy(): Promise<void> };
+    const { generateText } = (await import(/* @vite-ignore */ pathToFileURL(join(DEMO, 'generate.js')).href)) as { generateText: (m: unknown, p: string, o: object) => Promise<string> };
     await mod.load({ device: (await sharedDevice()).device });
-    const inNode = await generate(mod.forward, prompt, opts);
+    const inNode = await generateText(mod, prompt, opts);
     await mod.destroy();
     expect(inNode.length).toBeGreaterThan(0);
 

@@ -139,6 +139,15 @@ describe('indexing', () => {
     expect(y.shape).toEqual([2, 2, 2]);
     expect(vals(y)).toEqual([5, 6, 1, 2, 3, 4, 0, 0]);
   });
+  it('update_slice writes rows at a run-time position along its axis; rows past the end are dropped', () => {
+    const x = T([2, 3, 2], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    const u = T([2, 2, 2], [-1, -2, -3, -4, -5, -6, -7, -8]);
+    expect(vals(run('update_slice', [x, u, T([1], [1], 'i32')], { axis: 1 }))).toEqual([1, 2, -1, -2, -3, -4, 7, 8, -5, -6, -7, -8]);
+    expect(vals(run('update_slice', [x, u, T([1], [2], 'i32')], { axis: 1 }))).toEqual([1, 2, 3, 4, -1, -2, 7, 8, 9, 10, -5, -6]);
+    expect(vals(run('update_slice', [x, T([1, 3, 2], [0, 0, 0, 0, 0, 0]), T([], [1], 'i32')], { axis: 0 }))).toEqual([1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0]);
+    expect(() => run('update_slice', [x, T([2, 4, 2], new Array(16).fill(0)), T([1], [0], 'i32')], { axis: 1 })).toThrow(/update_slice: the update must have the tensor's shape except along axis 1/);
+    expect(() => run('update_slice', [x, u, T([2], [0, 1], 'i32')], { axis: 1 })).toThrow('update_slice: the position must be an i32 tensor of one element');
+  });
   it('scatter_add sums duplicates and drops out-of-range indices', () => {
     const y = run('scatter_add', [T([4], [1, 1, 0, -100], 'i32'), T([4, 2], [1, 2, 10, 20, 5, 5, 7, 7])], { rows: 3 });
     expect(vals(y)).toEqual([5, 5, 11, 22, 0, 0]);

@@ -10,7 +10,7 @@ export function register(program: Command): void {
       .command('export')
       .description('compile entries into an npm package folder: an ES module with the WGSL kernels and a small runtime, typed index.d.ts, weights')
       .argument('<file>', '.kiln model file')
-      .option('--entry <name>', 'entry point to export (repeatable; default forward)', (v: string, p: string[] = []) => [...p, v])
+      .option('--entry <name>', 'entry point to export (repeatable; default forward; a causal model\'s decode entry also exports generate())', (v: string, p: string[] = []) => [...p, v])
       .option('--checkpoint <dir>', 'weights (and config) from a training checkpoint; default: the initialisers')
       .option('--seed <n>', 'seed of the initialisers without a checkpoint', '0')
       .option('--strategy <s>', 'kernel strategy: workgroup (GPUs) | thread (CPU adapters such as lavapipe)', 'workgroup')

@@ -98,7 +98,7 @@ export function register(program: Command): void {
   program
     .command('sample')
     .description('generate text from a trained causal model')
-    .argument('<file>', '.kiln model file with a `forward` entry')
+    .argument('<file>', '.kiln model file with a `forward` entry (and a `decode` entry for key/value-cache decoding)')
     .requiredOption('--checkpoint <dir>', 'checkpoint (run folder or step folder)')
     .option('--prompt <text>', 'text to continue', '')
     .option('--tokens <n>', 'tokens to generate', '200')
@@ -106,6 +106,7 @@ export function register(program: Command): void {
     .option('--top-k <n>', 'sample among the k most likely tokens (0: all)', '40')
     .option('--seed <n>', 'sampling seed', '0')
     .option('--device <d>', 'webgpu | interp', 'webgpu')
+    .option('--no-cache', 'recompute the whole window for every token instead of decoding with the key/value cache (the `decode` entry)')
     .action(async (file: string, o) => (await import('./sample.js')).sample(file, o));
 
   program

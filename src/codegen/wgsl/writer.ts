@@ -351,6 +351,23 @@ const INLINE: { [K in InlineOp]: InlineRule<K> } = {
         `  return select(${literal(0, out.dtype)}, ${literal(1, out.dtype)}, v == i32(i % ${n.attrs.depth}u));`,
       ].join('\n'),
   },
+  update_slice: {
+    shapeFree: false,
+    body: (w, n, out) => {
+      const [x, u, pos] = n.inputs;
+      const ax = n.attrs.axis;
+      const m = w.node(u).type.shape[ax];
+      const inner = numel(out.shape.slice(ax + 1));
+      // the row j of u this element would come from (pos known at run time); outside [0, m): x's own element
+      return [
+        `  let j = i32(${coordOf('i', out.shape, ax)}) - ${w.at(pos, '0u')};`,
+        `  if (j >= 0 && j < ${m}) {`,
+        `    return ${w.at(u, `(i / ${inner * out.shape[ax]}u) * ${m * inner}u + u32(j) * ${inner}u + i % ${inner}u`)};`,
+        '  }',
+        `  return ${w.at(x, 'i')};`,
+      ].join('\n');
+    },
+  },
   dropout: {
     shapeFree: true, // the mask is a function of the flat index alone
     body: (w, n, out) => {

@@ -38,6 +38,11 @@ export interface EntryPlan {
   updates: { param: string; buffer: number }[];
   buffers: BufferSpec[];
   passes: PassSpec[];
+  /**
+   * State the entry carries from call to call: names that are both an input and an output of the same type (a
+   * decode step's key/value caches). `generate` keeps them on the device, copying each output into its input.
+   */
+  carry?: string[];
 }
 
 export interface ModulePlan {

@@ -7,6 +7,9 @@
  * shapes) before the first GPU object is made, and every buffer made is destroyed again if a later step fails.
  */
 import type { EntryPlan, ModulePlan, PlanDType, TensorSpec } from './format.js';
+import { generateTokens, type CachedStepper, type GenerateOptions, type WindowStepper } from './generate.js';
+
+export type { GenerateOptions };
 
 export class KilnModelError extends Error {
   override name = 'KilnModelError';
@@ -256,15 +259,7 @@ export class LoadedModel {
       const d = toWords(i.dtype, inputs[i.name]);
       if (d.byteLength) q.writeBuffer(e.buffers[i.buffer], 0, d.buffer as ArrayBuffer, d.byteOffset, d.byteLength);
     }
-    const enc = this.device.createCommandEncoder({ label: e.plan.name });
-    const pass = enc.beginComputePass({ label: e.plan.name });
-    for (const p of e.passes) {
-      if (p.dispatch.some((x) => x === 0)) continue;
-      pass.setPipeline(p.pipeline);
-      pass.setBindGroup(0, p.bindGroup);
-      pass.dispatchWorkgroups(...p.dispatch);
-    }
-    pass.end();
+    const enc = this.encode(e);
     e.plan.outputs.forEach((o, k) => enc.copyBufferToBuffer(e.buffers[o.buffer], 0, e.staging[k], 0, e.staging[k].size));
     const paramBuf = (n: string) => e.buffers[e.plan.buffers.findIndex((b) => b.role === 'param' && b.param === n)];
     for (const u of e.plan.updates) {
@@ -282,6 +277,129 @@ export class LoadedModel {
       out[o.name] = fromWords(o, e.staging[k].getMappedRange());
       e.staging[k].unmap();
     });
+    return out;
+  }
+
+  /** A command encoder with every dispatch of entry `e` in one compute pass. */
+  private encode(e: LoadedEntry): GPUCommandEncoder {
+    const enc = this.device.createCommandEncoder({ label: e.plan.name });
+    const pass = enc.beginComputePass({ label: e.plan.name });
+    for (const p of e.passes) {
+      if (p.dispatch.some((x) => x === 0)) continue;
+      pass.setPipeline(p.pipeline);
+      pass.setBindGroup(0, p.bindGroup);
+      pass.dispatchWorkgroups(...p.dispatch);
+    }
+    pass.end();
+    return enc;
+  }
+
+  /**
+   * Continues the token ids `promptIds` by `maxTokens` tokens. With `cache` (the default) it runs the `decode`
+   * entry one token per step, its key/value caches staying on the device (each step's cache outputs are copied
+   * into its cache inputs, nothing but the logits is read back); with `cache: false` it runs `forward` over the
+   * whole window for every token (what the cache saves).
+   */
+  async generate(promptIds: ArrayLike<number>, o: GenerateOptions & { cache?: boolean } = {}): Promise<number[]> {
+    this.check();
+    const stepper = o.cache === false ? this.windowStepper() : this.cachedStepper();
+    const V = stepper.vocab;
+    if (!promptIds || typeof promptIds.length !== 'number' || promptIds.length === 0) throw new KilnModelError('generate: the prompt must be a non-empty array of token ids');
+    for (let i = 0; i < promptIds.length; i++) {
+      const t = promptIds[i];
+      if (!Number.isInteger(t) || t < 0 || t >= V) throw new KilnModelError(`generate: prompt token ${i} is ${t}, not a token id in [0, ${V})`);
+    }
+    const bad = (k: keyof GenerateOptions, ok: (v: number) => boolean, what: string) => {
+      const v = o[k];
+      if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new KilnModelError(`generate: ${k} must be ${what}, got ${String(v)}`);
+    };
+    bad('maxTokens', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+    bad('topK', (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0 (0: all tokens)');
+    bad('temperature', (v) => v >= 0 && Number.isFinite(v), 'a number >= 0');
+    bad('seed', (v) => Number.isFinite(v), 'a number');
+    const r = o.range;
+    if (r && !(Number.isInteger(r[0]) && Number.isInteger(r[1]) && 0 <= r[0] && r[0] < r[1] && r[1] <= V)) throw new KilnModelError(`generate: range [${r.join(', ')}] is not within [0, ${V})`);
+    const run = this.chain.then(() => generateTokens(stepper.s, promptIds, V, o));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private entryFor(name: string, why: string): LoadedEntry {
+    const e = this.entries.get(name);
+    if (!e) throw new KilnModelError(`generate${why}: the module has no '${name}' entry (has ${[...this.entries.keys()].join(', ')}); export it with --entry ${name}`);
+    return e;
+  }
+
+  private cachedStepper(): { s: CachedStepper; vocab: number } {
+    const e = this.entryFor('decode', '');
+    const input = (n: string) => e.plan.inputs.find((i) => i.name === n);
+    const tok = input('token');
+    const pos = input('pos');
+    const logits = e.plan.outputs.findIndex((o) => o.name === 'logits');
+    if (!tok || !pos || logits < 0 || !e.plan.carry?.length || numel(tok.shape) !== 1 || numel(pos.shape) !== 1) {
+      throw new KilnModelError(`generate: entry 'decode' must take token: i32[1, 1] and pos: i32[1] (export with --dim B=1) and carry its caches (an input and an output of the same name), has ${e.plan.inputs.map(fmt).join(', ')}`);
+    }
+    const carried = e.plan.carry.map((n) => ({ input: e.buffers[input(n)!.buffer], output: e.buffers[e.plan.outputs.find((o) => o.name === n)!.buffer] }));
+    const ctx = e.plan.inputs.find((i) => i.name === e.plan.carry![0])!.shape.at(-2)!;
+    const q = this.device.queue;
+    const s: CachedStepper = {
+      ctx,
+      reset: () => {
+        const enc = this.device.createCommandEncoder({ label: 'reset caches' });
+        for (const c of carried) enc.clearBuffer(c.input);
+        q.submit([enc.finish()]);
+      },
+      step: async (id, p, want) => {
+        this.check();
+        q.writeBuffer(e.buffers[tok.buffer], 0, Int32Array.of(id));
+        q.writeBuffer(e.buffers[pos.buffer], 0, Int32Array.of(p));
+        const enc = this.encode(e);
+        for (const c of carried) enc.copyBufferToBuffer(c.output, 0, c.input, 0, c.input.size);
+        const st = e.staging[logits];
+        if (want) enc.copyBufferToBuffer(e.buffers[e.plan.outputs[logits].buffer], 0, st, 0, st.size);
+        q.submit([enc.finish()]);
+        if (!want) return undefined;
+        return this.readRow(e, st, e.plan.outputs[logits]);
+      },
+    };
+    return { s, vocab: e.plan.outputs[logits].shape.at(-1)! };
+  }
+
+  private windowStepper(): { s: WindowStepper; vocab: number } {
+    const e = this.entryFor('forward', ' with cache: false');
+    const tokens = e.plan.inputs.find((i) => i.name === 'tokens');
+    const logits = e.plan.outputs.findIndex((o) => o.name === 'logits');
+    if (!tokens || logits < 0 || tokens.shape.length !== 2 || tokens.shape[0] !== 1) {
+      throw new KilnModelError(`generate: entry 'forward' must take tokens: i32[1, T] (export with --dim B=1), has ${e.plan.inputs.map(fmt).join(', ')}`);
+    }
+    const T = tokens.shape[1];
+    const V = e.plan.outputs[logits].shape.at(-1)!;
+    const q = this.device.queue;
+    const s: WindowStepper = {
+      ctx: T,
+      window: async (ids) => {
+        this.check();
+        const data = new Int32Array(T);
+        data.set(ids);
+        q.writeBuffer(e.buffers[tokens.buffer], 0, data);
+        const enc = this.encode(e);
+        const st = e.staging[logits];
+        enc.copyBufferToBuffer(e.buffers[e.plan.outputs[logits].buffer], 0, st, 0, st.size);
+        q.submit([enc.finish()]);
+        return (await this.readRow(e, st, e.plan.outputs[logits])).subarray((ids.length - 1) * V, ids.length * V);
+      },
+    };
+    return { s, vocab: V };
+  }
+
+  private async readRow(e: LoadedEntry, st: GPUBuffer, o: TensorSpec): Promise<Float32Array> {
+    try {
+      await alive(st.mapAsync(1));
+    } catch (err) {
+      throw new KilnModelError(`reading the results of '${e.plan.name}' failed${this.lost ? ` (the GPU device was lost: ${this.lost})` : ''}: ${(err as Error).message}`);
+    }
+    const out = fromWords(o, st.getMappedRange()) as Float32Array;
+    st.unmap();
     return out;
   }
 
@@ -306,6 +424,7 @@ export function createModule(plan: ModulePlan, base: string) {
   return {
     load,
     run: async (entry: string, inputs: Record<string, TypedArray>) => (await (model ?? load())).run(entry, inputs),
+    generate: async (promptIds: ArrayLike<number>, o?: GenerateOptions) => (await (model ?? load())).generate(promptIds, o),
     destroy: async () => {
       const m = model;
       model = undefined;
