@@ -20,7 +20,7 @@ import type { MultiDeviceExecutable } from '../runtime/multi.js';
 import type { StepRunner } from '../train/runner.js';
 import { shardBatch } from './feed.js';
 import { tensorShards } from './tensor-parallel.js';
-import { shardedParams } from './zero.js';
+import { shardedParams, zeroShardedParams } from './zero.js';
 
 export interface Mesh {
   dp: number;
@@ -37,6 +37,7 @@ export function splitParams(program: Graph, mesh: Mesh): Map<string, number> {
   const out = new Map<string, number>();
   for (const name of shardedParams(program, mesh.dp)) out.set(name, 0);
   const tp = tensorShards(program, mesh.tp, true);
+  for (const name of zeroShardedParams(program, mesh.dp)) tp.set(name, 0); // ZeRO-3: parameters and their state, rows
   for (const [name, axis] of tp) out.set(name, axis);
   for (const n of program.nodes) {
     const name = n.op === 'param' ? (n.attrs as AttrsOf<'param'>).name : '';

@@ -42,7 +42,26 @@ export interface SegmentedProgram {
 
 const isLeaf = (n: Node) => n.op === 'input' || n.op === 'param' || n.op === 'constant' || n.op === 'iota';
 
-export function splitAtCollectives(g: Graph): SegmentedProgram {
+/**
+ * A collective that reads a leaf (ZeRO-3's all-gather of a parameter shard) reads a copy of it made in the segment
+ * before: segments hand the host values they compute, and a parameter stays in its buffer.
+ */
+function copyLeafOperands(g: Graph): Graph {
+  if (!g.nodes.some((n) => isCollective(n.op) && isLeaf(g.nodes[n.inputs[0]]))) return g;
+  const b = new GraphBuilder();
+  const map = new Map<number, number>();
+  for (const n of g.nodes) {
+    let inputs = n.inputs.map((i) => map.get(i)!);
+    if (isCollective(n.op) && isLeaf(g.nodes[n.inputs[0]])) inputs = [b.op('mul', [inputs[0], b.scalar(1, n.type.dtype)], {})];
+    const id = b.op(n.op, inputs, n.attrs as never, { name: n.name, scope: n.scope, loc: n.loc });
+    if (n.rule) b.nodes[id].rule = n.rule;
+    map.set(n.id, id);
+  }
+  return b.build(g.name, g.outputs.map((o) => ({ ...o, id: map.get(o.id)! })));
+}
+
+export function splitAtCollectives(source: Graph): SegmentedProgram {
+  const g = copyLeafOperands(source);
   const level = new Array<number>(g.nodes.length).fill(0);
   for (const n of g.nodes) {
     const l = Math.max(0, ...n.inputs.filter((i) => !isLeaf(g.nodes[i])).map((i) => level[i]));

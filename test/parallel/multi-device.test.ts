@@ -13,7 +13,7 @@ import { Rng } from '../../src/train/rng.js';
 
 const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
 const cfg = { d: 8, heads: 2, layers: 1, vocab: 7, d_ff: 16, ctx: 4 };
-const B = 4, T = 4, STEPS = 4;
+const B = 4, T = 4, STEPS = 20;
 
 function step(batch: number, dp: number, zero = 0): Graph {
   const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B: batch, T } });
@@ -33,7 +33,7 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
     (await acquireDevice()).destroy();
   });
 
-  for (const zero of [0, 1]) it(`dp=2${zero ? ', ZeRO stage 1' : ''}: losses and parameters after 4 AdamW steps of a tiny GPT`, async () => {
+  for (const zero of [0, 1, 2, 3]) it(`dp=2${zero ? `, ZeRO stage ${zero}` : ''}: losses and parameters after 20 AdamW steps of a tiny GPT`, async () => {
     if (!devs.length) devs = await acquireDevices(2);
     const single = await DeviceRunner.create(step(B, 1), await acquireDevice(), 0);
     const dp = await DataParallelDeviceRunner.create(step(B / 2, 2, zero), devs, 0);
@@ -51,7 +51,7 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
       let worst = 0;
       const got = await dp.getParams(); // sharded optimizer state gathered from both devices
       for (const name of single.paramNames) {
-        if (!name.startsWith('opt.')) {
+        if (!name.startsWith('opt.') && zero < 3) {
           const p1 = await dp.exe.getParam(name, 1);
           expect(Array.from(p1.data)).toEqual(Array.from(got[name].data)); // the replicas agree bit for bit
         }
@@ -61,14 +61,14 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
       }
       expect(worst).toBeLessThan(5e-5);
       const mem = dp.exe.memory();
-      console.log(`dp=2${zero ? ' zero=1' : ''} on lavapipe: max parameter/state difference ${worst.toExponential(2)}; per device: ${mem.map((m) => `${m.paramBytes} B parameters+state, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`);
+      console.log(`dp=2${zero ? ` zero=${zero}` : ''} on lavapipe: max parameter/state difference ${worst.toExponential(2)}; per device: ${mem.map((m) => `${m.paramBytes} B parameters+state, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`);
     } finally {
       single.destroy();
       dp.destroy();
     }
   }, 600_000);
 
-  it('tp=2 (MLP blocks split over the two devices): losses and parameters after 4 AdamW steps', async () => {
+  it('tp=2 (attention heads and MLP blocks split over the two devices): losses and parameters after 20 AdamW steps', async () => {
     if (!devs.length) devs = await acquireDevices(2);
     const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B, T } });
     const prog = compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, parallel: { dp: 1, tp: 2 } });
