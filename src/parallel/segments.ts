@@ -20,6 +20,7 @@ import { combineCollective, isCollective } from '../ir/ops/collective.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
 import { interpret } from '../interp/interpreter.js';
+import { deviceBytes, type MemoryPlan } from '../schedule/memory.js';
 
 export const carryName = (id: number) => `%${id}`;
 
@@ -246,19 +247,71 @@ export function interpreterSegmentRunner(programs: SegmentedProgram[], params: R
   };
 }
 
-/** `kiln compile --parallel ... --emit schedule|memory|wgsl`: every segment as `show` prints it, with the exchanges between. */
-export function describeSegmentedProgram(g: Graph, show: (segment: Graph) => string): string {
+/**
+ * The values of segment `seg` that cross the host: its `%<id>` inputs fed from the host (collective results) and its
+ * `%<id>` outputs read back (collective operands). They live only while the segment runs, so a device's segments
+ * share one pool of buffers for them: index j of every segment's list, largest first (src/runtime/multi.ts).
+ */
+export function exchangedValues(p: SegmentedProgram, seg: Graph): { name: string; bytes: number }[] {
+  const ins = seg.nodes.filter((n) => n.op === 'input').map((n) => ({ name: (n.attrs as AttrsOf<'input'>).name, shape: n.type.shape }));
+  const outs = seg.outputs.map((o) => ({ name: o.name, shape: seg.nodes[o.id].type.shape }));
+  const vals = [...ins, ...outs].filter((v) => v.name.startsWith('%') && !p.deviceCarries.has(Number(v.name.slice(1)))).map((v) => ({ name: v.name, bytes: deviceBytes(v.shape) }));
+  return vals.sort((a, b) => b.bytes - a.bytes); // largest first in every segment, so the pool buffers fit closely
+}
+
+/** Device memory of one device's segmented program, from the segments' memory plans (as the runtime allocates it). */
+export interface SegmentedMemory {
+  /** Parameters and optimizer state (one buffer each, shared by the segments). */
+  paramBytes: number;
+  /** The shared pool of intermediate slots: slot i as large as its largest use in any segment. */
+  slotBytes: number;
+  /** Values a segment computes and a later one reads (activations the backward pass needs across an exchange). */
+  carryBytes: number;
+  /** The shared pool of exchange buffers (exchangedValues). */
+  exchangeBytes: number;
+  /** Activations, gradients and exchanged values: slots + carries + exchange buffers. */
+  activationBytes: number;
+}
+
+export function segmentedMemory(p: SegmentedProgram, planOf: (segment: Graph) => MemoryPlan): SegmentedMemory {
+  const slots: number[] = [];
+  const exchange: number[] = [];
+  for (const seg of p.segments) {
+    if (!seg.outputs.length) continue;
+    planOf(seg).slots.forEach((b, i) => (slots[i] = Math.max(slots[i] ?? 0, b)));
+    exchangedValues(p, seg).forEach((v, j) => (exchange[j] = Math.max(exchange[j] ?? 0, v.bytes)));
+  }
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const paramBytes = sum(p.source.nodes.filter((n) => n.op === 'param').map((n) => deviceBytes(n.type.shape)));
+  const carryBytes = sum([...p.deviceCarries].map((i) => deviceBytes(p.source.nodes[i].type.shape)));
+  const m = { paramBytes, slotBytes: sum(slots), carryBytes, exchangeBytes: sum(exchange) };
+  return { ...m, activationBytes: m.slotBytes + m.carryBytes + m.exchangeBytes };
+}
+
+/**
+ * `kiln compile --parallel ... --emit schedule|memory|wgsl`: every segment as `show` prints it, with the exchanges
+ * between, and the memory a device needs (from the segments' memory plans, when `planOf` is given).
+ */
+export function describeSegmentedProgram(g: Graph, show: (segment: Graph) => string, planOf?: (segment: Graph) => MemoryPlan): string {
   const p = splitAtCollectives(g);
   const out = [`per-device program ${g.name} (every device runs it): ${p.segments.length} segment(s), collectives on the host between them`];
   p.segments.forEach((seg, k) => {
     const ex = p.exchanges[k];
     if (ex.length) {
       const kinds = [...new Set(ex.map((c) => c.op))].map((op) => `${ex.filter((c) => c.op === op).length} ${op}`).join(', ');
-      const bytes = ex.reduce((s, c) => s + c.inputs.reduce((a, i) => a + g.nodes[i].type.shape.reduce((x, y) => x * y, 1) * 4, 0), 0);
+      const bytes = ex.reduce((s, c) => s + c.inputs.reduce((a, i) => a + p.source.nodes[i].type.shape.reduce((x, y) => x * y, 1) * 4, 0), 0);
       out.push(`// ----- exchange ${k}: ${kinds} (${bytes} bytes from each device) -----`);
     }
     out.push(`// ----- segment ${k}: ${seg.nodes.length} nodes, ${seg.outputs.length} outputs -----`);
     out.push(seg.outputs.length ? show(seg) : '(empty)');
   });
+  if (planOf) {
+    const m = segmentedMemory(p, planOf);
+    const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
+    out.push(
+      `// ----- memory per device: ${kib(m.paramBytes)} parameters and optimizer state; ${kib(m.activationBytes)} activations, gradients and exchanged values ` +
+        `(${kib(m.slotBytes)} shared slots, ${kib(m.carryBytes)} kept between segments, ${kib(m.exchangeBytes)} exchange buffers) -----`,
+    );
+  }
   return out.join('\n');
 }

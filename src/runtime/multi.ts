@@ -11,10 +11,8 @@
  */
 import { KilnError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
-import type { AttrsOf } from '../ir/op.js';
-import { deviceBytes } from '../schedule/memory.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { runSegmented, splitAtCollectives, type ExchangeStats, type SegmentedProgram } from '../parallel/segments.js';
+import { exchangedValues, runSegmented, splitAtCollectives, type ExchangeStats, type SegmentedProgram } from '../parallel/segments.js';
 import { acquireDevice, type AcquireOptions, type KilnDevice } from './device.js';
 import { compileGraph, targetOf, type CompileOptions, type Executable } from './executable.js';
 import { runPipeline } from '../passes/pipeline.js';
@@ -82,13 +80,8 @@ export class MultiDeviceExecutable {
         const slotBuffer = (i: number, bytes: number) => (i < sizes.length && slots[d][i].size >= bytes ? slots[d][i] : undefined);
         // Values that cross the host (collective operands out, collective results in) live only while their own
         // segment runs, so the segments share one pool of exchange buffers: index j of segment k's host values.
-        const hostIO = (seg: Graph) => {
-          const names = seg.nodes.filter((n) => n.op === 'input').map((n) => ({ name: (n.attrs as AttrsOf<'input'>).name, type: n.type }));
-          const outs = seg.outputs.map((o) => ({ name: o.name, type: seg.nodes[o.id].type }));
-          return [...names, ...outs].filter((v) => v.name.startsWith('%') && !p.deviceCarries.has(Number(v.name.slice(1))));
-        };
         const ioSizes: number[] = [];
-        for (const seg of p.segments) hostIO(seg).forEach((v, j) => (ioSizes[j] = Math.max(ioSizes[j] ?? 0, deviceBytes(v.type.shape))));
+        for (const seg of p.segments) exchangedValues(p, seg).forEach((v, j) => (ioSizes[j] = Math.max(ioSizes[j] ?? 0, v.bytes)));
         const exchange = ioSizes.map((bytes, j) => dev.device.createBuffer({ label: `exchange ${j}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage }));
         slots[d].push(...exchange);
         // Values one segment computes and a later one reads stay on the device: one buffer, the producer's output
@@ -98,7 +91,7 @@ export class MultiDeviceExecutable {
         const valueBuffer = (seg: Graph) => (name: string, bytes: number) => {
           if (!name.startsWith('%')) return undefined;
           if (!p.deviceCarries.has(Number(name.slice(1)))) {
-            const j = hostIO(seg).findIndex((v) => v.name === name);
+            const j = exchangedValues(p, seg).findIndex((v) => v.name === name);
             return j >= 0 && exchange[j].size >= bytes ? exchange[j] : undefined;
           }
           const produced = seg.outputs.some((o) => o.name === name);

@@ -13,7 +13,11 @@ import { Rng } from '../../src/train/rng.js';
 
 const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
 const cfg = { d: 8, heads: 2, layers: 1, vocab: 7, d_ff: 16, ctx: 4 };
-const B = 4, T = 4, STEPS = 20;
+const B = 4, T = 4, STEPS = 20, LR = 3e-3;
+// Parameters after 20 AdamW steps: the GPU kernels sum in a different order at the per-device shapes, and Adam divides
+// by the root of the second moment, so a near-zero gradient turns a last-bit difference into up to a whole step
+// (lr); the bound is a tenth of one step.
+const PARAM_BOUND = 0.1 * LR;
 
 function step(batch: number, dp: number, zero = 0): Graph {
   const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B: batch, T } });
@@ -23,7 +27,7 @@ function step(batch: number, dp: number, zero = 0): Graph {
 function batch(t: number): Record<string, HostTensor> {
   const r = new Rng(t % 2, 'multi');
   const ints = () => Int32Array.from({ length: B * T }, () => r.int(cfg.vocab));
-  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(1e-2), step: f32(t + 1) };
+  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(LR), step: f32(t + 1) };
 }
 
 describe('data parallel on two WebGPU devices (one adapter) equals one device with the whole batch', () => {
@@ -59,7 +63,7 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
         expect(got[name].shape).toEqual(ref.shape);
         for (let i = 0; i < ref.data.length; i++) worst = Math.max(worst, Math.abs(ref.data[i] - got[name].data[i]));
       }
-      expect(worst).toBeLessThan(5e-5);
+      expect(worst).toBeLessThan(PARAM_BOUND);
       const mem = dp.exe.memory();
       console.log(`dp=2${zero ? ` zero=${zero}` : ''} on lavapipe: max parameter/state difference ${worst.toExponential(2)}; per device: ${mem.map((m) => `${m.paramBytes} B parameters+state, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`);
     } finally {
@@ -94,7 +98,7 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
         const ref = (await single.getParams([name]))[name];
         for (let i = 0; i < ref.data.length; i++) worst = Math.max(worst, Math.abs(ref.data[i] - got.data[i]));
       }
-      expect(worst).toBeLessThan(5e-5);
+      expect(worst).toBeLessThan(PARAM_BOUND);
       const mem = exe.memory();
       console.log(`tp=2 on lavapipe: max parameter/state difference ${worst.toExponential(2)}; per device: ${mem[0].paramBytes} B parameters+state, ${mem[0].otherBytes} B other; single device ${single.stats.deviceBytes} B`);
     } finally {
