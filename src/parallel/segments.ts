@@ -20,6 +20,7 @@ import { combineCollective, isCollective } from '../ir/ops/collective.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { HostTensor } from '../ir/tensor.js';
 import { interpret } from '../interp/interpreter.js';
+import { numel } from '../ir/types.js';
 import { deviceBytes, type MemoryPlan } from '../schedule/memory.js';
 
 export const carryName = (id: number) => `%${id}`;
@@ -81,7 +82,11 @@ export function splitAtCollectives(source: Graph): SegmentedProgram {
   for (let id = g.nodes.length - 1; id >= 0; id--) {
     const n = g.nodes[id];
     if (isLeaf(n) || isCollective(n.op) || isOut.has(id) || !consumers[id].length) continue;
-    place[id] = Math.min(...consumers[id].map((c) => (isCollective(g.nodes[c].op) ? level[c] - 1 : place[c])));
+    const latest = Math.min(...consumers[id].map((c) => (isCollective(g.nodes[c].op) ? level[c] - 1 : place[c])));
+    // ... except a matmul whose result is smaller than the computed values it reads (a weight gradient from two
+    // activations): it runs as early as it can, so what stays on the device until the later segment is its result.
+    const read = n.inputs.filter((i) => !isLeaf(g.nodes[i])).reduce((s, i) => s + numel(g.nodes[i].type.shape), 0);
+    place[id] = n.op === 'matmul' && latest > level[id] && numel(n.type.shape) < read ? level[id] : latest;
   }
   // Which segment computes each value (-1: the host holds it: a collective's result or a graph input; -2: a leaf).
   const home = g.nodes.map((n) => (isCollective(n.op) || n.op === 'input' ? -1 : isLeaf(n) ? -2 : place[n.id]));
@@ -265,7 +270,7 @@ export interface SegmentedMemory {
   paramBytes: number;
   /** The shared pool of intermediate slots: slot i as large as its largest use in any segment. */
   slotBytes: number;
-  /** Values a segment computes and a later one reads (activations the backward pass needs across an exchange). */
+  /** Values a segment computes and a later one reads (activations the backward pass needs across an exchange; carryPool). */
   carryBytes: number;
   /** The shared pool of exchange buffers (exchangedValues). */
   exchangeBytes: number;
@@ -273,17 +278,69 @@ export interface SegmentedMemory {
   activationBytes: number;
 }
 
+/**
+ * One pool of intermediate slots for segments that run one after the other: each segment's slots in order of size,
+ * largest first, so pool buffer j is the j-th largest slot of whichever segment needs most there. `index[k][i]` is
+ * the pool buffer of slot i of segment k's memory plan (null: an empty segment).
+ */
+export function slotPool(slotsBySegment: (readonly number[] | null)[]): { sizes: number[]; index: number[][] } {
+  const sizes: number[] = [];
+  const index = slotsBySegment.map((slots) => {
+    if (!slots) return [];
+    const order = slots.map((_, i) => i).sort((a, b) => slots[b] - slots[a] || a - b);
+    const at: number[] = [];
+    order.forEach((i, j) => {
+      at[i] = j;
+      sizes[j] = Math.max(sizes[j] ?? 0, slots[i]);
+    });
+    return at;
+  });
+  return { sizes, index };
+}
+
+/**
+ * Buffers for the device carries: a carry lives from the segment that computes it to the last segment that reads
+ * it, and carries whose lives do not overlap share a buffer (first fit by size). `index` maps a carried value's id
+ * to its buffer.
+ */
+export function carryPool(p: SegmentedProgram): { sizes: number[]; index: Map<number, number> } {
+  const span = new Map<number, [number, number]>();
+  const carried = (name: string) => name.startsWith('%') && p.deviceCarries.has(Number(name.slice(1)));
+  p.segments.forEach((seg, k) => {
+    for (const o of seg.outputs) if (carried(o.name)) span.set(Number(o.name.slice(1)), [k, k]);
+  });
+  p.segments.forEach((seg, k) => {
+    for (const n of seg.nodes) {
+      const name = n.op === 'input' ? (n.attrs as AttrsOf<'input'>).name : '';
+      const s = carried(name) ? span.get(Number(name.slice(1))) : undefined;
+      if (s) s[1] = Math.max(s[1], k);
+    }
+  });
+  const bytes = (id: number) => deviceBytes(p.source.nodes[id].type.shape);
+  const sizes: number[] = [];
+  const ends: number[] = [];
+  const index = new Map<number, number>();
+  for (const [id, [a, b]] of [...span].sort((x, y) => x[1][0] - y[1][0] || bytes(y[0]) - bytes(x[0]) || x[0] - y[0])) {
+    const free = sizes.map((_, j) => j).filter((j) => ends[j] < a);
+    const fits = free.filter((j) => sizes[j] >= bytes(id)).sort((x, y) => sizes[x] - sizes[y]);
+    const j = fits[0] ?? free.sort((x, y) => sizes[y] - sizes[x])[0] ?? sizes.length;
+    sizes[j] = Math.max(sizes[j] ?? 0, bytes(id));
+    ends[j] = b;
+    index.set(id, j);
+  }
+  return { sizes, index };
+}
+
 export function segmentedMemory(p: SegmentedProgram, planOf: (segment: Graph) => MemoryPlan): SegmentedMemory {
-  const slots: number[] = [];
   const exchange: number[] = [];
   for (const seg of p.segments) {
     if (!seg.outputs.length) continue;
-    planOf(seg).slots.forEach((b, i) => (slots[i] = Math.max(slots[i] ?? 0, b)));
     exchangedValues(p, seg).forEach((v, j) => (exchange[j] = Math.max(exchange[j] ?? 0, v.bytes)));
   }
+  const slots = slotPool(p.segments.map((seg) => (seg.outputs.length ? planOf(seg).slots : null))).sizes;
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const paramBytes = sum(p.source.nodes.filter((n) => n.op === 'param').map((n) => deviceBytes(n.type.shape)));
-  const carryBytes = sum([...p.deviceCarries].map((i) => deviceBytes(p.source.nodes[i].type.shape)));
+  const carryBytes = sum(carryPool(p).sizes);
   const m = { paramBytes, slotBytes: sum(slots), carryBytes, exchangeBytes: sum(exchange) };
   return { ...m, activationBytes: m.slotBytes + m.carryBytes + m.exchangeBytes };
 }

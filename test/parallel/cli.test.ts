@@ -13,12 +13,12 @@ const job = ['train', 'src/models/gpt.kiln', '--set', 'd=16,heads=2,layers=1,ctx
 const losses = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'step').map((r) => r.loss as number);
 
 describe('kiln train across (simulated) devices', () => {
-  it('dp=2 with ZeRO-1 and tp=2 report the single-device losses; bad meshes are refused without a stack trace', () => {
+  it('dp=2 with ZeRO-1 or ZeRO-3 and tp=2 report the single-device losses; bad meshes are refused without a stack trace', () => {
     const one = kiln(...job, '--out', tmp());
     expect(one.code, one.err).toBe(0);
     const want = losses(one.out);
     expect(want.length).toBe(3);
-    for (const mesh of [['--devices', '2', '--zero', '1'], ['--parallel', 'tp=2']]) {
+    for (const mesh of [['--devices', '2', '--zero', '1'], ['--devices', '2', '--zero', '3'], ['--parallel', 'tp=2']]) {
       const r = kiln(...job, ...mesh, '--out', tmp());
       expect(r.code, r.err).toBe(0);
       losses(r.out).forEach((l, i) => expect(Math.abs(l - want[i]) / want[i]).toBeLessThan(1e-6));
@@ -27,5 +27,8 @@ describe('kiln train across (simulated) devices', () => {
     expect(bad.code).toBe(1);
     expect(bad.err).toContain('--batch 4 does not split over dp=3 devices');
     expect(bad.err).not.toMatch(/\n\s+at /);
+    const stage = kiln(...job, '--devices', '2', '--zero', '4', '--out', tmp());
+    expect(stage.code).toBe(1);
+    expect(stage.err).toContain("--zero expects 0, 1, 2 or 3, got '4'");
   });
 });

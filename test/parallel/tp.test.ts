@@ -27,7 +27,7 @@ function params(g: Graph): Record<string, HostTensor> {
 function batch(t: number): Record<string, HostTensor> {
   const r = new Rng(300 + (t % 2), 'tp');
   const ints = () => Int32Array.from({ length: B * T }, () => r.int(cfg.vocab));
-  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(1e-2), step: f32(t + 1) };
+  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(3e-3), step: f32(t + 1) };
 }
 
 const apply = (g: Graph, out: Record<string, HostTensor>, ps: Record<string, HostTensor>) => {
