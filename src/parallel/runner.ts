@@ -17,6 +17,7 @@ import type { HostTensor } from '../ir/tensor.js';
 import { interpretSharded } from '../interp/sharded.js';
 import type { KilnDevice } from '../runtime/device.js';
 import type { MultiDeviceExecutable } from '../runtime/multi.js';
+import type { SplitOptions } from './segments.js';
 import type { StepRunner } from '../train/runner.js';
 import { shardBatch } from './feed.js';
 import { tensorShards } from './tensor-parallel.js';
@@ -94,9 +95,10 @@ export class DataParallelDeviceRunner implements StepRunner {
     this.paramNames = exe.paramNames;
   }
 
-  static async create(program: Graph, devices: KilnDevice[], seed: number, mesh: Mesh = { dp: devices.length, tp: 1 }): Promise<DataParallelDeviceRunner> {
+  /** `split.bucketBytes`: exchange the gradients in buckets while the backward pass runs (SplitOptions). */
+  static async create(program: Graph, devices: KilnDevice[], seed: number, mesh: Mesh = { dp: devices.length, tp: 1 }, split: SplitOptions = {}): Promise<DataParallelDeviceRunner> {
     const { MultiDeviceExecutable } = await import('../runtime/multi.js');
-    const exe = await MultiDeviceExecutable.create(devices.map(() => program), devices, { seed });
+    const exe = await MultiDeviceExecutable.create(devices.map(() => program), devices, { seed, ...split });
     const r = new DataParallelDeviceRunner(exe, new Layout(program, mesh));
     await r.setParams(r.layout.wholeInit(seed));
     return r;

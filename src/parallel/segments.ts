@@ -62,12 +62,54 @@ function copyLeafOperands(g: Graph): Graph {
   return b.build(g.name, g.outputs.map((o) => ({ ...o, id: map.get(o.id)! })));
 }
 
-export function splitAtCollectives(source: Graph): SegmentedProgram {
+export interface SplitOptions {
+  /**
+   * Gradient buckets: the collectives of the first exchange whose operands are tensors (the gradients of a data-
+   * parallel step) are grouped, in the order the backward pass can produce their operands, into buckets of at least
+   * this many bytes, and bucket b is exchanged after segment b: the backward pass is cut at bucket boundaries, so
+   * a bucket's exchange runs while the device computes the next bucket's gradients (runSegmented), and only one
+   * bucket of full gradients is an exchange buffer at a time. Unset: one exchange for all of them.
+   */
+  bucketBytes?: number;
+}
+
+/**
+ * The level below which each gradient collective is exchanged (its bucket, counted from the gradients' own level):
+ * operands ordered by their depth (longest path from the leaves: the backward pass reaches the last layer's weight
+ * gradients first), buckets filled up to `bytes` each.
+ */
+function gradientBuckets(g: Graph, bytes: number): Map<number, number> {
+  const depth = new Array<number>(g.nodes.length).fill(0);
+  const level = new Array<number>(g.nodes.length).fill(0);
+  for (const n of g.nodes) {
+    const ins = n.inputs.filter((i) => !isLeaf(g.nodes[i]));
+    depth[n.id] = isLeaf(n) ? 0 : 1 + Math.max(0, ...ins.map((i) => depth[i]));
+    const l = Math.max(0, ...ins.map((i) => level[i]));
+    level[n.id] = isLeaf(n) ? 0 : isCollective(n.op) ? l + 1 : l;
+  }
+  // the gradients' exchange is the loss's (ZeRO-3 gathers parameters in an exchange before it)
+  const loss = g.outputs.find((o) => o.role?.kind === 'loss');
+  const at = loss && isCollective(g.nodes[loss.id].op) ? level[loss.id] : 1;
+  const grads = g.nodes.filter((n) => isCollective(n.op) && level[n.id] === at && g.nodes[n.inputs[0]].type.shape.length > 0);
+  grads.sort((a, b) => depth[a.inputs[0]] - depth[b.inputs[0]] || a.id - b.id);
+  const out = new Map<number, number>();
+  let b = at - 1;
+  let filled = 0;
+  for (const c of grads) {
+    if (filled >= bytes) [b, filled] = [b + 1, 0];
+    out.set(c.id, b);
+    filled += numel(g.nodes[c.inputs[0]].type.shape) * 4;
+  }
+  return out;
+}
+
+export function splitAtCollectives(source: Graph, opts: SplitOptions = {}): SegmentedProgram {
   const g = copyLeafOperands(source);
+  const bucket = opts.bucketBytes ? gradientBuckets(g, opts.bucketBytes) : new Map<number, number>();
   const level = new Array<number>(g.nodes.length).fill(0);
   for (const n of g.nodes) {
     const l = Math.max(0, ...n.inputs.filter((i) => !isLeaf(g.nodes[i])).map((i) => level[i]));
-    level[n.id] = isLeaf(n) ? 0 : isCollective(n.op) ? l + 1 : l;
+    level[n.id] = isLeaf(n) ? 0 : isCollective(n.op) ? Math.max(l, bucket.get(n.id) ?? 0) + 1 : l;
   }
   const K = 1 + Math.max(0, ...g.nodes.filter((n) => isCollective(n.op)).map((n) => level[n.id]));
   const exchanges: Node[][] = Array.from({ length: K }, () => []);
@@ -170,6 +212,8 @@ export type SegmentRunner = (device: number, k: number, inputs: Record<string, H
 export interface ExchangeStats {
   toHost: number;
   toDevice: number;
+  /** Host time spent combining collectives while the devices ran the next segment. */
+  overlappedMs?: number;
 }
 
 /**
@@ -194,7 +238,7 @@ export async function runSegmented(
   const bytes = (t: HostTensor) => t.data.length * 4;
   for (let k = 0; k < K; k++) {
     const ex = programs.map((p) => p.exchanges[k]);
-    for (let j = 0; j < ex[0].length; j++) {
+    const combine = (j: number) => {
       const c = ex[0][j];
       const xs = ex.map((e, d) => {
         const v = host[d].get(e[j]?.inputs[0] ?? -1);
@@ -203,8 +247,14 @@ export async function runSegmented(
       });
       const out = combineCollective(c.op as never, c.attrs as never, xs);
       ex.forEach((e, d) => host[d].set(e[j].id, out[d]));
-    }
-    await Promise.all(
+    };
+    // Collectives whose results segment k does not read (a gradient bucket the optimizer reads at the end) are
+    // combined after segment k has been submitted, while the devices compute it.
+    const reads = programs.map((p) => new Set(p.segments[k].nodes.filter((n) => n.op === 'input').map((n) => (n.attrs as AttrsOf<'input'>).name)));
+    const now = ex[0].map((_, j) => j).filter((j) => ex.some((e, d) => e[j] && reads[d].has(carryName(e[j].id))));
+    const later = ex[0].map((_, j) => j).filter((j) => !now.includes(j));
+    now.forEach(combine);
+    const running = Promise.all(
       programs.map(async (p, d) => {
         const seg = p.segments[k];
         if (!seg.outputs.length) return;
@@ -230,6 +280,13 @@ export async function runSegmented(
         }
       }),
     );
+    if (later.length) {
+      await new Promise((r) => setImmediate(r)); // let every device's run submit its work first
+      const t0 = performance.now();
+      later.forEach(combine);
+      if (stats) stats.overlappedMs = (stats.overlappedMs ?? 0) + performance.now() - t0;
+    }
+    await running;
   }
   programs.forEach((p, d) => {
     for (const o of p.hostOutputs) results[d][o.name] = host[d].get(o.id)!;
@@ -349,8 +406,8 @@ export function segmentedMemory(p: SegmentedProgram, planOf: (segment: Graph) =>
  * `kiln compile --parallel ... --emit schedule|memory|wgsl`: every segment as `show` prints it, with the exchanges
  * between, and the memory a device needs (from the segments' memory plans, when `planOf` is given).
  */
-export function describeSegmentedProgram(g: Graph, show: (segment: Graph) => string, planOf?: (segment: Graph) => MemoryPlan): string {
-  const p = splitAtCollectives(g);
+export function describeSegmentedProgram(g: Graph, show: (segment: Graph) => string, planOf?: (segment: Graph) => MemoryPlan, opts: SplitOptions = {}): string {
+  const p = splitAtCollectives(g, opts);
   const out = [`per-device program ${g.name} (every device runs it): ${p.segments.length} segment(s), collectives on the host between them`];
   p.segments.forEach((seg, k) => {
     const ex = p.exchanges[k];

@@ -12,7 +12,7 @@
 import { KilnError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { carryPool, exchangedValues, runSegmented, slotPool, splitAtCollectives, type ExchangeStats, type SegmentedProgram } from '../parallel/segments.js';
+import { carryPool, exchangedValues, runSegmented, slotPool, splitAtCollectives, type ExchangeStats, type SegmentedProgram, type SplitOptions } from '../parallel/segments.js';
 import { acquireDevice, type AcquireOptions, type KilnDevice } from './device.js';
 import { compileGraph, targetOf, type CompileOptions, type Executable } from './executable.js';
 import { runPipeline } from '../passes/pipeline.js';
@@ -49,9 +49,9 @@ export class MultiDeviceExecutable {
     this.paramNames = [...params[0].keys()];
   }
 
-  static async create(programs: Graph[], devices: KilnDevice[], opts: Pick<CompileOptions, 'seed' | 'fuse'> = {}): Promise<MultiDeviceExecutable> {
+  static async create(programs: Graph[], devices: KilnDevice[], opts: Pick<CompileOptions, 'seed' | 'fuse'> & SplitOptions = {}): Promise<MultiDeviceExecutable> {
     if (programs.length !== devices.length) throw new KilnError(`${programs.length} programs for ${devices.length} devices`);
-    const split = programs.map(splitAtCollectives);
+    const split = programs.map((g) => splitAtCollectives(g, { bucketBytes: opts.bucketBytes }));
     const params = devices.map(() => new Map<string, GPUBuffer>());
     const slots = devices.map(() => [] as GPUBuffer[]);
     const values = devices.map(() => new Map<string, GPUBuffer>());
@@ -115,6 +115,7 @@ export class MultiDeviceExecutable {
   async run(feeds: Record<string, HostTensor>[]): Promise<Record<string, HostTensor>[]> {
     this.exchanged.toHost = 0;
     this.exchanged.toDevice = 0;
+    this.exchanged.overlappedMs = 0;
     return runSegmented(this.programs, feeds, async (d, k, inputs, download) => (await this.segs[d][k]!.run(inputs, { download })).outputs, this.exchanged);
   }
 

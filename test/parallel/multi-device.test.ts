@@ -37,17 +37,17 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
     (await acquireDevice()).destroy();
   });
 
-  for (const zero of [0, 1, 2, 3]) it(`dp=2${zero ? `, ZeRO stage ${zero}` : ''}: losses and parameters after 20 AdamW steps of a tiny GPT`, async () => {
+  for (const [zero, bucketBytes] of [[0, 0], [0, 256], [1, 0], [2, 0], [3, 0]]) it(`dp=2${zero ? `, ZeRO stage ${zero}` : ''}${bucketBytes ? ', gradients in buckets of 256 bytes' : ''}: losses and parameters after 20 AdamW steps of a tiny GPT`, async () => {
     if (!devs.length) devs = await acquireDevices(2);
     const single = await DeviceRunner.create(step(B, 1), await acquireDevice(), 0);
-    const dp = await DataParallelDeviceRunner.create(step(B / 2, 2, zero), devs, 0);
+    const dp = await DataParallelDeviceRunner.create(step(B / 2, 2, zero), devs, 0, { dp: 2, tp: 1 }, { bucketBytes });
     try {
       for (let t = 0; t < STEPS; t++) {
         const a = (await single.run(batch(t), ['loss'])).loss.data[0];
         const b = (await dp.run(batch(t), ['loss'])).loss.data[0];
         expect(Math.abs(a - b) / a).toBeLessThan(1e-5);
       }
-      if (!zero) {
+      if (!zero && !bucketBytes) {
         // traffic of a step: every gradient and the loss to the host, the reduced gradients back
         const gradBytes = dp.exe.programs[0].exchanges[1].reduce((s, c) => s + c.type.shape.reduce((x, y) => x * y, 1) * 4, 0);
         expect(dp.exe.exchanged.toHost).toBe(2 * gradBytes);
@@ -65,7 +65,7 @@ describe('data parallel on two WebGPU devices (one adapter) equals one device wi
       }
       expect(worst).toBeLessThan(PARAM_BOUND);
       const mem = dp.exe.memory();
-      console.log(`dp=2${zero ? ` zero=${zero}` : ''} on lavapipe: max parameter/state difference ${worst.toExponential(2)}; per device: ${mem.map((m) => `${m.paramBytes} B parameters+state, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`);
+      console.log(`dp=2${zero ? ` zero=${zero}` : ''}${bucketBytes ? ` buckets ${dp.exe.programs[0].segments.length - 1}` : ''} on lavapipe: max parameter/state difference ${worst.toExponential(2)}; per device: ${mem.map((m) => `${m.paramBytes} B parameters+state, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`);
     } finally {
       single.destroy();
       dp.destroy();

@@ -64,6 +64,35 @@ describe('a program split at its collectives, run segment by segment with host e
     expect(stats.toDevice).toBe(3 * dp * (gradBytes - 4)); // the reduced loss is read on the host, not uploaded
   });
 
+  it('gradient buckets: the backward cut at bucket boundaries, later buckets combined while the next segment runs, bit-identical', async () => {
+    const bucketed = splitAtCollectives(prog, { bucketBytes: 256 });
+    expect(bucketed.segments.length).toBeGreaterThan(3);
+    // every gradient is exchanged once, in some bucket
+    const grads = (p: typeof split) => p.exchanges.flat().filter((c) => c.type.shape.length > 0);
+    expect(grads(bucketed).length).toBe(grads(split).length);
+    // buckets of >= 256 bytes: every exchange but the last one of gradients carries at least that much
+    const sizes = bucketed.exchanges.map((e) => e.filter((c) => c.type.shape.length > 0).reduce((a, c) => a + c.type.shape.reduce((x, y) => x * y, 1) * 4, 0)).filter((b) => b > 0);
+    expect(sizes.length).toBeGreaterThan(2);
+    sizes.slice(0, -1).forEach((b) => expect(b).toBeGreaterThanOrEqual(256));
+    const init = () => Object.fromEntries(prog.nodes.filter((n) => n.op === 'param').map((n) => {
+      const a = n.attrs as AttrsOf<'param'>;
+      return [a.name, initParam(a.init, n.type, a.name, 0)];
+    }));
+    const simParams = [init(), init()];
+    const segParams = [init(), init()];
+    const stats: ExchangeStats = { toHost: 0, toDevice: 0 };
+    const run = interpreterSegmentRunner([bucketed, bucketed], segParams);
+    for (let t = 0; t < 2; t++) {
+      const shards = shardBatch({ ...batch(t), step: f32(t + 1) }, dp, 'targets');
+      const sim = interpretSharded([prog, prog], { feeds: shards.map((s, d) => ({ inputs: s, params: simParams[d] })) });
+      sim.forEach((o, d) => prog.outputs.forEach((x) => updatedParam(x) !== undefined && (simParams[d][updatedParam(x)!] = o[x.name])));
+      const seg = await runSegmented([bucketed, bucketed], shards, run, stats);
+      for (let d = 0; d < dp; d++) expect(seg[d].loss.data[0]).toBe(sim[d].loss.data[0]);
+    }
+    for (let d = 0; d < dp; d++) for (const k of Object.keys(simParams[d])) expect(Array.from(segParams[d][k].data)).toEqual(Array.from(simParams[d][k].data));
+    expect(stats.overlappedMs).toBeGreaterThan(0); // some buckets were combined after the next segment started
+  });
+
   it('buffer pools: carries with overlapping lives never share a buffer, every value fits its buffer', () => {
     const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { d: 8, heads: 2, layers: 2, vocab: 7, d_ff: 16, ctx: 4 }, dims: { B, T } });
     const p = splitAtCollectives(compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, parallel: { dp: 1, tp: 2 } }));
