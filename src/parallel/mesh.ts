@@ -1,5 +1,5 @@
 /**
- * The device mesh a program is partitioned over: data parallel (dp) or tensor parallel (tp, MLP blocks), one axis
+ * The device mesh a program is partitioned over: data parallel (dp) or tensor parallel (tp, attention heads and MLP blocks), one axis
  * at a time; 2-D meshes and pipeline parallelism are designed in docs/parallel.md and refused here with a clear
  * error rather than half-supported.
  */
@@ -8,7 +8,7 @@ import { KilnError } from '../errors.js';
 export interface ParallelConfig {
   /** Data-parallel degree: each device runs the model on its 1/dp of the batch; gradients are all-reduced. */
   dp: number;
-  /** Tensor-parallel degree (MLP blocks split Megatron-style; src/parallel/tensor-parallel.ts). Not with dp > 1. */
+  /** Tensor-parallel degree (attention heads and MLP blocks split Megatron-style; src/parallel/tensor-parallel.ts). Not with dp > 1. */
   tp?: number;
   /** ZeRO stage over the dp group (1: optimizer state, 2: + gradients, 3: + parameters sharded; src/parallel/zero.ts). */
   zero?: number;

@@ -1,17 +1,22 @@
 /**
- * The `tensor-parallel` pass (Megatron style, MLP blocks): runs before autodiff on the forward graph. In every
- * `mlp` composite (std/layers.kiln: `fc`, optional `gate`, `proj` linears) the first linear(s) are split by
- * columns and the projection by rows over tp devices, and the projection's partial products are all-reduced:
+ * The `tensor-parallel` pass (Megatron style): runs before autodiff on the forward graph.
+ *
+ * MLP blocks: in every `mlp` composite (std/layers.kiln: `fc`, optional `gate`, `proj` linears) the first
+ * linear(s) are split by columns and the projection by rows over tp devices, and the projection's partial products
+ * are all-reduced:
  *
  *   h_d = act(x @ fc.w[:, shard d] + fc.b[shard d])        y = all_reduce(h_d @ proj.w[shard d, :]) + proj.b
  *
- * so the hidden activations of every MLP are 1/tp per device. Every device computes the rest of the model
- * replicated, on the whole batch. With the collective semantics (the objective is the sum of the devices'
- * losses), the `shard` pass then weights loss and gradients by 1/tp and all-reduces the gradients of replicated
- * parameters only; a split parameter's gradient is already its own (the all-reduce's gradient rule — itself an
- * all-reduce — sums the cotangents of the block's output across devices).
- *
- * Attention heads are not split yet (the attention composite reshapes to a fixed head count); see docs/parallel.md.
+ * Attention blocks (std/attention.kiln: linears `q`, `k`, `v`, `proj` under one prefix): q, k and v are split by
+ * columns, which are whole heads (head h is columns h*dh .. (h+1)*dh), so device d computes heads/tp heads; the
+ * reshapes that split and merge heads follow (splitReshape); the output projection is split by rows and its
+ * partial products all-reduced, as the MLP's. So the hidden activations of every MLP and the q/k/v, scores and
+ * per-head outputs of every attention block are 1/tp per device, with one all-reduce per block in the forward
+ * pass (and its gradient's in the backward). Every device computes the rest of the model (embeddings, layer
+ * norms, residual stream, logits) replicated, on the whole batch. With the collective semantics (the objective is
+ * the sum of the devices' losses), the `shard` pass then weights loss and gradients by 1/tp and all-reduces the
+ * gradients of replicated parameters only; a split parameter's gradient is already its own (the all-reduce's
+ * gradient rule, itself an all-reduce, sums the cotangents of the block's output across devices).
  */
 import { KilnError } from '../errors.js';
 import { GraphBuilder } from '../ir/builder.js';
