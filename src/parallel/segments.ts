@@ -281,7 +281,8 @@ export async function runSegmented(
       }),
     );
     if (later.length) {
-      await new Promise((r) => setImmediate(r)); // let every device's run submit its work first
+      // let every device's run submit its work first (its encoding runs up to the queue submit before any await)
+      await new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
       const t0 = performance.now();
       later.forEach(combine);
       if (stats) stats.overlappedMs = (stats.overlappedMs ?? 0) + performance.now() - t0;
