@@ -34,7 +34,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--optimizer <o>', 'with --train: adamw | adam | sgd | adafactor', 'adamw')
       .option('--accum', 'with --train: the gradient-accumulation form of the step')
       .option('--parallel <mesh>', 'with --grad/--train: the per-device program of dp=N (data parallel; --dim B= is the per-device batch) or tp=N (tensor parallel), split at its collectives for kernel-level output')
-      .option('--zero <stage>', 'with --parallel: ZeRO stage 1 (optimizer state sharded)')
+      .option('--zero <stage>', 'with --parallel: ZeRO stage 1, 2 or 3 (optimizer state, + gradients, + parameters sharded)')
       .option('--passes', 'list the pipeline: every registered pass with its summary and options')
       .option('--print-ir-after <passes>', 'dump the IR (or schedule, memory plan, WGSL) after these stages (comma-separated, or "all") to stderr')
       .option('--print-ir-before <passes>', 'the same, before these stages')

@@ -19,6 +19,7 @@ import { registerPass } from '../passes/registry.js';
 import { KilnError } from '../errors.js';
 import { DP_WEIGHT_INPUT, type ParallelConfig } from './mesh.js';
 import { LOCAL_GRAD_RULE, tensorShards } from './tensor-parallel.js';
+import { zeroShardedParams } from './zero.js';
 
 declare module '../passes/registry.js' {
   interface PassOptionsMap {
@@ -35,7 +36,7 @@ declare module '../passes/registry.js' {
  * 1/size (tensor parallel: every device computes the same loss). Gradients of `local` parameters (split by tensor
  * parallelism: each device's shard is its own variable) are weighted but not all-reduced.
  */
-export function dataParallel(joint: Graph, size: number, weightInput: string | null = DP_WEIGHT_INPUT, local: ReadonlySet<string> = new Set()): Graph {
+export function dataParallel(joint: Graph, size: number, weightInput: string | null = DP_WEIGHT_INPUT, local: ReadonlySet<string> = new Set(), zeroSharded: ReadonlySet<string> = new Set()): Graph {
   const b = GraphBuilder.extend(joint);
   const w = weightInput === null ? b.scalar(1 / size) : b.op('input', [], { name: weightInput, dtype: 'f32', shape: [] });
   const weighted = (id: number) => {
@@ -43,6 +44,15 @@ export function dataParallel(joint: Graph, size: number, weightInput: string | n
     return b.mul(id, t.dtype === 'f32' ? w : b.op('cast', [w], { to: t.dtype }));
   };
   const outputs: GraphOutput[] = joint.outputs.map((o) => {
+    if (o.role?.kind === 'grad' && zeroSharded.has(o.role.param)) {
+      // ZeRO-3: the gradient of a sharded parameter is already the reduce-scatter of its gather's cotangent; the
+      // weight goes inside it (each device's share of the batch), and its square is summed over devices for clipping
+      const rs = joint.nodes[o.id];
+      if (rs.op !== 'reduce_scatter') throw new KilnError(`internal error: the gradient of ZeRO-3 shard '${o.role.param}' is ${rs.op}, not a reduce_scatter`);
+      const id = b.op('reduce_scatter', [weighted(rs.inputs[0])], rs.attrs as never);
+      b.nodes[id].rule = LOCAL_GRAD_RULE;
+      return { ...o, id };
+    }
     if (o.role?.kind === 'grad' && local.has(o.role.param)) {
       const id = weighted(o.id);
       b.nodes[id].rule = LOCAL_GRAD_RULE; // the global gradient norm must all-reduce its square (tensor-parallel.ts)
@@ -75,7 +85,7 @@ registerPass(
     },
     run: (s: CompileState, o) => {
       if (o.tp > 1) return { ...s, graph: dataParallel(s.graph, o.tp, null, new Set(tensorShards(s.graph, o.tp, true).keys())) };
-      return { ...s, graph: dataParallel(s.graph, o.dp, o.weightInput) };
+      return { ...s, graph: dataParallel(s.graph, o.dp, o.weightInput, new Set(), zeroShardedParams(s.graph, o.dp)) };
     },
     check: (s) => {
       const bad = s.graph.outputs.find((o) => o.role?.kind === 'loss' && s.graph.nodes[o.id].op !== 'all_reduce');

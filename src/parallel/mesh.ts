@@ -1,5 +1,5 @@
 /**
- * The device mesh a program is partitioned over: data parallel (dp) or tensor parallel (tp, MLP blocks), one axis
+ * The device mesh a program is partitioned over: data parallel (dp) or tensor parallel (tp, attention heads and MLP blocks), one axis
  * at a time; 2-D meshes and pipeline parallelism are designed in docs/parallel.md and refused here with a clear
  * error rather than half-supported.
  */
@@ -8,9 +8,9 @@ import { KilnError } from '../errors.js';
 export interface ParallelConfig {
   /** Data-parallel degree: each device runs the model on its 1/dp of the batch; gradients are all-reduced. */
   dp: number;
-  /** Tensor-parallel degree (MLP blocks split Megatron-style; src/parallel/tensor-parallel.ts). Not with dp > 1. */
+  /** Tensor-parallel degree (attention heads and MLP blocks split Megatron-style; src/parallel/tensor-parallel.ts). Not with dp > 1. */
   tp?: number;
-  /** ZeRO stage over the dp group (1: optimizer state sharded; src/parallel/zero.ts). */
+  /** ZeRO stage over the dp group (1: optimizer state, 2: + gradients, 3: + parameters sharded; src/parallel/zero.ts). */
   zero?: number;
 }
 
@@ -50,17 +50,16 @@ export function localBatch(batch: number, p: ParallelConfig): number {
 
 /** `--devices N` and `--parallel dp=N` together: each defaults to the other; they must agree. */
 export function parallelFromFlags(devices: string | undefined, parallel: string | undefined, zero?: string): ParallelConfig | undefined {
-  if (zero !== undefined && zero !== '0' && zero !== '1') {
-    throw new KilnError(['2', '3'].includes(zero) ? `--zero ${zero} is designed (docs/parallel.md) but not built yet; --zero 1 shards the optimizer state` : `--zero expects 0 or 1, got '${zero}'`);
-  }
+  if (zero !== undefined && !['0', '1', '2', '3'].includes(zero)) throw new KilnError(`--zero expects 0, 1, 2 or 3, got '${zero}'`);
+  const stage = zero === undefined ? 0 : Number(zero);
   if (devices === undefined && parallel === undefined) {
-    if (zero === '1') throw new KilnError('--zero 1 shards the optimizer state over data-parallel devices: add --devices N (N > 1)');
+    if (stage > 0) throw new KilnError(`--zero ${stage} shards state over data-parallel devices: add --devices N (N > 1)`);
     return undefined;
   }
   const n = devices === undefined ? undefined : Number(devices);
   if (n !== undefined && !(Number.isInteger(n) && n >= 1)) throw new KilnError(`--devices expects a positive integer, got '${devices}'`);
   const p: ParallelConfig = parallel === undefined ? { dp: n! } : parseParallel(parallel);
   if (n !== undefined && n !== meshSize(p)) throw new KilnError(`--devices ${n} does not match --parallel ${parallel} (which uses ${meshSize(p)} device${meshSize(p) === 1 ? '' : 's'})`);
-  if (zero === '1' && p.dp <= 1) throw new KilnError('--zero 1 shards the optimizer state over data-parallel devices: it needs dp > 1');
-  return zero === '1' ? { ...p, zero: 1 } : p;
+  if (stage > 0 && p.dp <= 1) throw new KilnError(`--zero ${stage} shards state over data-parallel devices: it needs dp > 1`);
+  return stage > 0 ? { ...p, zero: stage } : p;
 }

@@ -17,10 +17,11 @@ import type { HostTensor } from '../ir/tensor.js';
 import { interpretSharded } from '../interp/sharded.js';
 import type { KilnDevice } from '../runtime/device.js';
 import type { MultiDeviceExecutable } from '../runtime/multi.js';
+import type { SplitOptions } from './segments.js';
 import type { StepRunner } from '../train/runner.js';
 import { shardBatch } from './feed.js';
 import { tensorShards } from './tensor-parallel.js';
-import { shardedParams } from './zero.js';
+import { shardedParams, zeroShardedParams } from './zero.js';
 
 export interface Mesh {
   dp: number;
@@ -37,6 +38,7 @@ export function splitParams(program: Graph, mesh: Mesh): Map<string, number> {
   const out = new Map<string, number>();
   for (const name of shardedParams(program, mesh.dp)) out.set(name, 0);
   const tp = tensorShards(program, mesh.tp, true);
+  for (const name of zeroShardedParams(program, mesh.dp)) tp.set(name, 0); // ZeRO-3: parameters and their state, rows
   for (const [name, axis] of tp) out.set(name, axis);
   for (const n of program.nodes) {
     const name = n.op === 'param' ? (n.attrs as AttrsOf<'param'>).name : '';
@@ -93,9 +95,10 @@ export class DataParallelDeviceRunner implements StepRunner {
     this.paramNames = exe.paramNames;
   }
 
-  static async create(program: Graph, devices: KilnDevice[], seed: number, mesh: Mesh = { dp: devices.length, tp: 1 }): Promise<DataParallelDeviceRunner> {
+  /** `split.bucketBytes`: exchange the gradients in buckets while the backward pass runs (SplitOptions). */
+  static async create(program: Graph, devices: KilnDevice[], seed: number, mesh: Mesh = { dp: devices.length, tp: 1 }, split: SplitOptions = {}): Promise<DataParallelDeviceRunner> {
     const { MultiDeviceExecutable } = await import('../runtime/multi.js');
-    const exe = await MultiDeviceExecutable.create(devices.map(() => program), devices, { seed });
+    const exe = await MultiDeviceExecutable.create(devices.map(() => program), devices, { seed, ...split });
     const r = new DataParallelDeviceRunner(exe, new Layout(program, mesh));
     await r.setParams(r.layout.wholeInit(seed));
     return r;

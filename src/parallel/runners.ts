@@ -12,7 +12,7 @@ export async function makeParallelRunners(
   const { DeviceRunner, InterpreterRunner } = await import('../train/runner.js');
   const mesh = { dp: p.dp, tp: p.tp ?? 1 };
   const n = mesh.dp * mesh.tp;
-  const how = mesh.tp > 1 ? `tensor parallel (tp=${mesh.tp}, MLP blocks)` : `data parallel (dp=${p.dp}${p.zero ? `, ZeRO stage ${p.zero}` : ''})`;
+  const how = mesh.tp > 1 ? `tensor parallel (tp=${mesh.tp}, attention heads and MLP blocks)` : `data parallel (dp=${p.dp}${p.zero ? `, ZeRO stage ${p.zero}` : ''})`;
   if (device === 'interp') {
     return {
       runner: new DataParallelInterpreterRunner(job.stepGraph, p.dp, job.cfg.seed, mesh),

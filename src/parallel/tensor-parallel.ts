@@ -1,17 +1,22 @@
 /**
- * The `tensor-parallel` pass (Megatron style, MLP blocks): runs before autodiff on the forward graph. In every
- * `mlp` composite (std/layers.kiln: `fc`, optional `gate`, `proj` linears) the first linear(s) are split by
- * columns and the projection by rows over tp devices, and the projection's partial products are all-reduced:
+ * The `tensor-parallel` pass (Megatron style): runs before autodiff on the forward graph.
+ *
+ * MLP blocks: in every `mlp` composite (std/layers.kiln: `fc`, optional `gate`, `proj` linears) the first
+ * linear(s) are split by columns and the projection by rows over tp devices, and the projection's partial products
+ * are all-reduced:
  *
  *   h_d = act(x @ fc.w[:, shard d] + fc.b[shard d])        y = all_reduce(h_d @ proj.w[shard d, :]) + proj.b
  *
- * so the hidden activations of every MLP are 1/tp per device. Every device computes the rest of the model
- * replicated, on the whole batch. With the collective semantics (the objective is the sum of the devices'
- * losses), the `shard` pass then weights loss and gradients by 1/tp and all-reduces the gradients of replicated
- * parameters only; a split parameter's gradient is already its own (the all-reduce's gradient rule — itself an
- * all-reduce — sums the cotangents of the block's output across devices).
- *
- * Attention heads are not split yet (the attention composite reshapes to a fixed head count); see docs/parallel.md.
+ * Attention blocks (std/attention.kiln: linears `q`, `k`, `v`, `proj` under one prefix): q, k and v are split by
+ * columns, which are whole heads (head h is columns h*dh .. (h+1)*dh), so device d computes heads/tp heads; the
+ * reshapes that split and merge heads follow (splitReshape); the output projection is split by rows and its
+ * partial products all-reduced, as the MLP's. So the hidden activations of every MLP and the q/k/v, scores and
+ * per-head outputs of every attention block are 1/tp per device, with one all-reduce per block in the forward
+ * pass (and its gradient's in the backward). Every device computes the rest of the model (embeddings, layer
+ * norms, residual stream, logits) replicated, on the whole batch. With the collective semantics (the objective is
+ * the sum of the devices' losses), the `shard` pass then weights loss and gradients by 1/tp and all-reduces the
+ * gradients of replicated parameters only; a split parameter's gradient is already its own (the all-reduce's
+ * gradient rule, itself an all-reduce, sums the cotangents of the block's output across devices).
  */
 import { KilnError } from '../errors.js';
 import { GraphBuilder } from '../ir/builder.js';
@@ -19,6 +24,7 @@ import type { Graph, Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import type { CompileState } from '../passes/registry.js';
 import { registerPass } from '../passes/registry.js';
+import { isStateParam } from '../train/optimizers.js';
 
 declare module '../passes/registry.js' {
   interface PassOptionsMap {
@@ -60,7 +66,58 @@ export function tensorShards(g: Graph, tp: number, split = false): Map<string, n
       if (p) out.set(pname(p), s.endsWith('.w') ? 1 : 0);
     }
   }
+  // attention (std/attention.kiln: linears q, k, v, proj under one prefix): q, k, v by columns, which are whole
+  // heads (a head is dh consecutive columns), proj by rows; only where the head count divides by tp
+  const named = new Map(g.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n]));
+  for (const [name, q] of named) {
+    if (!name.endsWith('.q.w') || q.scope?.kind === 'mlp' || isStateParam(name)) continue;
+    const pre = name.slice(0, -'.q.w'.length);
+    const [k, v, proj] = ['.k.w', '.v.w', '.proj.w'].map((x) => named.get(pre + x));
+    if (!k || !v || !proj || ![q, k, v, proj].every((p) => p.type.shape.length === 2)) continue;
+    const n = q.type.shape[1];
+    if (k.type.shape[1] !== n || v.type.shape[1] !== n || proj.type.shape[0] !== n) continue;
+    if (!split) {
+      const heads = headsOf(g, q);
+      if (heads === undefined || heads % tp !== 0) continue;
+    }
+    for (const x of ['q', 'k', 'v']) {
+      out.set(`${pre}.${x}.w`, 1);
+      if (named.has(`${pre}.${x}.b`)) out.set(`${pre}.${x}.b`, 0);
+    }
+    out.set(pname(proj), 0);
+  }
   return out;
+}
+
+/** The head count of an attention block: the reshape that splits q's projection (+ bias) into [.., heads, dh]. */
+function headsOf(g: Graph, q: Node): number | undefined {
+  const consumer = (id: number) => {
+    const c = g.nodes.filter((n) => n.inputs.includes(id));
+    return c.length === 1 ? c[0] : undefined;
+  };
+  let x = consumer(q.id);
+  if (x?.op !== 'matmul' || x.inputs[1] !== q.id) return undefined;
+  x = consumer(x.id);
+  if (x?.op === 'add') x = consumer(x.id);
+  if (x?.op !== 'reshape') return undefined;
+  const shape = (x.attrs as AttrsOf<'reshape'>).shape;
+  return shape.length >= 2 && shape[shape.length - 1] * shape[shape.length - 2] === q.type.shape[1] ? shape[shape.length - 2] : undefined;
+}
+
+/**
+ * A reshape whose operand lost 1/tp of one axis (a split projection's output, or the heads merged back): the output
+ * axis that starts the same row-major block loses it, so a [.., n/tp] -> [.., heads, dh] reshape keeps whole heads.
+ */
+function splitReshape(from: readonly number[], was: readonly number[], to: readonly number[], tp: number): number[] | undefined {
+  const i = from.findIndex((d, j) => d !== was[j]);
+  if (i < 0 || from.length !== was.length || from[i] * tp !== was[i]) return undefined;
+  const before = was.slice(0, i).reduce((a, d) => a * d, 1);
+  let p = 1;
+  for (let j = 0; j < to.length; j++) {
+    if (p === before && to[j] % tp === 0) return to.map((d, m) => (m === j ? d / tp : d));
+    p *= to[j];
+  }
+  return undefined;
 }
 
 export function tensorParallel(g: Graph, tp: number): Graph {
@@ -77,7 +134,17 @@ export function tensorParallel(g: Graph, tp: number): Graph {
       map.set(n.id, b.op('param', [], { ...a, shape: n.type.shape.map((s, i) => (i === axis ? s / tp : s)) }, opts));
       continue;
     }
-    let id = b.op(n.op, n.inputs.map((i) => map.get(i)!), n.attrs as never, opts);
+    let attrs = n.attrs;
+    if (n.op === 'reshape') {
+      const from = b.type(map.get(n.inputs[0])!).shape;
+      const was = g.nodes[n.inputs[0]].type.shape;
+      if (from.some((d, j) => d !== was[j])) {
+        const shape = splitReshape(from, was, (n.attrs as AttrsOf<'reshape'>).shape, tp);
+        if (!shape) throw new KilnError(`tensor parallel (tp=${tp}): cannot split reshape %${n.id} of [${was.join(', ')}] to [${(n.attrs as AttrsOf<'reshape'>).shape.join(', ')}] along with its split operand [${from.join(', ')}]`);
+        attrs = { ...(n.attrs as AttrsOf<'reshape'>), shape };
+      }
+    }
+    let id = b.op(n.op, n.inputs.map((i) => map.get(i)!), attrs as never, opts);
     if (n.op === 'matmul' && projW.has(n.inputs[1])) id = b.op('all_reduce', [id], { size: tp }, opts);
     map.set(n.id, id);
   }
@@ -87,10 +154,10 @@ export function tensorParallel(g: Graph, tp: number): Graph {
 registerPass(
   {
     name: 'tensor-parallel',
-    summary: 'Megatron-style tensor parallelism of MLP blocks: fc split by columns, proj by rows, one all_reduce per block',
+    summary: 'Megatron-style tensor parallelism: MLP fc and attention q/k/v (whole heads) split by columns, proj by rows, one all_reduce per block',
     level: 'graph',
-    options: { tp: 'tensor-parallel degree (devices that each hold 1/tp of every MLP)' },
-    guarantees: ['every split MLP projection is followed by an all_reduce over the tp group'],
+    options: { tp: 'tensor-parallel degree (devices that each hold 1/tp of every MLP and of every attention block\'s heads)' },
+    guarantees: ['every split MLP or attention projection is followed by an all_reduce over the tp group'],
     configure: (req) => (req.parallel && (req.parallel.tp ?? 1) > 1 ? { tp: req.parallel.tp! } : null),
     run: (s: CompileState, o) => ({ ...s, graph: tensorParallel(s.graph, o.tp) }),
   },

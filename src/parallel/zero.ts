@@ -23,12 +23,16 @@ import { OPS } from '../ir/registry.js';
 import { sameType } from '../ir/types.js';
 import type { CompileState } from '../passes/registry.js';
 import { registerPass } from '../passes/registry.js';
+import { KilnError } from '../errors.js';
+import { isFloat } from '../ir/types.js';
 import { DP_RANK_INPUT } from './mesh.js';
+import { allReduceLocalNorms } from './tensor-parallel.js';
 
 
 declare module '../passes/registry.js' {
   interface PassOptionsMap {
     zero: { stage: number; dp: number };
+    'zero-params': { dp: number };
   }
 }
 
@@ -136,16 +140,72 @@ export function zeroStage1(g: Graph, dp: number): Graph {
   return b.build(`${g.name}.zero1`, outputs);
 }
 
+/**
+ * ZeRO stage 3, before autodiff: every float parameter whose first axis divides by dp is stored as its rank's rows
+ * (`param p: [n/dp, ...]`) and read through `all_gather(p, axis 0)`, one gather per parameter shared by all its
+ * uses. The all-gather's gradient rule is a reduce-scatter, so autodiff gives each rank the gradient of its own
+ * rows only (the `shard` pass then weights the reduce-scatter's operand by the device's share of the batch), the
+ * optimizer that follows updates shards with shard-shaped state, and nothing is gathered after the update.
+ */
+export function zeroShardParams(g: Graph, dp: number): Graph {
+  const b = new GraphBuilder();
+  const map = new Map<number, number>();
+  for (const n of g.nodes) {
+    const opts = { ...(n.name !== undefined ? { name: n.name } : {}), ...(n.scope ? { scope: n.scope } : {}), ...(n.loc ? { loc: n.loc } : {}) };
+    const shape = n.type.shape;
+    if (n.op === 'param' && isFloat(n.type.dtype) && shape.length >= 1 && shape[0] > 0 && shape[0] % dp === 0) {
+      const s = b.op('param', [], { ...(n.attrs as AttrsOf<'param'>), shape: [shape[0] / dp, ...shape.slice(1)] }, opts);
+      map.set(n.id, b.op('all_gather', [s], { size: dp, axis: 0 }, opts));
+      continue;
+    }
+    const id = b.op(n.op, n.inputs.map((i) => map.get(i)!), n.attrs as never, opts);
+    if (n.rule) b.nodes[id].rule = n.rule;
+    map.set(n.id, id);
+  }
+  return b.build(`${g.name}.zero3`, g.outputs.map((o) => ({ ...o, id: map.get(o.id)! })));
+}
+
+/** The parameters ZeRO stage 3 stores as shards (read through an all_gather over dp along axis 0). */
+export function zeroShardedParams(g: Graph, dp: number): Set<string> {
+  const out = new Set<string>();
+  if (dp <= 1) return out;
+  for (const n of g.nodes) {
+    if (n.op !== 'all_gather') continue;
+    const a = n.attrs as AttrsOf<'all_gather'>;
+    const x = g.nodes[n.inputs[0]];
+    if (x.op === 'param' && a.size === dp && a.axis === 0) out.add(pname(x));
+  }
+  return out;
+}
+
+registerPass(
+  {
+    name: 'zero-params',
+    summary: 'ZeRO stage 3: parameters stored as dp shards and all-gathered where they are read (their gradients come out reduce-scattered)',
+    level: 'graph',
+    options: { dp: 'data-parallel degree (the group the parameters are sharded over)' },
+    guarantees: ['every sharded parameter is read only through one all_gather'],
+    configure: (req) => {
+      if (!req.parallel || req.parallel.dp <= 1 || (req.parallel.zero ?? 0) < 3) return null;
+      if (req.train?.optimizer.kind === 'adafactor') throw new KilnError('--zero 3 needs an elementwise optimizer (sgd, adam, adamw): Adafactor reduces over whole parameters, which stage 3 splits');
+      return { dp: req.parallel.dp };
+    },
+    run: (s: CompileState, o) => ({ ...s, graph: zeroShardParams(s.graph, o.dp) }),
+  },
+  { before: 'autodiff' },
+);
+
 registerPass(
   {
     name: 'zero',
-    summary: 'ZeRO stage 1: optimizer state sharded over the dp group (gradients reduce-scattered, parameters all-gathered after the update)',
+    summary: 'ZeRO: optimizer state sharded over the dp group (stages 1, 2: gradients reduce-scattered, parameters all-gathered after the update; stage 3: the gradient norm sums the shards)',
     level: 'graph',
-    options: { stage: 'ZeRO stage (1: optimizer state)', dp: 'data-parallel degree (the group the state is sharded over)' },
+    options: { stage: 'ZeRO stage (1: optimizer state, 2: and gradients, 3: and parameters)', dp: 'data-parallel degree (the group the state is sharded over)' },
     requires: ['shard', 'optimizer'],
     guarantees: ['every sharded optimizer state is updated from shards only'],
     configure: (req) => (req.parallel && req.parallel.dp > 1 && (req.parallel.zero ?? 0) >= 1 ? { stage: req.parallel.zero!, dp: req.parallel.dp } : null),
-    run: (s: CompileState, o) => ({ ...s, graph: zeroStage1(s.graph, o.dp) }),
+    // Stage 3's optimizer already runs on shards (zero-params): only the clipping norm's partial sums need summing.
+    run: (s: CompileState, o) => ({ ...s, graph: o.stage >= 3 ? allReduceLocalNorms(s.graph, o.dp) : zeroStage1(s.graph, o.dp) }),
   },
   { after: 'optimizer' },
 );

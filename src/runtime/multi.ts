@@ -12,7 +12,7 @@
 import { KilnError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import type { HostTensor } from '../ir/tensor.js';
-import { runSegmented, splitAtCollectives, type ExchangeStats, type SegmentedProgram } from '../parallel/segments.js';
+import { carryPool, exchangedValues, runSegmented, slotPool, splitAtCollectives, type ExchangeStats, type SegmentedProgram, type SplitOptions } from '../parallel/segments.js';
 import { acquireDevice, type AcquireOptions, type KilnDevice } from './device.js';
 import { compileGraph, targetOf, type CompileOptions, type Executable } from './executable.js';
 import { runPipeline } from '../passes/pipeline.js';
@@ -49,9 +49,9 @@ export class MultiDeviceExecutable {
     this.paramNames = [...params[0].keys()];
   }
 
-  static async create(programs: Graph[], devices: KilnDevice[], opts: Pick<CompileOptions, 'seed' | 'fuse'> = {}): Promise<MultiDeviceExecutable> {
+  static async create(programs: Graph[], devices: KilnDevice[], opts: Pick<CompileOptions, 'seed' | 'fuse'> & SplitOptions = {}): Promise<MultiDeviceExecutable> {
     if (programs.length !== devices.length) throw new KilnError(`${programs.length} programs for ${devices.length} devices`);
-    const split = programs.map(splitAtCollectives);
+    const split = programs.map((g) => splitAtCollectives(g, { bucketBytes: opts.bucketBytes }));
     const params = devices.map(() => new Map<string, GPUBuffer>());
     const slots = devices.map(() => [] as GPUBuffer[]);
     const values = devices.map(() => new Map<string, GPUBuffer>());
@@ -67,35 +67,43 @@ export class MultiDeviceExecutable {
           }
           return b;
         };
-        // A device runs its segments one after the other, so they share one pool of intermediate slots, each as
-        // large as the largest use of its index in any segment (memory plans made first, as compileGraph makes them).
+        // A device runs its segments one after the other, so they share one pool of intermediate slots (slotPool:
+        // each segment's slots largest first; memory plans made first, as compileGraph makes them).
         const target = targetOf(dev);
-        const sizes: number[] = [];
-        for (const seg of p.segments) {
-          if (!seg.outputs.length) continue;
-          const plan = runPipeline(seg, { target, levels: ['kernels'], only: ['schedule', 'inplace', 'memory-plan'], passes: { schedule: opts.fuse === undefined ? {} : { fuse: opts.fuse } } }).plan!;
-          plan.slots.forEach((bytes, i) => (sizes[i] = Math.max(sizes[i] ?? 0, bytes)));
-        }
-        slots[d] = sizes.map((bytes, i) => dev.device.createBuffer({ label: `shared slot ${i}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage }));
-        const slotBuffer = (i: number, bytes: number) => (slots[d][i] && slots[d][i].size >= bytes ? slots[d][i] : undefined);
-        // Values one segment computes and a later one reads stay on the device: one buffer, the producer's output
-        // and the consumer's input (segments compile in order, so the producer asks first).
-        const carries = new Map<string, GPUBuffer>();
+        const planned = p.segments.map((seg) =>
+          seg.outputs.length ? runPipeline(seg, { target, levels: ['kernels'], only: ['schedule', 'inplace', 'memory-plan'], passes: { schedule: opts.fuse === undefined ? {} : { fuse: opts.fuse } } }).plan!.slots : null,
+        );
+        const pool = slotPool(planned);
+        slots[d] = pool.sizes.map((bytes, i) => dev.device.createBuffer({ label: `shared slot ${i}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage }));
+        const slotBuffer = (k: number) => (i: number, bytes: number) => {
+          const j = pool.index[k][i];
+          return j !== undefined && slots[d][j].size >= bytes ? slots[d][j] : undefined;
+        };
+        // Values that cross the host (collective operands out, collective results in) live only while their own
+        // segment runs, so the segments share one pool of exchange buffers: index j of segment k's host values.
+        const ioSizes: number[] = [];
+        for (const seg of p.segments) exchangedValues(p, seg).forEach((v, j) => (ioSizes[j] = Math.max(ioSizes[j] ?? 0, v.bytes)));
+        const exchange = ioSizes.map((bytes, j) => dev.device.createBuffer({ label: `exchange ${j}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage }));
+        slots[d].push(...exchange);
+        // Values one segment computes and a later one reads stay on the device: the producer's output buffer is the
+        // consumer's input buffer; values whose lives (producer to last reader) do not overlap share one (carryPool).
+        const cpool = carryPool(p);
+        const carries = new Map<string, GPUBuffer>(cpool.sizes.map((bytes, j) => [`carry ${j}`, dev.device.createBuffer({ label: `carry ${j}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage })]));
         values[d] = carries;
         const valueBuffer = (seg: Graph) => (name: string, bytes: number) => {
-          if (!name.startsWith('%') || !p.deviceCarries.has(Number(name.slice(1)))) return undefined;
-          const produced = seg.outputs.some((o) => o.name === name);
-          let b = carries.get(name);
-          if (!b && produced) {
-            b = dev.device.createBuffer({ label: `carry ${name}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage });
-            carries.set(name, b);
+          if (!name.startsWith('%')) return undefined;
+          if (!p.deviceCarries.has(Number(name.slice(1)))) {
+            const j = exchangedValues(p, seg).findIndex((v) => v.name === name);
+            return j >= 0 && exchange[j].size >= bytes ? exchange[j] : undefined;
           }
+          const j = cpool.index.get(Number(name.slice(1)));
+          const b = j === undefined ? undefined : carries.get(`carry ${j}`);
           if (!b) throw new KilnError(`internal error: segment input ${name} of device ${d} has no producer buffer`);
           return b;
         };
         // Segments one after the other: each initialises the parameters it holds into the shared buffers.
         return p.segments.reduce<Promise<(Executable | null)[]>>(
-          async (acc, seg) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer, slotBuffer, valueBuffer: valueBuffer(seg) }) : null],
+          async (acc, seg, k) => [...(await acc), seg.outputs.length ? await compileGraph(seg, dev, { ...opts, paramBuffer, slotBuffer: slotBuffer(k), valueBuffer: valueBuffer(seg) }) : null],
           Promise.resolve([]),
         );
       }),
@@ -107,6 +115,7 @@ export class MultiDeviceExecutable {
   async run(feeds: Record<string, HostTensor>[]): Promise<Record<string, HostTensor>[]> {
     this.exchanged.toHost = 0;
     this.exchanged.toDevice = 0;
+    this.exchanged.overlappedMs = 0;
     return runSegmented(this.programs, feeds, async (d, k, inputs, download) => (await this.segs[d][k]!.run(inputs, { download })).outputs, this.exchanged);
   }
 

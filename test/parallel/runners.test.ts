@@ -11,8 +11,8 @@ import { Rng } from '../../src/train/rng.js';
 const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
 const cfg = { d: 8, heads: 2, layers: 1, vocab: 7, d_ff: 16, ctx: 4 };
 const B = 4, T = 4;
-const step = (batch: number, dp: number, tp = 1) =>
-  compileIR(compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B: batch, T } }).graph, { train: { optimizer: { kind: 'adamw' } }, ...(dp * tp > 1 ? { parallel: { dp, tp } } : {}) });
+const step = (batch: number, dp: number, tp = 1, zero = 0) =>
+  compileIR(compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B: batch, T } }).graph, { train: { optimizer: { kind: 'adamw' } }, ...(dp * tp > 1 ? { parallel: { dp, tp, zero } } : {}) });
 function batch(t: number): Record<string, HostTensor> {
   const r = new Rng(t, 'resume');
   const ints = () => Int32Array.from({ length: B * T }, () => r.int(cfg.vocab));
@@ -33,18 +33,20 @@ describe('--devices and --parallel', () => {
     expect(() => parallelFromFlags(undefined, 'tp=2', '1')).toThrow('needs dp > 1');
     expect(() => parseParallel('dp2')).toThrow(KilnError);
     expect(parallelFromFlags('2', undefined, '1')).toEqual({ dp: 2, zero: 1 });
-    expect(() => parallelFromFlags('2', undefined, '3')).toThrow('--zero 3 is designed');
+    expect(parallelFromFlags('2', undefined, '3')).toEqual({ dp: 2, zero: 3 });
+    expect(() => parallelFromFlags('2', undefined, '4')).toThrow("--zero expects 0, 1, 2 or 3, got '4'");
+    expect(() => parallelFromFlags(undefined, 'tp=2', '3')).toThrow('--zero 3 shards state over data-parallel devices: it needs dp > 1');
     expect(() => parallelFromFlags(undefined, undefined, '1')).toThrow('add --devices N');
   });
 });
 
 describe('a data-parallel run hands its (unsharded) state to another device count', () => {
-  it('dp=2 for 2 steps, then step 3 on one device or on 4 devices, equals dp=2 continuing', async () => {
-    const dp2 = new DataParallelInterpreterRunner(step(B / 2, 2), 2, 0);
+  for (const zero of [0, 3]) it(`dp=2${zero ? ' ZeRO-3 (parameters and state sharded)' : ''} for 2 steps, then step 3 on one device or on 4 devices, equals dp=2 continuing`, async () => {
+    const dp2 = new DataParallelInterpreterRunner(step(B / 2, 2, 1, zero), 2, 0);
     for (let t = 0; t < 2; t++) await dp2.run(batch(t), ['loss']);
     const state = await dp2.getParams();
     const one = new InterpreterRunner(step(B, 1), 0);
-    const dp4 = new DataParallelInterpreterRunner(step(B / 4, 4), 4, 0);
+    const dp4 = new DataParallelInterpreterRunner(step(B / 4, 4, 1, zero), 4, 0);
     await one.setParams(state);
     await dp4.setParams(state);
     const want = (await dp2.run(batch(2), ['loss'])).loss.data[0];

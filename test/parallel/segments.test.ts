@@ -7,7 +7,8 @@ import type { AttrsOf } from '../../src/ir/op.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
 import { compileIR } from '../../src/passes/index.js';
 import { shardBatch } from '../../src/parallel/feed.js';
-import { interpreterSegmentRunner, runSegmented, splitAtCollectives, type ExchangeStats } from '../../src/parallel/segments.js';
+import { carryPool, interpreterSegmentRunner, runSegmented, slotPool, splitAtCollectives, type ExchangeStats } from '../../src/parallel/segments.js';
+import { deviceBytes } from '../../src/schedule/memory.js';
 import { Rng } from '../../src/train/rng.js';
 
 const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
@@ -61,5 +62,59 @@ describe('a program split at its collectives, run segment by segment with host e
     const gradBytes = split.exchanges[1].reduce((s, c) => s + c.type.shape.reduce((a, b) => a * b, 1) * 4, 0);
     expect(stats.toHost).toBe(3 * dp * gradBytes);
     expect(stats.toDevice).toBe(3 * dp * (gradBytes - 4)); // the reduced loss is read on the host, not uploaded
+  });
+
+  it('gradient buckets: the backward cut at bucket boundaries, later buckets combined while the next segment runs, bit-identical', async () => {
+    const bucketed = splitAtCollectives(prog, { bucketBytes: 256 });
+    expect(bucketed.segments.length).toBeGreaterThan(3);
+    // every gradient is exchanged once, in some bucket
+    const grads = (p: typeof split) => p.exchanges.flat().filter((c) => c.type.shape.length > 0);
+    expect(grads(bucketed).length).toBe(grads(split).length);
+    // buckets of >= 256 bytes: every exchange but the last one of gradients carries at least that much
+    const sizes = bucketed.exchanges.map((e) => e.filter((c) => c.type.shape.length > 0).reduce((a, c) => a + c.type.shape.reduce((x, y) => x * y, 1) * 4, 0)).filter((b) => b > 0);
+    expect(sizes.length).toBeGreaterThan(2);
+    sizes.slice(0, -1).forEach((b) => expect(b).toBeGreaterThanOrEqual(256));
+    const init = () => Object.fromEntries(prog.nodes.filter((n) => n.op === 'param').map((n) => {
+      const a = n.attrs as AttrsOf<'param'>;
+      return [a.name, initParam(a.init, n.type, a.name, 0)];
+    }));
+    const simParams = [init(), init()];
+    const segParams = [init(), init()];
+    const stats: ExchangeStats = { toHost: 0, toDevice: 0 };
+    const run = interpreterSegmentRunner([bucketed, bucketed], segParams);
+    for (let t = 0; t < 2; t++) {
+      const shards = shardBatch({ ...batch(t), step: f32(t + 1) }, dp, 'targets');
+      const sim = interpretSharded([prog, prog], { feeds: shards.map((s, d) => ({ inputs: s, params: simParams[d] })) });
+      sim.forEach((o, d) => prog.outputs.forEach((x) => updatedParam(x) !== undefined && (simParams[d][updatedParam(x)!] = o[x.name])));
+      const seg = await runSegmented([bucketed, bucketed], shards, run, stats);
+      for (let d = 0; d < dp; d++) expect(seg[d].loss.data[0]).toBe(sim[d].loss.data[0]);
+    }
+    for (let d = 0; d < dp; d++) for (const k of Object.keys(simParams[d])) expect(Array.from(segParams[d][k].data)).toEqual(Array.from(simParams[d][k].data));
+    expect(stats.overlappedMs).toBeGreaterThan(0); // some buckets were combined after the next segment started
+  });
+
+  it('buffer pools: carries with overlapping lives never share a buffer, every value fits its buffer', () => {
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { d: 8, heads: 2, layers: 2, vocab: 7, d_ff: 16, ctx: 4 }, dims: { B, T } });
+    const p = splitAtCollectives(compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, parallel: { dp: 1, tp: 2 } }));
+    expect(p.segments.length).toBeGreaterThan(4);
+    const { sizes, index } = carryPool(p);
+    expect(index.size).toBe(p.deviceCarries.size);
+    expect(sizes.length).toBeLessThan(p.deviceCarries.size); // some lives are disjoint
+    const life = (id: number) => {
+      const ks = p.segments.map((s, k) => (s.outputs.some((o) => o.name === `%${id}`) || s.nodes.some((n) => n.op === 'input' && (n.attrs as AttrsOf<'input'>).name === `%${id}`) ? k : -1)).filter((k) => k >= 0);
+      return [Math.min(...ks), Math.max(...ks)];
+    };
+    const ids = [...index.keys()];
+    for (const a of ids) {
+      expect(sizes[index.get(a)!]).toBeGreaterThanOrEqual(deviceBytes(p.source.nodes[a].type.shape));
+      for (const b of ids) {
+        if (a === b || index.get(a) !== index.get(b)) continue;
+        const [x, y] = [life(a), life(b)];
+        expect(x[1] < y[0] || y[1] < x[0]).toBe(true);
+      }
+    }
+    const pool = slotPool([[8, 32, 16], null, [64, 4]]);
+    expect(pool.sizes).toEqual([64, 16, 8]);
+    expect(pool.index).toEqual([[2, 0, 1], [], [0, 1]]);
   });
 });

@@ -12,7 +12,7 @@ import { tensorShards } from '../../src/parallel/tensor-parallel.js';
 import { Rng } from '../../src/train/rng.js';
 
 const cfg = { d: 8, heads: 2, layers: 2, vocab: 11, d_ff: 16, ctx: 4 };
-const B = 2, T = 4, STEPS = 10, tp = 2;
+const B = 2, T = 4, STEPS = 20, tp = 2;
 const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
 const forward = () => compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B, T } }).graph;
 const train = { optimizer: { kind: 'adamw' as const } };
@@ -27,30 +27,36 @@ function params(g: Graph): Record<string, HostTensor> {
 function batch(t: number): Record<string, HostTensor> {
   const r = new Rng(300 + (t % 2), 'tp');
   const ints = () => Int32Array.from({ length: B * T }, () => r.int(cfg.vocab));
-  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(1e-2), step: f32(t + 1) };
+  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(3e-3), step: f32(t + 1) };
 }
 
 const apply = (g: Graph, out: Record<string, HostTensor>, ps: Record<string, HostTensor>) => {
   for (const o of g.outputs) if (updatedParam(o) !== undefined) ps[updatedParam(o)!] = out[o.name];
 };
 
-describe('tensor parallel (Megatron MLP split) in the interpreter simulation equals one device', () => {
+describe('tensor parallel (Megatron attention heads and MLP split) in the interpreter simulation equals one device', () => {
   const single = compileIR(forward(), { train });
   const prog = compileIR(forward(), { train, parallel: { dp: 1, tp } });
   const split = tensorShards(prog, tp, true);
 
-  it('splits fc by columns and proj by rows in every block, with one all_reduce per block forward and one backward', () => {
-    expect([...split.entries()].sort()).toEqual([
-      ['h.0.mlp.fc.b', 0], ['h.0.mlp.fc.w', 1], ['h.0.mlp.proj.w', 0],
-      ['h.1.mlp.fc.b', 0], ['h.1.mlp.fc.w', 1], ['h.1.mlp.proj.w', 0],
-    ]);
+  it('splits q/k/v and fc by columns and the projections by rows in every block, one all_reduce per attention and per MLP forward and one each backward', () => {
+    const block = (i: number) => [
+      [`h.${i}.attn.k.b`, 0], [`h.${i}.attn.k.w`, 1], [`h.${i}.attn.proj.w`, 0], [`h.${i}.attn.q.b`, 0], [`h.${i}.attn.q.w`, 1], [`h.${i}.attn.v.b`, 0], [`h.${i}.attn.v.w`, 1],
+      [`h.${i}.mlp.fc.b`, 0], [`h.${i}.mlp.fc.w`, 1], [`h.${i}.mlp.proj.w`, 0],
+    ];
+    expect([...split.entries()].sort()).toEqual([...block(0), ...block(1)]);
     const shapeOf = (g: Graph, name: string) => g.nodes.find((n) => n.op === 'param' && (n.attrs as AttrsOf<'param'>).name === name)!.type.shape;
     expect(shapeOf(prog, 'h.0.mlp.fc.w')).toEqual([8, 8]);
     expect(shapeOf(prog, 'h.0.mlp.proj.w')).toEqual([8, 8]);
+    expect(shapeOf(prog, 'h.0.attn.q.w')).toEqual([8, 4]); // one of the two heads
+    expect(shapeOf(prog, 'h.0.attn.proj.w')).toEqual([4, 8]);
+    // the attention scores hold this device's heads only
+    expect(prog.nodes.some((n) => n.op === 'softmax' && n.type.shape.join() === [B, 1, T, T].join())).toBe(true);
+    expect(prog.nodes.some((n) => n.op === 'softmax' && n.type.shape[1] === cfg.heads)).toBe(false);
     const replicatedGrads = single.nodes.filter((n) => n.op === 'param').length / 3 - split.size; // params, m, v
-    // per block: one all_reduce in the forward pass and its gradient's in the backward; one per replicated gradient;
-    // the squared norm of every split gradient (for clipping); the loss
-    expect(prog.nodes.filter((n) => n.op === 'all_reduce').length).toBe(2 * cfg.layers + replicatedGrads + split.size + 1);
+    // per block: one all_reduce after attention and one after the MLP in the forward pass, their gradients' in the
+    // backward; one per replicated gradient; the squared norm of every split gradient (for clipping); the loss
+    expect(prog.nodes.filter((n) => n.op === 'all_reduce').length).toBe(2 * 2 * cfg.layers + replicatedGrads + split.size + 1);
     expect(() => compileIR(forward(), { train: { optimizer: { kind: 'adafactor' } }, parallel: { dp: 1, tp } })).toThrow('elementwise optimizer');
   });
 

@@ -134,7 +134,7 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
       const st = runPipeline(seg, { ...req, printIrAfter: undefined, printIrBefore: undefined, levels: ['kernels'], only });
       const def = passDef(stage);
       return def.show ? def.show(st) : printGraph(st.graph);
-    });
+    }, (seg) => runPipeline(seg, { ...req, printIrAfter: undefined, printIrBefore: undefined, levels: ['kernels'], only: ['schedule', 'inplace', 'memory-plan'] }).plan!);
     if (o.output) writeFileSync(o.output, text + '\n');
     else process.stdout.write(text + '\n');
     return;
