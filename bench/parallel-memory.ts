@@ -35,7 +35,7 @@ for (const [label, dp, tp, zero, bucketBytes] of specs) {
   const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set, dims: { B: B / dp, T } });
   const prog = compileIR(graph, { train: { optimizer: { kind: 'adamw' } }, ...(dp * tp > 1 ? { parallel: { dp, tp, zero } } : {}) });
   // forward values the backward pass reads (what recomputation or tensor parallelism divides)
-  const saved = savedForBackward(prog).reduce((a, i) => a + deviceBytes(prog.nodes[i].type.shape), 0);
+  const saved = savedForBackward(prog).reduce((a, i) => a + deviceBytes(prog.nodes[i].type), 0);
   let params: number, act: number;
   if (dp * tp === 1) {
     const plan = planOf(prog);

@@ -316,9 +316,9 @@ export function interpreterSegmentRunner(programs: SegmentedProgram[], params: R
  * share one pool of buffers for them: index j of every segment's list, largest first (src/runtime/multi.ts).
  */
 export function exchangedValues(p: SegmentedProgram, seg: Graph): { name: string; bytes: number }[] {
-  const ins = seg.nodes.filter((n) => n.op === 'input').map((n) => ({ name: (n.attrs as AttrsOf<'input'>).name, shape: n.type.shape }));
-  const outs = seg.outputs.map((o) => ({ name: o.name, shape: seg.nodes[o.id].type.shape }));
-  const vals = [...ins, ...outs].filter((v) => v.name.startsWith('%') && !p.deviceCarries.has(Number(v.name.slice(1)))).map((v) => ({ name: v.name, bytes: deviceBytes(v.shape) }));
+  const ins = seg.nodes.filter((n) => n.op === 'input').map((n) => ({ name: (n.attrs as AttrsOf<'input'>).name, type: n.type }));
+  const outs = seg.outputs.map((o) => ({ name: o.name, type: seg.nodes[o.id].type }));
+  const vals = [...ins, ...outs].filter((v) => v.name.startsWith('%') && !p.deviceCarries.has(Number(v.name.slice(1)))).map((v) => ({ name: v.name, bytes: deviceBytes(v.type) }));
   return vals.sort((a, b) => b.bytes - a.bytes); // largest first in every segment, so the pool buffers fit closely
 }
 
@@ -374,7 +374,7 @@ export function carryPool(p: SegmentedProgram): { sizes: number[]; index: Map<nu
       if (s) s[1] = Math.max(s[1], k);
     }
   });
-  const bytes = (id: number) => deviceBytes(p.source.nodes[id].type.shape);
+  const bytes = (id: number) => deviceBytes(p.source.nodes[id].type);
   const sizes: number[] = [];
   const ends: number[] = [];
   const index = new Map<number, number>();
@@ -397,7 +397,7 @@ export function segmentedMemory(p: SegmentedProgram, planOf: (segment: Graph) =>
   }
   const slots = slotPool(p.segments.map((seg) => (seg.outputs.length ? planOf(seg).slots : null))).sizes;
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-  const paramBytes = sum(p.source.nodes.filter((n) => n.op === 'param').map((n) => deviceBytes(n.type.shape)));
+  const paramBytes = sum(p.source.nodes.filter((n) => n.op === 'param').map((n) => deviceBytes(n.type)));
   const carryBytes = sum(carryPool(p).sizes);
   const m = { paramBytes, slotBytes: sum(slots), carryBytes, exchangeBytes: sum(exchange) };
   return { ...m, activationBytes: m.slotBytes + m.carryBytes + m.exchangeBytes };
