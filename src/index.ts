@@ -7,6 +7,8 @@ export { compileSource, compileModel, loadModelInfo, checkSource, MODELS_DIR } f
 export type { CompileOptions as FrontendOptions, ModelInfo, EntryInfo } from './frontend/index.js';
 export { interpret } from './interp/interpreter.js';
 export { grad } from './autodiff/index.js';
+export { compileIR, runPipeline } from './passes/pipeline.js';
+export type { CompileRequest } from './passes/registry.js';
 export { buildTrainStep, OPTIMIZERS } from './train/optimizers.js';
 export type { OptimizerConfig, OptimizerKind } from './train/optimizers.js';
 export { acquireDevice, describeDevice } from './runtime/device.js';
