@@ -1,0 +1,218 @@
+/**
+ * Step runners for pipeline-parallel training (`kiln train --pp N --micro-batches M`). The trainer hands them the
+ * whole batch and whole parameters, as it does a single-device runner: the batch is split into M micro-batches
+ * along its first axis, each weighted by its share of the batch's counted targets (so the accumulated gradient is
+ * the whole batch's), and the schedule (GPipe or 1F1B) runs through `runPipelineStep`. A parameter lives on the
+ * stage(s) that read it; checkpoints get every parameter and optimizer state whole, never the accumulators (zero
+ * between steps), so a pipeline checkpoint resumes on one device or with another pp, and the other way round.
+ */
+import { KilnError } from '../errors.js';
+import { GraphBuilder } from '../ir/builder.js';
+import { updatedParam, type Graph, type GraphOutput } from '../ir/graph.js';
+import { initParam } from '../ir/init.js';
+import type { AttrsOf } from '../ir/op.js';
+import { recvChannel } from '../ir/ops/p2p.js';
+import type { HostTensor } from '../ir/tensor.js';
+import { interpret } from '../interp/interpreter.js';
+import type { KilnDevice } from '../runtime/device.js';
+import type { Executable } from '../runtime/executable.js';
+import type { StepRunner } from '../train/runner.js';
+import { shardBatch } from './feed.js';
+import { DP_WEIGHT_INPUT } from './mesh.js';
+import type { PipelineProgram } from './pipeline-parallel.js';
+import { pipelineSchedule, runPipelineStep, type Action, type PhaseName, type PhaseRunner, type PipelineScheduleKind, type PipelineStepResult } from './pipeline-schedule.js';
+
+const PHASES: PhaseName[] = ['fwd', 'bwd', 'tie', 'norm', 'update'];
+const isAcc = (name: string) => name.startsWith('acc.');
+
+/** The input whose non-ignored entries weight the micro-batches (as in data parallelism). */
+const countedInput = (g: Graph) => ['targets', 'labels'].find((n) => g.nodes.some((x) => x.op === 'input' && (x.attrs as AttrsOf<'input'>).name === n));
+
+/** Splits a whole batch into M micro-batches, each with its `loss_weight`. */
+export function microBatches(prog: PipelineProgram, inputs: Record<string, HostTensor>, M: number): Record<string, HostTensor>[] {
+  const counted = countedInput(prog.stages[prog.pp - 1].fwd) ?? countedInput(prog.stages[prog.pp - 1].bwd);
+  const rows = Object.fromEntries(Object.entries(inputs).filter(([k]) => k !== 'loss_weight' && k !== 'apply'));
+  return shardBatch(rows, M, counted).map((m) => ({ ...m, loss_weight: m[DP_WEIGHT_INPUT] }));
+}
+
+/** Every parameter of a stage's programs (name -> node), in first-seen order. */
+function stageParams(prog: PipelineProgram, s: number): Map<string, Graph['nodes'][number]> {
+  const out = new Map<string, Graph['nodes'][number]>();
+  const st = prog.stages[s];
+  for (const ph of PHASES) for (const n of st[ph]?.nodes ?? []) if (n.op === 'param' && !out.has((n.attrs as AttrsOf<'param'>).name)) out.set((n.attrs as AttrsOf<'param'>).name, n);
+  return out;
+}
+
+export interface PipelineStats {
+  /** The last step's executor numbers. */
+  last?: PipelineStepResult;
+}
+
+abstract class PipelineRunnerBase implements StepRunner {
+  readonly paramNames: string[];
+  readonly schedule: Action[][];
+  readonly stats: PipelineStats = {};
+  /** Which stages hold each parameter. */
+  protected readonly where = new Map<string, number[]>();
+
+  constructor(
+    readonly prog: PipelineProgram,
+    readonly kind: PipelineScheduleKind,
+    readonly M: number,
+  ) {
+    this.schedule = pipelineSchedule(kind, prog.pp, M);
+    for (let s = 0; s < prog.pp; s++) for (const name of stageParams(prog, s).keys()) this.where.set(name, [...(this.where.get(name) ?? []), s]);
+    this.paramNames = [...this.where.keys()].filter((n) => !isAcc(n));
+  }
+
+  protected abstract phase: PhaseRunner;
+  protected abstract getOne(stage: number, name: string): Promise<HostTensor>;
+  protected abstract setOne(stage: number, name: string, v: HostTensor): void;
+
+  async run(inputs: Record<string, HostTensor>, download: string[]): Promise<Record<string, HostTensor>> {
+    const micro = microBatches(this.prog, inputs, this.M);
+    const r = await runPipelineStep(this.prog.stages, this.schedule, micro, inputs, this.phase);
+    this.stats.last = r;
+    // the batch's mean loss: the micro-batches' means weighted by their shares, summed in f32 in order
+    const loss = new Float32Array(1);
+    r.losses.forEach((l, m) => (loss[0] = loss[0] + Math.fround(micro[m].loss_weight.data[0] * l)));
+    const out: Record<string, HostTensor> = { loss: { dtype: 'f32', shape: [], data: loss }, grad_norm: r.gradNorm };
+    return Object.fromEntries(download.map((d) => [d, out[d]]));
+  }
+
+  async getParams(names = this.paramNames): Promise<Record<string, HostTensor>> {
+    const out: Record<string, HostTensor> = {};
+    for (const n of names) {
+      const at = this.where.get(n);
+      if (at) out[n] = await this.getOne(at[0], n);
+    }
+    return out;
+  }
+
+  async setParams(p: Record<string, HostTensor>): Promise<void> {
+    for (const [k, v] of Object.entries(p)) for (const s of this.where.get(k) ?? []) this.setOne(s, k, v);
+  }
+
+  abstract destroy(): void;
+}
+
+/** Stages simulated in the reference interpreter (the oracle for the device runner). */
+export class PipelineInterpreterRunner extends PipelineRunnerBase {
+  private readonly params: Record<string, HostTensor>[];
+
+  constructor(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, seed: number) {
+    super(prog, kind, M);
+    this.params = prog.stages.map((_, s) =>
+      Object.fromEntries([...stageParams(prog, s)].map(([name, n]) => [name, initParam((n.attrs as AttrsOf<'param'>).init, n.type, name, seed)])),
+    );
+  }
+
+  protected phase: PhaseRunner = async (s, ph, inputs, download) => {
+    const g = this.prog.stages[s][ph]!;
+    const out = interpret(g, { inputs, params: this.params[s] });
+    for (const o of g.outputs) {
+      const p = updatedParam(o);
+      if (p !== undefined) this.params[s][p] = out[o.name];
+    }
+    return Object.fromEntries(download.map((d) => [d, out[d]]));
+  };
+
+  protected async getOne(s: number, name: string): Promise<HostTensor> {
+    return this.params[s][name];
+  }
+
+  protected setOne(s: number, name: string, v: HostTensor): void {
+    this.params[s][name] = v;
+  }
+
+  destroy(): void {}
+}
+
+/**
+ * A stage's program as WebGPU runs it: a recv becomes the graph input of its channel's name, a send the output of
+ * its operand under the send's name (the executor carries the value through the host).
+ */
+export function hostExchangeProgram(g: Graph): Graph {
+  const b = new GraphBuilder();
+  const map = new Map<number, number>();
+  for (const n of g.nodes) {
+    if (n.op === 'recv') {
+      const a = n.attrs as AttrsOf<'recv'>;
+      map.set(n.id, b.op('input', [], { name: recvChannel(a.from, a.tag), dtype: a.dtype, shape: [...a.shape] }));
+    } else if (n.op === 'send') {
+      const x = map.get(n.inputs[0])!;
+      const leaf = ['param', 'input', 'constant'].includes(b.nodes[x].op);
+      // an output must be computed by a kernel: a leaf sent as it is goes through a copy
+      map.set(n.id, leaf ? b.add(x, b.full(0, b.type(x))) : x);
+    } else map.set(n.id, b.op(n.op, n.inputs.map((i) => map.get(i)!), n.attrs as never, { ...(n.name !== undefined ? { name: n.name } : {}), ...(n.scope ? { scope: n.scope } : {}) }));
+  }
+  const outs: GraphOutput[] = g.outputs.map((o) => ({ ...o, id: map.get(o.id)! }));
+  return b.build(g.name, outs);
+}
+
+/** One WebGPU device per stage; a stage's programs share its parameter buffers. */
+export class PipelineDeviceRunner extends PipelineRunnerBase {
+  private exes: Map<PhaseName, Executable>[] = [];
+  private buffers: Map<string, GPUBuffer>[] = [];
+
+  private constructor(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, readonly devices: KilnDevice[]) {
+    super(prog, kind, M);
+    if (devices.length !== prog.pp) throw new KilnError(`pp=${prog.pp} needs ${prog.pp} devices, got ${devices.length}`);
+  }
+
+  static async create(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, devices: KilnDevice[], seed: number): Promise<PipelineDeviceRunner> {
+    const { compileGraph } = await import('../runtime/executable.js');
+    const { BufferUsage } = await import('../runtime/pipelines.js');
+    const r = new PipelineDeviceRunner(prog, kind, M, devices);
+    const usage = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
+    for (let s = 0; s < prog.pp; s++) {
+      const dev = devices[s];
+      const bufs = new Map<string, GPUBuffer>();
+      const paramBuffer = (name: string, bytes: number) => {
+        let b = bufs.get(name);
+        if (!b) {
+          b = dev.device.createBuffer({ label: `stage ${s} param ${name}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage });
+          bufs.set(name, b);
+        }
+        return b;
+      };
+      const exes = new Map<PhaseName, Executable>();
+      for (const ph of PHASES) {
+        const g = prog.stages[s][ph];
+        if (g) exes.set(ph, await compileGraph(hostExchangeProgram(g), dev, { seed, paramBuffer }));
+      }
+      r.exes.push(exes);
+      r.buffers.push(bufs);
+    }
+    return r;
+  }
+
+  protected phase: PhaseRunner = async (s, ph, inputs, download) => (await this.exes[s].get(ph)!.run(inputs, { download })).outputs;
+
+  private holder(s: number, name: string): Executable {
+    const e = [...this.exes[s].values()].find((x) => x.paramNames.includes(name));
+    if (!e) throw new KilnError(`stage ${s} has no parameter '${name}'`);
+    return e;
+  }
+
+  protected getOne(s: number, name: string): Promise<HostTensor> {
+    return this.holder(s, name).getParam(name);
+  }
+
+  protected setOne(s: number, name: string, v: HostTensor): void {
+    this.holder(s, name).setParam(name, v);
+  }
+
+  /** Per stage: bytes of parameters, optimizer state and accumulators, and of everything else its programs hold. */
+  memory(): { paramBytes: number; otherBytes: number }[] {
+    return this.exes.map((m, s) => ({
+      paramBytes: [...this.buffers[s].values()].reduce((t, b) => t + b.size, 0),
+      otherBytes: [...m.values()].reduce((t, e) => t + e.stats.deviceBytes, 0),
+    }));
+  }
+
+  destroy(): void {
+    for (const m of this.exes) for (const e of m.values()) e.destroy();
+    for (const m of this.buffers) for (const b of m.values()) b.destroy();
+  }
+}
