@@ -71,9 +71,13 @@ export interface PipelineStepResult {
   /** Ticks the micro-batch phase took, and per stage the ticks it idled in them. */
   ticks: number;
   idleTicks: number[];
-  /** Per stage: wall-clock ms it spent running programs, and the micro-batch phase's wall-clock ms. */
-  busyMs: number[];
+  /**
+   * Measured over the micro-batch phase: its wall-clock ms, and per stage the ms it ran programs and the ms it
+   * waited (each tick lasts as long as its slowest action; a stage idles for the rest of it).
+   */
   wallMs: number;
+  busyMs: number[];
+  idleMs: number[];
   /** Per stage: the most micro-batches whose saved activations it held at once, and their bytes. */
   stashPeak: number[];
   stashPeakBytes: number[];
@@ -102,6 +106,7 @@ export async function runPipelineStep(
   const stashPeak = new Array<number>(pp).fill(0);
   const stashPeakBytes = new Array<number>(pp).fill(0);
   const busyMs = new Array<number>(pp).fill(0);
+  const idleMs = new Array<number>(pp).fill(0);
   const losses: number[] = new Array(micro.length).fill(NaN);
 
   const feed = (s: number, g: Graph, base: Record<string, HostTensor>, when: string, extra: Record<string, HostTensor> = {}) => {
@@ -125,10 +130,11 @@ export async function runPipelineStep(
   const post = (s: number, g: Graph, out: Record<string, HostTensor>, when: string) => {
     for (const x of sends(g)) mail.set(key(s, x.to, x.tag, when), out[x.name]);
   };
+  let took: number[] = [];
   const timed = async (s: number, f: () => Promise<Record<string, HostTensor>>) => {
     const t0 = performance.now();
     const r = await f();
-    busyMs[s] += performance.now() - t0;
+    took[s] = performance.now() - t0;
     return r;
   };
 
@@ -144,6 +150,8 @@ export async function runPipelineStep(
       else idleTicks[s]++;
     }
     if (!todo.length) throw new KilnError(`pipeline schedule deadlocked at tick ${ticks} (stage positions ${pc.join(', ')})`);
+    took = new Array<number>(pp).fill(0);
+    const tick0 = performance.now();
     const outs = await Promise.all(
       todo.map(({ s, a }) => {
         const when = `mb${a.mb}`;
@@ -173,6 +181,11 @@ export async function runPipelineStep(
         });
       }),
     );
+    const tickMs = performance.now() - tick0;
+    for (let s = 0; s < pp; s++) {
+      busyMs[s] += took[s];
+      idleMs[s] += tickMs - took[s];
+    }
     todo.forEach(({ s, a }, i) => {
       post(s, a.kind === 'F' ? stages[s].fwd : stages[s].bwd, outs[i], `mb${a.mb}`);
       pc[s]++;
@@ -199,5 +212,5 @@ export async function runPipelineStep(
       if (phase === 'update' && s === 0) gradNorm = out!.grad_norm;
     });
   }
-  return { losses, gradNorm: gradNorm!, ticks, idleTicks, busyMs, wallMs, stashPeak, stashPeakBytes };
+  return { losses, gradNorm: gradNorm!, ticks, idleTicks, wallMs, busyMs, idleMs, stashPeak, stashPeakBytes };
 }
