@@ -11,13 +11,13 @@ import { Rng } from '../../src/train/rng.js';
 
 const f32 = (v: number): HostTensor => ({ dtype: 'f32', shape: [], data: Float32Array.of(v) });
 const cfg = { d: 8, heads: 2, layers: 2, vocab: 7, d_ff: 16, ctx: 4 };
-const B = 4, T = 4, M = 2, STEPS = 4;
+const B = 4, T = 4, STEPS = 20;
 const model = (batch: number) => compileModel('src/models/gpt.kiln', { entry: 'loss', set: cfg, dims: { B: batch, T } }).graph;
 
 function batch(t: number): Record<string, HostTensor> {
   const r = new Rng(t % 2, 'pp-device');
   const ints = () => Int32Array.from({ length: B * T }, () => r.int(cfg.vocab));
-  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(1e-2), step: f32(t + 1) };
+  return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(3e-3), step: f32(t + 1) };
 }
 
 describe('pipeline parallel on two WebGPU devices (one adapter)', () => {
@@ -27,19 +27,23 @@ describe('pipeline parallel on two WebGPU devices (one adapter)', () => {
     (await acquireDevice()).destroy();
   });
 
-  it('pp=2, 1F1B, 2 micro-batches: losses and parameters after 4 AdamW steps equal one device with the whole batch and follow the simulation', async () => {
-    devs = await acquireDevices(2);
+  for (const [kind, M] of [['1f1b', 2], ['gpipe', 4]] as const) it(`pp=2, ${kind}, ${M} micro-batches: losses and parameters after 20 AdamW steps equal one device with the whole batch and follow the simulation`, async () => {
+    if (!devs.length) devs = await acquireDevices(2);
     const prog = partitionPipeline(model(B / M), { pp: 2, optimizer: { kind: 'adamw' } });
     const single = await DeviceRunner.create(compileIR(model(B), { grad: { loss: 'loss' }, train: { optimizer: { kind: 'adamw' } } }), await acquireDevice(), 0);
-    const pp = await PipelineDeviceRunner.create(prog, '1f1b', M, devs, 0);
-    const sim = new PipelineInterpreterRunner(prog, '1f1b', M, 0);
+    const pp = await PipelineDeviceRunner.create(prog, kind, M, devs, 0);
+    const sim = new PipelineInterpreterRunner(prog, kind, M, 0);
+    let lossErr = 0;
     try {
       for (let t = 0; t < STEPS; t++) {
         const a = (await single.run(batch(t), ['loss'])).loss.data[0];
         const b = (await pp.run(batch(t), ['loss'])).loss.data[0];
         const c = (await sim.run(batch(t), ['loss'])).loss.data[0];
         expect(Math.abs(a - b) / a).toBeLessThan(1e-5);
-        expect(Math.abs(c - b) / c).toBeLessThan(1e-5);
+        lossErr = Math.max(lossErr, Math.abs(a - b) / a);
+        // the reference interpreter and the GPU kernels round differently; over 20 steps that drifts to
+        // ~1e-4 at lr 1e-2 (single-device runs drift alike), so the simulation is held to the first steps
+        if (t < 4) expect(Math.abs(c - b) / c).toBeLessThan(1e-5);
       }
       let worst = 0;
       const got = await pp.getParams();
@@ -51,14 +55,14 @@ describe('pipeline parallel on two WebGPU devices (one adapter)', () => {
       // the tied embedding's copies on the two devices agree bit for bit
       const copies = await Promise.all([0, 1].map((s) => (pp as unknown as { getOne(s: number, n: string): Promise<HostTensor> }).getOne(s, 'wte')));
       expect(Array.from(copies[1].data)).toEqual(Array.from(copies[0].data));
-      expect(worst).toBeLessThan(5e-5);
       const last = pp.stats.last!;
       const mem = pp.memory();
       console.log(
-        `pp=2 1f1b M=${M} on lavapipe: max parameter/state difference ${worst.toExponential(2)}; ` +
+        `pp=2 ${kind} M=${M} on lavapipe: max relative loss difference ${lossErr.toExponential(2)}, max parameter/state difference ${worst.toExponential(2)}; ` +
           `idle per device (measured) ${last.idleMs.map((b) => (b / last.wallMs).toFixed(2)).join(', ')} of ${last.wallMs.toFixed(0)} ms, counted ${(last.idleTicks[0] / last.ticks).toFixed(3)}; ` +
           `per device ${mem.map((m) => `${m.paramBytes} B parameters+state+accumulators, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`,
       );
+      expect(worst).toBeLessThan(5e-5); // one AdamW step moves a parameter by up to lr = 3e-3
     } finally {
       single.destroy();
       pp.destroy();
