@@ -39,6 +39,16 @@ describe('kiln train --pp (stages simulated in the interpreter)', () => {
     close(losses(onOne.out), want.slice(2));
   }, 300_000);
 
+  it('kiln compile --parallel pp=2 --emit schedule shows every stage\'s programs with their send/recv and the memory per device', () => {
+    const r = kiln('compile', 'src/models/gpt.kiln', '--entry', 'loss', '--set', 'd=16,heads=2,layers=4,ctx=16', '--dim', 'B=2', '--train', '--parallel', 'pp=2', '--micro-batches', '8', '--emit', 'schedule');
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('blocks 0: 0,1; 1: 2,3; 8 micro-batches; bubble (pp-1)/(M+pp-1) = 11.1%');
+    expect(r.out).toMatch(/stage 0 \(device 0\), fwd \(per micro-batch\): \d+ nodes; send act\.\d+ -> 1/);
+    expect(r.out).toMatch(/stage 1 \(device 1\), bwd \(per micro-batch\): \d+ nodes; send grad\.\d+ -> 0/);
+    expect(r.out).toMatch(/stage 0 \(device 0\), update \(per step\): \d+ nodes; recv tie\.wte <- 1, recv sq <- 1/);
+    expect(r.out).toMatch(/device 1: .* KiB parameters, optimizer state and accumulators .* GPipe 8 -> .* 1F1B 1 ->/);
+  }, 120_000);
+
   it('refuses what does not fit, without a stack trace', () => {
     for (const [flags, msg] of [
       [['--pp', '3', '--micro-batches', '4'], 'the model has 2 repeated block(s)'],
