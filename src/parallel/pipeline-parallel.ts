@@ -34,6 +34,9 @@ import type { AttrsOf } from '../ir/op.js';
 import { sendChannel, recvChannel } from '../ir/ops/p2p.js';
 import { fmtType, isFloat } from '../ir/types.js';
 import { compileIR } from '../passes/pipeline.js';
+import { registerPass } from '../passes/registry.js';
+import { printGraph } from '../ir/print.js';
+import { describePipelineProgram } from './pipeline-describe.js';
 import { dce } from '../passes/dce.js';
 import { buildTrainStep, type OptimizerConfig } from '../train/optimizers.js';
 import type { StagePrograms } from './pipeline-schedule.js';
@@ -311,3 +314,43 @@ function stepPrograms(s: number, pp: number, params: string[], holders: Map<stri
   const update = dce(eb.build(`stage${s}.update`, [{ name: 'grad_norm', id: gnorm, role: { kind: 'metric' } }, ...step.outputs.filter((x) => x.role?.kind === 'update'), ...zeros]));
   return { tie, norm, update };
 }
+
+declare module '../passes/registry.js' {
+  interface PassOptionsMap {
+    pipeline: { pp: number; optimizer: OptimizerConfig; wrt: string[] | null };
+  }
+  interface CompileState {
+    /** The stage programs of a pipeline-parallel training step (the `pipeline` pass); `graph` stays the one-device step. */
+    pipeline?: PipelineProgram;
+  }
+}
+
+registerPass(
+  {
+    name: 'pipeline',
+    summary: 'pipeline parallel: splits the forward graph at its repeated blocks into pp stages, each differentiated on its own, with send/recv of activations and their gradients; per-step tie/norm/update programs (the graph itself stays the one-device step)',
+    level: 'graph',
+    options: {
+      pp: 'pipeline stages (one device each)',
+      optimizer: 'the optimizer of the per-step update programs',
+      wrt: 'parameters to train (null: every float parameter)',
+    },
+    guarantees: ['every stage holds at least one block; only float activations cross stages; sends and recvs pair up by (from, to, tag)'],
+    configure: (req) => ((req.parallel?.pp ?? 1) > 1 && req.train ? { pp: req.parallel!.pp!, optimizer: req.train.optimizer, wrt: req.grad?.wrt ?? null } : null),
+    run: (s, o) => ({ ...s, pipeline: partitionPipeline(s.graph, { pp: o.pp, optimizer: o.optimizer, ...(o.wrt ? { wrt: o.wrt } : {}) }) }),
+    check: (s) => {
+      const p = s.pipeline;
+      if (!p) return 'no pipeline program';
+      const ends = (op: 'send' | 'recv') =>
+        p.stages
+          .flatMap((st, k) => [st.fwd, st.bwd, st.tie, st.norm, st.update].flatMap((g) => (g?.nodes ?? []).filter((n) => n.op === op).map((n) => (op === 'send' ? `${k}>${(n.attrs as AttrsOf<'send'>).to}:${(n.attrs as AttrsOf<'send'>).tag}` : `${(n.attrs as AttrsOf<'recv'>).from}>${k}:${(n.attrs as AttrsOf<'recv'>).tag}`))))
+          .sort()
+          .join(' ');
+      // a norm/update pair receives the same tied gradient twice (both recompute it): compare the sets
+      const uniq = (x: string) => [...new Set(x.split(' '))].join(' ');
+      return uniq(ends('send')) === uniq(ends('recv')) ? null : `unpaired send/recv: sends ${uniq(ends('send'))}; recvs ${uniq(ends('recv'))}`;
+    },
+    show: (s) => (s.pipeline ? describePipelineProgram(s.pipeline, s.pipeline.pp, (g) => ({ text: printGraph(g) })) : printGraph(s.graph)),
+  },
+  { before: 'autodiff' },
+);

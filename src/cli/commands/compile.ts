@@ -118,13 +118,12 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
   }
   if ((req.parallel?.pp ?? 1) > 1) {
     // one program per pipeline stage and phase, each shown as the asked stage of the pipeline makes it
-    const { describePipelineProgram } = await import('../../parallel/pipeline-cli.js');
-    const { partitionPipeline } = await import('../../parallel/pipeline-parallel.js');
+    const { describePipelineProgram } = await import('../../parallel/pipeline-describe.js');
     const { hostExchangeProgram } = await import('../../parallel/pipeline-runner.js');
     if (!o.train) throw new KilnError('--parallel pp=N partitions a training step: add --train');
     const M = Number(o.microBatches ?? req.parallel!.pp);
     if (!Number.isInteger(M) || M < 1) throw new KilnError(`--micro-batches expects a positive integer, got '${o.microBatches}'`);
-    const prog = partitionPipeline(graph, { pp: req.parallel!.pp!, optimizer: req.train!.optimizer });
+    const prog = runPipeline(graph, { ...req, levels: ['graph'], only: PIPELINE.slice(0, PIPELINE.indexOf('pipeline') + 1) }).pipeline!;
     const kernelsOnly = stage !== undefined && passDef(stage).level === 'kernels';
     const text = describePipelineProgram(prog, M, (g) => {
       if (!kernelsOnly) return { text: printGraph(g) };
