@@ -38,7 +38,7 @@ export function parseParallel(spec: string): ParallelConfig {
     else if (axis === 'pp') cfg.pp = n;
     else throw new KilnError(`--parallel: unknown axis '${axis}' (known: dp, tp, pp)`);
   }
-  if ((cfg.pp ?? 1) > 1 && cfg.dp * (cfg.tp ?? 1) > 1) throw new KilnError(`--parallel dp=${cfg.dp},tp=${cfg.tp ?? 1},pp=${cfg.pp}: pipeline stages combined with dp or tp need collectives over sub-groups of the devices, designed (docs/parallel.md) but not built; use pp alone`);
+  if ((cfg.pp ?? 1) > 1 && (cfg.tp ?? 1) > 1) throw new KilnError(`--parallel tp=${cfg.tp},pp=${cfg.pp}: pipeline stages combined with tensor parallelism need collectives over sub-groups of the devices, designed (docs/parallel.md) but not built; use dp=N,pp=M or one of them`);
   if (cfg.dp > 1 && (cfg.tp ?? 1) > 1) throw new KilnError(`--parallel dp=${cfg.dp},tp=${cfg.tp}: a 2-D mesh needs collectives over sub-groups of the devices, designed (docs/parallel.md) but not built; use dp or tp`);
   return cfg;
 }

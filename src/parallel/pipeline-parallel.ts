@@ -43,6 +43,8 @@ import type { StagePrograms } from './pipeline-schedule.js';
 
 export interface PipelineOptions {
   pp: number;
+  /** Data-parallel replicas of the whole pipeline (default 1): device r*pp + s runs stage s of replica r. */
+  dp?: number;
   optimizer: OptimizerConfig;
   /** Parameters to train (default: every float parameter). */
   wrt?: string[];
@@ -50,7 +52,9 @@ export interface PipelineOptions {
 
 export interface PipelineProgram {
   pp: number;
-  stages: StagePrograms[];
+  dp: number;
+  /** Per device (r*pp + s: stage s of data-parallel replica r), its programs; send/recv name devices. */
+  devices: StagePrograms[];
   /** Blocks per stage, e.g. [[0, 1], [2, 3]]. */
   blocks: number[][];
   /** Every trainable parameter and the stages that hold it (more than one: a shared parameter). */
@@ -165,14 +169,39 @@ export function partitionPipeline(forward: Graph, o: PipelineOptions): PipelineP
     joints.push(compileIR(S, { grad: { loss: 'pp.objective', wrt: params, wrtInputs } }));
   }
 
-  const stages = joints.map((J, s) => {
-    const { fwd, bwd, stashFromRecv } = splitStage(J, s, consumers, producer);
-    const per = stepPrograms(s, pp, stageParams[s], holders, J, o.optimizer);
-    return { fwd, bwd, stashFromRecv, ...per };
-  });
+  const dp = o.dp ?? 1;
+  const split = joints.map((J, s) => splitStage(J, s, consumers, producer));
+  const devices: StagePrograms[] = [];
+  for (let r = 0; r < dp; r++) {
+    joints.forEach((J, s) => {
+      const off = r * pp;
+      const stashFromRecv = new Map([...split[s].stashFromRecv].map(([k, ch]) => [k, offsetChannel(ch, off)]));
+      devices.push({ fwd: offsetP2P(split[s].fwd, off), bwd: offsetP2P(split[s].bwd, off), stashFromRecv, ...stepPrograms(s, r, pp, dp, stageParams[s], holders, J, o.optimizer) });
+    });
+  }
   const blocksOf = Array.from({ length: pp }, (_, s) => Array.from({ length: L }, (_, i) => i).filter((i) => stageOfBlock(i, L, pp) === s));
-  return { pp, stages, blocks: blocksOf, holders };
+  return { pp, dp, devices, blocks: blocksOf, holders };
 }
+
+/** Replica r's copy of a stage program: every send/recv names devices r*pp + stage. */
+function offsetP2P(g: Graph, off: number): Graph {
+  if (!off) return g;
+  return {
+    ...g,
+    nodes: g.nodes.map((n) =>
+      n.op === 'send' ? { ...n, attrs: { ...(n.attrs as AttrsOf<'send'>), to: (n.attrs as AttrsOf<'send'>).to + off } } : n.op === 'recv' ? { ...n, attrs: { ...(n.attrs as AttrsOf<'recv'>), from: (n.attrs as AttrsOf<'recv'>).from + off } } : n,
+    ),
+    outputs: g.outputs.map((o) => {
+      const n = g.nodes[o.id];
+      return n.op === 'send' ? { ...o, name: sendChannel((n.attrs as AttrsOf<'send'>).to + off, (n.attrs as AttrsOf<'send'>).tag) } : o;
+    }),
+  };
+}
+
+const offsetChannel = (ch: string, off: number) => {
+  const [, kind, dev, tag] = /^(recv|send):(\d+):(.*)$/.exec(ch)!;
+  return `${kind}:${Number(dev) + off}:${tag}`;
+};
 
 /** The stage's joint graph as a forward and a backward program, with send/recv at its boundaries. */
 function splitStage(J: Graph, s: number, consumers: Set<number>[], producer: (i: number) => number): Pick<StagePrograms, 'fwd' | 'bwd' | 'stashFromRecv'> {
@@ -258,31 +287,45 @@ function splitStage(J: Graph, s: number, consumers: Set<number>[], producer: (i:
 }
 
 /** The per-step programs of stage s: tie, norm, update (see the file comment). */
-function stepPrograms(s: number, pp: number, params: string[], holders: Map<string, number[]>, J: Graph, cfg: OptimizerConfig): Pick<StagePrograms, 'tie' | 'norm' | 'update'> {
+function stepPrograms(s: number, r: number, pp: number, dp: number, params: string[], holders: Map<string, number[]>, J: Graph, cfg: OptimizerConfig): Pick<StagePrograms, 'dpsync' | 'tie' | 'norm' | 'update'> {
+  const dev = (stage: number, replica = r) => replica * pp + stage;
   const types = new Map(J.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), n.type]));
   const inits = new Map(J.nodes.filter((n) => n.op === 'param').map((n) => [pname(n), (n.attrs as AttrsOf<'param'>).init]));
   const shared = params.filter((p) => holders.get(p)!.length > 1);
   const accOf = (b: GraphBuilder, p: string) => b.op('param', [], { name: `acc.${p}`, dtype: types.get(p)!.dtype, shape: [...types.get(p)!.shape], init: { kind: 'zeros' } });
 
+  const name = dp > 1 ? `replica${r}.stage${s}` : `stage${s}`;
+  const recvOf = (b: GraphBuilder, p: string, from: number, tag: string) => b.op('recv', [], { from, tag, dtype: types.get(p)!.dtype, shape: [...types.get(p)!.shape] });
+  // Sums of copies must come out as the same bits on every device that makes them. A GPU compiler may reassociate
+  // a fused chain of adds (Mesa's NIR does), so every device sums the same shape: a chain of received values in
+  // device order, its own contribution included (sent to itself through the host), never a local value plus
+  // received ones.
+  // Data-parallel replicas: each replica of this stage sends its accumulators to every replica.
+  let dpsync: Graph | null = null;
+  if (dp > 1) {
+    const b = new GraphBuilder();
+    const outs: GraphOutput[] = [];
+    for (const p of params) {
+      const acc = accOf(b, p);
+      for (let q = 0; q < dp; q++) outs.push({ name: sendChannel(dev(s, q), `dp.${p}`), id: b.op('send', [acc], { to: dev(s, q), tag: `dp.${p}` }) });
+    }
+    dpsync = b.build(`${name}.dpsync`, outs);
+  }
+  const replicaSum = (b: GraphBuilder, p: string) => (dp > 1 ? chain(b, Array.from({ length: dp }, (_, q) => recvOf(b, p, dev(s, q), `dp.${p}`))) : accOf(b, p));
+
+  // Shared parameters: each holder sends its (replica-summed) gradient to every holder.
   let tie: Graph | null = null;
   if (shared.length) {
     const b = new GraphBuilder();
     const outs: GraphOutput[] = [];
     for (const p of shared) {
-      const acc = accOf(b, p);
-      for (const h of holders.get(p)!) if (h !== s) outs.push({ name: sendChannel(h, `tie.${p}`), id: b.op('send', [acc], { to: h, tag: `tie.${p}` }) });
+      const acc = replicaSum(b, p);
+      for (const h of holders.get(p)!) outs.push({ name: sendChannel(dev(h), `tie.${p}`), id: b.op('send', [acc], { to: dev(h), tag: `tie.${p}` }) });
     }
-    tie = b.build(`stage${s}.tie`, outs);
+    tie = b.build(`${name}.tie`, outs);
   }
-  // every holder sums a shared gradient in stage order, so they agree bit for bit
   const fullGrads = (b: GraphBuilder) =>
-    new Map(
-      params.map((p) => {
-        const hs = holders.get(p)!;
-        const parts = hs.map((h) => (h === s ? accOf(b, p) : b.op('recv', [], { from: h, tag: `tie.${p}`, dtype: types.get(p)!.dtype, shape: [...types.get(p)!.shape] })));
-        return [p, chain(b, parts)] as const;
-      }),
-    );
+    new Map(params.map((p) => [p, holders.get(p)!.length > 1 ? chain(b, holders.get(p)!.map((h) => recvOf(b, p, dev(h), `tie.${p}`))) : replicaSum(b, p)] as const));
   const partial = (b: GraphBuilder, g: Map<string, number>) => {
     const counted = params.filter((p) => holders.get(p)![0] === s).map((p) => sumAll(b, b.mul(g.get(p)!, g.get(p)!)));
     return counted.length ? chain(b, counted) : b.scalar(0);
@@ -291,13 +334,12 @@ function stepPrograms(s: number, pp: number, params: string[], holders: Map<stri
   const nb = new GraphBuilder();
   const sq = partial(nb, fullGrads(nb));
   const nouts: GraphOutput[] = [];
-  for (let t = 0; t < pp; t++) if (t !== s) nouts.push({ name: sendChannel(t, 'sq'), id: nb.op('send', [sq], { to: t, tag: 'sq' }) });
-  const norm = nb.build(`stage${s}.norm`, nouts);
+  for (let t = 0; t < pp; t++) nouts.push({ name: sendChannel(dev(t), 'sq'), id: nb.op('send', [sq], { to: dev(t), tag: 'sq' }) });
+  const norm = nb.build(`${name}.norm`, nouts);
 
   const ub = new GraphBuilder();
   const grads = fullGrads(ub);
-  const mine = partial(ub, grads);
-  const total = chain(ub, Array.from({ length: pp }, (_, t) => (t === s ? mine : ub.op('recv', [], { from: t, tag: 'sq', dtype: 'f32', shape: [] }))));
+  const total = chain(ub, Array.from({ length: pp }, (_, t) => ub.op('recv', [], { from: dev(t), tag: 'sq', dtype: 'f32', shape: [] })));
   const gnorm = ub.unary('sqrt', total);
   const clip = cfg.clip ?? 1.0;
   const scale = clip ? ub.binary('min', ub.scalar(1), ub.div(ub.scalar(clip), ub.add(gnorm, ub.scalar(1e-6)))) : null;
@@ -308,16 +350,20 @@ function stepPrograms(s: number, pp: number, params: string[], holders: Map<stri
     jointOuts.push({ name: `grad:${p}`, id: scale === null ? gp : ub.mul(gp, scale), role: { kind: 'grad', param: p } });
   }
   // clipping is done above with the global norm: the optimizer itself must not clip again
-  const step = buildTrainStep(ub.build(`stage${s}`, jointOuts), { ...cfg, clip: 0 });
+  const step = buildTrainStep(ub.build(name, jointOuts), { ...cfg, clip: 0 });
   const eb = GraphBuilder.extend(step);
-  const zeros = params.map((p) => updateOutput(`acc.${p}`, eb.full(0, types.get(p)!)));
-  const update = dce(eb.build(`stage${s}.update`, [{ name: 'grad_norm', id: gnorm, role: { kind: 'metric' } }, ...step.outputs.filter((x) => x.role?.kind === 'update'), ...zeros]));
-  return { tie, norm, update };
+  const zeros = params.map((p) => {
+    // the accumulator it zeroes must be a node (with dp > 1 it is read only through the exchanges)
+    if (!eb.nodes.some((n) => n.op === 'param' && pname(n) === `acc.${p}`)) accOf(eb, p);
+    return updateOutput(`acc.${p}`, eb.full(0, types.get(p)!));
+  });
+  const update = dce(eb.build(`${name}.update`, [{ name: 'grad_norm', id: gnorm, role: { kind: 'metric' } }, ...step.outputs.filter((x) => x.role?.kind === 'update'), ...zeros]));
+  return { dpsync, tie, norm, update };
 }
 
 declare module '../passes/registry.js' {
   interface PassOptionsMap {
-    pipeline: { pp: number; optimizer: OptimizerConfig; wrt: string[] | null };
+    pipeline: { pp: number; dp: number; optimizer: OptimizerConfig; wrt: string[] | null };
   }
   interface CompileState {
     /** The stage programs of a pipeline-parallel training step (the `pipeline` pass); `graph` stays the one-device step. */
@@ -332,18 +378,19 @@ registerPass(
     level: 'graph',
     options: {
       pp: 'pipeline stages (one device each)',
+      dp: 'data-parallel replicas of the whole pipeline (dp x pp devices; accumulated gradients summed over replicas each step)',
       optimizer: 'the optimizer of the per-step update programs',
       wrt: 'parameters to train (null: every float parameter)',
     },
     guarantees: ['every stage holds at least one block; only float activations cross stages; sends and recvs pair up by (from, to, tag)'],
-    configure: (req) => ((req.parallel?.pp ?? 1) > 1 && req.train ? { pp: req.parallel!.pp!, optimizer: req.train.optimizer, wrt: req.grad?.wrt ?? null } : null),
-    run: (s, o) => ({ ...s, pipeline: partitionPipeline(s.graph, { pp: o.pp, optimizer: o.optimizer, ...(o.wrt ? { wrt: o.wrt } : {}) }) }),
+    configure: (req) => ((req.parallel?.pp ?? 1) > 1 && req.train ? { pp: req.parallel!.pp!, dp: req.parallel!.dp, optimizer: req.train.optimizer, wrt: req.grad?.wrt ?? null } : null),
+    run: (s, o) => ({ ...s, pipeline: partitionPipeline(s.graph, { pp: o.pp, dp: o.dp, optimizer: o.optimizer, ...(o.wrt ? { wrt: o.wrt } : {}) }) }),
     check: (s) => {
       const p = s.pipeline;
       if (!p) return 'no pipeline program';
       const ends = (op: 'send' | 'recv') =>
-        p.stages
-          .flatMap((st, k) => [st.fwd, st.bwd, st.tie, st.norm, st.update].flatMap((g) => (g?.nodes ?? []).filter((n) => n.op === op).map((n) => (op === 'send' ? `${k}>${(n.attrs as AttrsOf<'send'>).to}:${(n.attrs as AttrsOf<'send'>).tag}` : `${(n.attrs as AttrsOf<'recv'>).from}>${k}:${(n.attrs as AttrsOf<'recv'>).tag}`))))
+        p.devices
+          .flatMap((st, k) => [st.fwd, st.bwd, st.dpsync, st.tie, st.norm, st.update].flatMap((g) => (g?.nodes ?? []).filter((n) => n.op === op).map((n) => (op === 'send' ? `${k}>${(n.attrs as AttrsOf<'send'>).to}:${(n.attrs as AttrsOf<'send'>).tag}` : `${(n.attrs as AttrsOf<'recv'>).from}>${k}:${(n.attrs as AttrsOf<'recv'>).tag}`))))
           .sort()
           .join(' ');
       // a norm/update pair receives the same tied gradient twice (both recompute it): compare the sets

@@ -22,23 +22,27 @@ import { DP_WEIGHT_INPUT } from './mesh.js';
 import type { PipelineProgram } from './pipeline-parallel.js';
 import { pipelineSchedule, runPipelineStep, type Action, type PhaseName, type PhaseRunner, type PipelineScheduleKind, type PipelineStepResult } from './pipeline-schedule.js';
 
-const PHASES: PhaseName[] = ['fwd', 'bwd', 'tie', 'norm', 'update'];
+const PHASES: PhaseName[] = ['fwd', 'bwd', 'dpsync', 'tie', 'norm', 'update'];
 const isAcc = (name: string) => name.startsWith('acc.');
 
 /** The input whose non-ignored entries weight the micro-batches (as in data parallelism). */
 const countedInput = (g: Graph) => ['targets', 'labels'].find((n) => g.nodes.some((x) => x.op === 'input' && (x.attrs as AttrsOf<'input'>).name === n));
 
-/** Splits a whole batch into M micro-batches, each with its `loss_weight`. */
+/**
+ * Splits a whole batch into dp x M micro-batches (replica r runs micro-batches r*M .. r*M+M-1), each with its
+ * `loss_weight`: its share of the whole batch's counted targets.
+ */
 export function microBatches(prog: PipelineProgram, inputs: Record<string, HostTensor>, M: number): Record<string, HostTensor>[] {
-  const counted = countedInput(prog.stages[prog.pp - 1].fwd) ?? countedInput(prog.stages[prog.pp - 1].bwd);
+  const last = prog.devices[prog.pp - 1];
+  const counted = countedInput(last.fwd) ?? countedInput(last.bwd);
   const rows = Object.fromEntries(Object.entries(inputs).filter(([k]) => k !== 'loss_weight' && k !== 'apply'));
-  return shardBatch(rows, M, counted).map((m) => ({ ...m, loss_weight: m[DP_WEIGHT_INPUT] }));
+  return shardBatch(rows, prog.dp * M, counted).map((m) => ({ ...m, loss_weight: m[DP_WEIGHT_INPUT] }));
 }
 
-/** Every parameter of a stage's programs (name -> node), in first-seen order. */
+/** Every parameter of a device's programs (name -> node), in first-seen order. */
 function stageParams(prog: PipelineProgram, s: number): Map<string, Graph['nodes'][number]> {
   const out = new Map<string, Graph['nodes'][number]>();
-  const st = prog.stages[s];
+  const st = prog.devices[s];
   for (const ph of PHASES) for (const n of st[ph]?.nodes ?? []) if (n.op === 'param' && !out.has((n.attrs as AttrsOf<'param'>).name)) out.set((n.attrs as AttrsOf<'param'>).name, n);
   return out;
 }
@@ -52,7 +56,7 @@ abstract class PipelineRunnerBase implements StepRunner {
   readonly paramNames: string[];
   readonly schedule: Action[][];
   readonly stats: PipelineStats = {};
-  /** Which stages hold each parameter. */
+  /** Which devices hold each parameter. */
   protected readonly where = new Map<string, number[]>();
 
   constructor(
@@ -60,8 +64,10 @@ abstract class PipelineRunnerBase implements StepRunner {
     readonly kind: PipelineScheduleKind,
     readonly M: number,
   ) {
-    this.schedule = pipelineSchedule(kind, prog.pp, M);
-    for (let s = 0; s < prog.pp; s++) for (const name of stageParams(prog, s).keys()) this.where.set(name, [...(this.where.get(name) ?? []), s]);
+    // device r*pp + s runs stage s's schedule over replica r's micro-batches
+    const base = pipelineSchedule(kind, prog.pp, M);
+    this.schedule = prog.devices.map((_, d) => base[d % prog.pp].map((a) => ({ ...a, mb: a.mb + Math.floor(d / prog.pp) * M })));
+    for (let s = 0; s < prog.devices.length; s++) for (const name of stageParams(prog, s).keys()) this.where.set(name, [...(this.where.get(name) ?? []), s]);
     this.paramNames = [...this.where.keys()].filter((n) => !isAcc(n));
   }
 
@@ -71,7 +77,7 @@ abstract class PipelineRunnerBase implements StepRunner {
 
   async run(inputs: Record<string, HostTensor>, download: string[]): Promise<Record<string, HostTensor>> {
     const micro = microBatches(this.prog, inputs, this.M);
-    const r = await runPipelineStep(this.prog.stages, this.schedule, micro, inputs, this.phase);
+    const r = await runPipelineStep(this.prog.devices, this.schedule, micro, inputs, this.phase);
     this.stats.last = r;
     // the batch's mean loss: the micro-batches' means weighted by their shares, summed in f32 in order
     const loss = new Float32Array(1);
@@ -102,13 +108,13 @@ export class PipelineInterpreterRunner extends PipelineRunnerBase {
 
   constructor(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, seed: number) {
     super(prog, kind, M);
-    this.params = prog.stages.map((_, s) =>
+    this.params = prog.devices.map((_, s) =>
       Object.fromEntries([...stageParams(prog, s)].map(([name, n]) => [name, initParam((n.attrs as AttrsOf<'param'>).init, n.type, name, seed)])),
     );
   }
 
   protected phase: PhaseRunner = async (s, ph, inputs, download) => {
-    const g = this.prog.stages[s][ph]!;
+    const g = this.prog.devices[s][ph]!;
     const out = interpret(g, { inputs, params: this.params[s] });
     for (const o of g.outputs) {
       const p = updatedParam(o);
@@ -157,7 +163,7 @@ export class PipelineDeviceRunner extends PipelineRunnerBase {
 
   private constructor(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, readonly devices: KilnDevice[]) {
     super(prog, kind, M);
-    if (devices.length !== prog.pp) throw new KilnError(`pp=${prog.pp} needs ${prog.pp} devices, got ${devices.length}`);
+    if (devices.length !== prog.devices.length) throw new KilnError(`pp=${prog.pp}, dp=${prog.dp} needs ${prog.devices.length} devices, got ${devices.length}`);
   }
 
   static async create(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, devices: KilnDevice[], seed: number): Promise<PipelineDeviceRunner> {
@@ -165,7 +171,7 @@ export class PipelineDeviceRunner extends PipelineRunnerBase {
     const { BufferUsage } = await import('../runtime/pipelines.js');
     const r = new PipelineDeviceRunner(prog, kind, M, devices);
     const usage = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
-    for (let s = 0; s < prog.pp; s++) {
+    for (let s = 0; s < prog.devices.length; s++) {
       const dev = devices[s];
       const bufs = new Map<string, GPUBuffer>();
       const paramBuffer = (name: string, bytes: number) => {
@@ -178,7 +184,7 @@ export class PipelineDeviceRunner extends PipelineRunnerBase {
       };
       const exes = new Map<PhaseName, Executable>();
       for (const ph of PHASES) {
-        const g = prog.stages[s][ph];
+        const g = prog.devices[s][ph];
         if (g) exes.set(ph, await compileGraph(hostExchangeProgram(g), dev, { seed, paramBuffer }));
       }
       r.exes.push(exes);

@@ -13,7 +13,7 @@
  * bubble, counted per device. With equal-time actions the counted bubble is the analytic one,
  * (pp-1)/(M+pp-1) of the step (tested); with a timed runner (WebGPU) the executor also measures each device's busy
  * time against the step's wall time. After the micro-batches, three per-step phases run on every stage at once:
- * `tie` (stages that share a parameter — GPT's tied embedding — send their accumulated gradient of it to the other
+ * `dpsync` (data-parallel replicas of the pipeline: each stage's accumulators to its other replicas), `tie` (stages that share a parameter — GPT's tied embedding — send their accumulated gradient of it to the other
  * holders), `norm` (each stage's partial squared gradient norm, sent to every stage) and `update` (the global
  * norm summed in stage order, clipping, the optimizer; accumulators zeroed).
  */
@@ -48,12 +48,14 @@ export function pipelineSchedule(kind: PipelineScheduleKind, pp: number, M: numb
 /** The analytic bubble of GPipe and 1F1B with equal-time actions: (pp-1)/(M+pp-1) of the step. */
 export const bubbleFraction = (pp: number, M: number): number => (pp - 1) / (M + pp - 1);
 
-export type PhaseName = 'fwd' | 'bwd' | 'tie' | 'norm' | 'update';
+export type PhaseName = 'fwd' | 'bwd' | 'dpsync' | 'tie' | 'norm' | 'update';
 
 /** One stage's programs, as the pipeline pass made them (send/recv ops replaced by named inputs/outputs where run). */
 export interface StagePrograms {
   fwd: Graph;
   bwd: Graph;
+  /** Data-parallel replicas of the pipeline only: this stage's accumulators, sent to its other replicas. */
+  dpsync: Graph | null;
   tie: Graph | null;
   norm: Graph;
   update: Graph;
@@ -196,7 +198,7 @@ export async function runPipelineStep(
 
   // per-step phases: every stage at once, each phase's sends delivered before the next phase
   let gradNorm: HostTensor | undefined;
-  for (const phase of ['tie', 'norm', 'update'] as const) {
+  for (const phase of ['dpsync', 'tie', 'norm', 'update'] as const) {
     const outs = await Promise.all(
       stages.map(async (st, s) => {
         const g = st[phase];

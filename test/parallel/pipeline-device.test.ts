@@ -20,18 +20,18 @@ function batch(t: number): Record<string, HostTensor> {
   return { tokens: { dtype: 'i32', shape: [B, T], data: ints() }, targets: { dtype: 'i32', shape: [B, T], data: ints() }, lr: f32(3e-3), step: f32(t + 1) };
 }
 
-describe('pipeline parallel on two WebGPU devices (one adapter)', () => {
+describe('pipeline parallel on two (and four) WebGPU devices (one adapter)', () => {
   let devs: KilnDevice[] = [];
   afterAll(async () => {
     for (const d of devs) d.destroy();
     (await acquireDevice()).destroy();
   });
 
-  for (const [kind, M] of [['1f1b', 2], ['gpipe', 4]] as const) it(`pp=2, ${kind}, ${M} micro-batches: losses and parameters after 20 AdamW steps equal one device with the whole batch and follow the simulation`, async () => {
-    if (!devs.length) devs = await acquireDevices(2);
-    const prog = partitionPipeline(model(B / M), { pp: 2, optimizer: { kind: 'adamw' } });
+  for (const [kind, M, dp] of [['1f1b', 2, 1], ['gpipe', 4, 1], ['1f1b', 2, 2]] as const) it(`pp=2${dp > 1 ? ` x dp=${dp}` : ''}, ${kind}, ${M} micro-batches: losses and parameters after 20 AdamW steps equal one device with the whole batch and follow the simulation`, async () => {
+    while (devs.length < 2 * dp) devs.push(...(await acquireDevices(1)));
+    const prog = partitionPipeline(model(B / (M * dp)), { pp: 2, dp, optimizer: { kind: 'adamw' } });
     const single = await DeviceRunner.create(compileIR(model(B), { grad: { loss: 'loss' }, train: { optimizer: { kind: 'adamw' } } }), await acquireDevice(), 0);
-    const pp = await PipelineDeviceRunner.create(prog, kind, M, devs, 0);
+    const pp = await PipelineDeviceRunner.create(prog, kind, M, devs.slice(0, 2 * dp), 0);
     const sim = new PipelineInterpreterRunner(prog, kind, M, 0);
     let lossErr = 0;
     try {
@@ -53,12 +53,13 @@ describe('pipeline parallel on two WebGPU devices (one adapter)', () => {
         for (let i = 0; i < ref.data.length; i++) worst = Math.max(worst, Math.abs(ref.data[i] - got[name].data[i]));
       }
       // the tied embedding's copies on the two devices agree bit for bit
-      const copies = await Promise.all([0, 1].map((s) => (pp as unknown as { getOne(s: number, n: string): Promise<HostTensor> }).getOne(s, 'wte')));
-      expect(Array.from(copies[1].data)).toEqual(Array.from(copies[0].data));
+      // (and, with dp, every replica's: devices 0 and 2 hold stage 0, 1 and 3 stage 1)
+      const copies = await Promise.all(Array.from({ length: 2 * dp }, (_, s) => (pp as unknown as { getOne(s: number, n: string): Promise<HostTensor> }).getOne(s, 'wte')));
+      for (const c of copies) expect(Array.from(c.data)).toEqual(Array.from(copies[0].data));
       const last = pp.stats.last!;
       const mem = pp.memory();
       console.log(
-        `pp=2 ${kind} M=${M} on lavapipe: max relative loss difference ${lossErr.toExponential(2)}, max parameter/state difference ${worst.toExponential(2)}; ` +
+        `pp=2${dp > 1 ? ` x dp=${dp}` : ''} ${kind} M=${M} on lavapipe: max relative loss difference ${lossErr.toExponential(2)}, max parameter/state difference ${worst.toExponential(2)}; ` +
           `idle per device (measured) ${last.idleMs.map((b) => (b / last.wallMs).toFixed(2)).join(', ')} of ${last.wallMs.toFixed(0)} ms, counted ${(last.idleTicks[0] / last.ticks).toFixed(3)}; ` +
           `per device ${mem.map((m) => `${m.paramBytes} B parameters+state+accumulators, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`,
       );

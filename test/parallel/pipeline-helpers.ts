@@ -16,6 +16,7 @@ export function emptyGraph(s: number, pp: number): StagePrograms {
   return {
     fwd: prog(`s${s}.fwd`, s > 0 ? s - 1 : null, s < pp - 1 ? s + 1 : null, 'act'),
     bwd: prog(`s${s}.bwd`, s < pp - 1 ? s + 1 : null, s > 0 ? s - 1 : null, 'grad'),
+    dpsync: null,
     tie: null,
     norm: stepProg(`s${s}.norm`),
     update: stepProg(`s${s}.update`),
