@@ -91,7 +91,7 @@ export function register(program: Command): void {
     .option('--devices <n>', 'train on n devices (default: the product of --parallel degrees)')
     .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel) or tp=N (tensor parallel MLP blocks); see docs/parallel.md')
     .option('--zero <stage>', 'ZeRO stage over the data-parallel devices: 1 shards the optimizer state', '0')
-    .option('--pp <n>', 'pipeline parallel: split the model\'s blocks into n stages, one device each (same as --parallel pp=n); see docs/parallel.md')
+    .option('--pp <n>', 'pipeline parallel: split the model\'s blocks into n stages, one device each (same as --parallel pp=n; dp=m,pp=n: m replicas of the pipeline); see docs/parallel.md')
     .option('--micro-batches <m>', 'with --pp: micro-batches per step (--batch must divide; default n); their gradients accumulate')
     .option('--pp-schedule <s>', 'with --pp: gpipe | 1f1b (default 1f1b)')
     .option('--whole-word', 'MLM: mask whole words')
