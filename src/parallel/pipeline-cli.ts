@@ -10,7 +10,7 @@ import { isStateParam, type OptimizerConfig } from '../train/optimizers.js';
 import { lossEntry, type Objective } from '../train/objectives.js';
 import { parallelFromFlags, parseParallel, meshSize, type ParallelConfig } from './mesh.js';
 import { partitionPipeline, type PipelineProgram } from './pipeline-parallel.js';
-import { bubbleFraction, PP_SCHEDULES, type PipelineScheduleKind } from './pipeline-schedule.js';
+import { bubbleFraction, PP_SCHEDULES, stashBytes, type PipelineScheduleKind } from './pipeline-schedule.js';
 
 export interface PipelineFlags {
   pp?: string;
@@ -91,7 +91,11 @@ export async function makePipelineRunners(job: PipelineJob, device: string, p: P
     destroy();
     for (const d of devs) d.destroy();
   };
-  const mem = runner.memory().map((m, s) => `device ${s} (stage ${s % p.pp!}): ${kib(m.paramBytes)} KiB parameters, optimizer state and accumulators, ${kib(m.otherBytes)} KiB activations and buffers`);
+  const mem = runner.memory().map((m, s) => {
+    // the stash slots are made as the schedule needs them: one per micro-batch in flight
+    const slots = kind === 'gpipe' ? M : Math.min(M, p.pp! - (s % p.pp!));
+    return `device ${s} (stage ${s % p.pp!}): ${kib(m.paramBytes)} KiB parameters, optimizer state and accumulators, ${kib(m.otherBytes)} KiB activations and buffers, ${kib(slots * stashBytes(prog.devices[s]))} KiB saved activations (${slots} micro-batch(es) in flight)`;
+  });
   return { runner, evalRunner, describe: `devices: ${prog.devices.length} x ${a.description || a.device || a.vendor}, ${how}; per device: ${mem.join('; ')}` };
 }
 

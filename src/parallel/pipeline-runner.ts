@@ -20,7 +20,7 @@ import type { StepRunner } from '../train/runner.js';
 import { shardBatch } from './feed.js';
 import { DP_WEIGHT_INPUT } from './mesh.js';
 import type { PipelineProgram } from './pipeline-parallel.js';
-import { pipelineSchedule, runPipelineStep, type Action, type PhaseName, type PhaseRunner, type PipelineScheduleKind, type PipelineStepResult } from './pipeline-schedule.js';
+import { pipelineSchedule, runPipelineStep, type Action, type DeviceHeld, type PhaseName, type PhaseRunner, type PipelineScheduleKind, type PipelineStepResult } from './pipeline-schedule.js';
 
 const PHASES: PhaseName[] = ['fwd', 'bwd', 'dpsync', 'tie', 'norm', 'update'];
 const isAcc = (name: string) => name.startsWith('acc.');
@@ -72,12 +72,14 @@ abstract class PipelineRunnerBase implements StepRunner {
   }
 
   protected abstract phase: PhaseRunner;
+  /** Stash values the runner keeps on its devices (none: the host keeps them). */
+  protected deviceHeld: DeviceHeld = () => new Set();
   protected abstract getOne(stage: number, name: string): Promise<HostTensor>;
   protected abstract setOne(stage: number, name: string, v: HostTensor): void;
 
   async run(inputs: Record<string, HostTensor>, download: string[]): Promise<Record<string, HostTensor>> {
     const micro = microBatches(this.prog, inputs, this.M);
-    const r = await runPipelineStep(this.prog.devices, this.schedule, micro, inputs, this.phase);
+    const r = await runPipelineStep(this.prog.devices, this.schedule, micro, inputs, this.phase, this.deviceHeld);
     this.stats.last = r;
     // the batch's mean loss: the micro-batches' means weighted by their shares, summed in f32 in order
     const loss = new Float32Array(1);
@@ -156,10 +158,21 @@ export function hostExchangeProgram(g: Graph): Graph {
   return b.build(g.name, outs);
 }
 
-/** One WebGPU device per stage; a stage's programs share its parameter buffers. */
+/**
+ * One WebGPU device per stage (per stage and replica with dp); a stage's programs share its parameter buffers. A
+ * micro-batch's saved activations stay on the device: the forward writes them into buffers the backward reads
+ * (`valueBuffer`), and between the two they wait in a stash slot (a device-side copy each way), one slot per
+ * micro-batch in flight — M on every stage with GPipe, pp - s with 1F1B — so the schedules' memory differs here.
+ */
 export class PipelineDeviceRunner extends PipelineRunnerBase {
   private exes: Map<PhaseName, Executable>[] = [];
   private buffers: Map<string, GPUBuffer>[] = [];
+  /** Per device: the buffers the forward writes its stash into and the backward reads it from. */
+  private carry: Map<string, GPUBuffer>[] = [];
+  /** Per device: stash slots not in use, and the slot of each micro-batch in flight. */
+  private freeSlots: Map<string, GPUBuffer>[][] = [];
+  private busySlots: Map<number, Map<string, GPUBuffer>>[] = [];
+  private slotCount: number[] = [];
 
   private constructor(prog: PipelineProgram, kind: PipelineScheduleKind, M: number, readonly devices: KilnDevice[]) {
     super(prog, kind, M);
@@ -174,26 +187,70 @@ export class PipelineDeviceRunner extends PipelineRunnerBase {
     for (let s = 0; s < prog.devices.length; s++) {
       const dev = devices[s];
       const bufs = new Map<string, GPUBuffer>();
+      const size = (bytes: number) => Math.max(4, Math.ceil(bytes / 4) * 4);
       const paramBuffer = (name: string, bytes: number) => {
         let b = bufs.get(name);
         if (!b) {
-          b = dev.device.createBuffer({ label: `stage ${s} param ${name}`, size: Math.max(4, Math.ceil(bytes / 4) * 4), usage });
+          b = dev.device.createBuffer({ label: `stage ${s} param ${name}`, size: size(bytes), usage });
           bufs.set(name, b);
         }
+        return b;
+      };
+      const carry = new Map<string, GPUBuffer>();
+      const fwdValue = (name: string, bytes: number) => {
+        if (!name.startsWith('%')) return undefined;
+        const b = dev.device.createBuffer({ label: `stage ${s} stash ${name}`, size: size(bytes), usage });
+        carry.set(name, b);
         return b;
       };
       const exes = new Map<PhaseName, Executable>();
       for (const ph of PHASES) {
         const g = prog.devices[s][ph];
-        if (g) exes.set(ph, await compileGraph(hostExchangeProgram(g), dev, { seed, paramBuffer }));
+        if (!g) continue;
+        // the forward goes first, so the backward finds the buffers of the stash values the forward wrote
+        const valueBuffer = ph === 'fwd' ? fwdValue : ph === 'bwd' ? (name: string) => carry.get(name) : undefined;
+        exes.set(ph, await compileGraph(hostExchangeProgram(g), dev, { seed, paramBuffer, ...(valueBuffer ? { valueBuffer } : {}) }));
       }
       r.exes.push(exes);
       r.buffers.push(bufs);
+      r.carry.push(carry);
+      r.freeSlots.push([]);
+      r.busySlots.push(new Map());
+      r.slotCount.push(0);
     }
     return r;
   }
 
-  protected phase: PhaseRunner = async (s, ph, inputs, download) => (await this.exes[s].get(ph)!.run(inputs, { download })).outputs;
+  protected deviceHeld: DeviceHeld = (s) => new Set(this.carry[s].keys());
+
+  private copy(s: number, from: Map<string, GPUBuffer>, to: Map<string, GPUBuffer>): void {
+    const dev = this.devices[s].device;
+    const enc = dev.createCommandEncoder();
+    for (const [name, b] of from) enc.copyBufferToBuffer(b, 0, to.get(name)!, 0, b.size);
+    dev.queue.submit([enc.finish()]);
+  }
+
+  protected phase: PhaseRunner = async (s, ph, inputs, download, mb) => {
+    const carry = this.carry[s];
+    if (ph === 'bwd' && carry.size) {
+      const slot = this.busySlots[s].get(mb!)!;
+      this.copy(s, slot, carry);
+      this.busySlots[s].delete(mb!);
+      this.freeSlots[s].push(slot);
+    }
+    const out = (await this.exes[s].get(ph)!.run(inputs, { download })).outputs;
+    if (ph === 'fwd' && carry.size) {
+      let slot = this.freeSlots[s].pop();
+      if (!slot) {
+        const dev = this.devices[s].device;
+        slot = new Map([...carry].map(([name, b]) => [name, dev.createBuffer({ label: `stage ${s} stash slot ${this.slotCount[s]} ${name}`, size: b.size, usage: b.usage })]));
+        this.slotCount[s]++;
+      }
+      this.copy(s, carry, slot);
+      this.busySlots[s].set(mb!, slot);
+    }
+    return out;
+  };
 
   private holder(s: number, name: string): Executable {
     const e = [...this.exes[s].values()].find((x) => x.paramNames.includes(name));
@@ -209,16 +266,27 @@ export class PipelineDeviceRunner extends PipelineRunnerBase {
     this.holder(s, name).setParam(name, v);
   }
 
-  /** Per stage: bytes of parameters, optimizer state and accumulators, and of everything else its programs hold. */
-  memory(): { paramBytes: number; otherBytes: number }[] {
-    return this.exes.map((m, s) => ({
-      paramBytes: [...this.buffers[s].values()].reduce((t, b) => t + b.size, 0),
-      otherBytes: [...m.values()].reduce((t, e) => t + e.stats.deviceBytes, 0),
-    }));
+  /**
+   * Per device: bytes of parameters, optimizer state and accumulators; of its stash slots (one per micro-batch it
+   * has held in flight at once, so far) and their count; and of everything else its programs hold.
+   */
+  memory(): { paramBytes: number; stashBytes: number; stashSlots: number; otherBytes: number }[] {
+    const sum = (m: Iterable<GPUBuffer>) => [...m].reduce((t, b) => t + b.size, 0);
+    return this.exes.map((m, s) => {
+      const slots = [...this.freeSlots[s], ...this.busySlots[s].values()];
+      return {
+        paramBytes: sum(this.buffers[s].values()),
+        stashBytes: slots.reduce((t, x) => t + sum(x.values()), 0),
+        stashSlots: this.slotCount[s],
+        otherBytes: [...m.values()].reduce((t, e) => t + e.stats.deviceBytes, 0) + sum(this.carry[s].values()),
+      };
+    });
   }
 
   destroy(): void {
     for (const m of this.exes) for (const e of m.values()) e.destroy();
     for (const m of this.buffers) for (const b of m.values()) b.destroy();
+    for (const m of this.carry) for (const b of m.values()) b.destroy();
+    for (const [s, free] of this.freeSlots.entries()) for (const slot of [...free, ...this.busySlots[s].values()]) for (const b of slot.values()) b.destroy();
   }
 }

@@ -64,7 +64,13 @@ export interface StagePrograms {
 }
 
 /** Runs one phase program of one stage: inputs by name; returns the named outputs (updates stay with the stage). */
-export type PhaseRunner = (stage: number, phase: PhaseName, inputs: Record<string, HostTensor>, download: string[]) => Promise<Record<string, HostTensor>>;
+export type PhaseRunner = (stage: number, phase: PhaseName, inputs: Record<string, HostTensor>, download: string[], mb?: number) => Promise<Record<string, HostTensor>>;
+
+/**
+ * Per stage, the stash values (`%<id>` outputs of its forward) that the runner keeps on the device itself between a
+ * micro-batch's forward and backward: the executor neither downloads nor feeds them.
+ */
+export type DeviceHeld = (stage: number) => ReadonlySet<string>;
 
 export interface PipelineStepResult {
   /** Per micro-batch: the last stage's (unweighted) mean loss. */
@@ -88,7 +94,14 @@ export interface PipelineStepResult {
 const inputNames = (g: Graph) => g.nodes.filter((n) => n.op === 'input').map((n) => (n.attrs as AttrsOf<'input'>).name);
 const recvs = (g: Graph) => g.nodes.filter((n) => n.op === 'recv').map((n) => n.attrs as AttrsOf<'recv'>);
 const sends = (g: Graph) => g.outputs.filter((o) => g.nodes[o.id].op === 'send').map((o) => ({ name: o.name, to: (g.nodes[o.id].attrs as AttrsOf<'send'>).to, tag: (g.nodes[o.id].attrs as AttrsOf<'send'>).tag }));
-const bytesOf = (t: HostTensor) => t.data.length * 4;
+const typeBytes = (t: { shape: readonly number[] }) => t.shape.reduce((a, b) => a * b, 1) * 4;
+
+/** Bytes one micro-batch's stash holds on a stage: the forward's `%` outputs and the received values the backward reads. */
+export function stashBytes(st: StagePrograms): number {
+  const out = st.fwd.outputs.filter((o) => o.name.startsWith('%')).reduce((t, o) => t + typeBytes(st.fwd.nodes[o.id].type), 0);
+  const recv = [...st.stashFromRecv.keys()].reduce((t, name) => t + typeBytes(st.bwd.nodes.find((n) => n.op === 'input' && (n.attrs as AttrsOf<'input'>).name === name)!.type), 0);
+  return out + recv;
+}
 
 /**
  * One pipelined step: `micro[m]` are micro-batch m's inputs (with its `loss_weight`), `step` the per-step inputs
@@ -100,6 +113,7 @@ export async function runPipelineStep(
   micro: Record<string, HostTensor>[],
   step: Record<string, HostTensor>,
   run: PhaseRunner,
+  deviceHeld: DeviceHeld = () => new Set(),
 ): Promise<PipelineStepResult> {
   const pp = stages.length;
   const mail = new Map<string, HostTensor>();
@@ -121,7 +135,9 @@ export async function runPipelineStep(
         inputs[`recv:${a.from}:${a.tag}`] = v;
       }
     }
+    const held = deviceHeld(s);
     for (const name of inputNames(g)) {
+      if (held.has(name)) continue;
       const v = extra[name] ?? base[name];
       if (!v) throw new KilnError(`stage ${s}: missing input '${name}'`);
       inputs[name] = v;
@@ -160,16 +176,16 @@ export async function runPipelineStep(
         const st = stages[s];
         if (a.kind === 'F') {
           const inputs = feed(s, st.fwd, micro[a.mb], when);
-          const download = st.fwd.outputs.map((o) => o.name);
-          return timed(s, () => run(s, 'fwd', inputs, download)).then((out) => {
+          const held = deviceHeld(s);
+          const download = st.fwd.outputs.map((o) => o.name).filter((n) => !held.has(n));
+          return timed(s, () => run(s, 'fwd', inputs, download, a.mb)).then((out) => {
             // what the backward reads: the forward's `%` outputs and the values it received
             const kept: Record<string, HostTensor> = {};
-            for (const o of st.fwd.outputs) if (o.name.startsWith('%')) kept[o.name] = out[o.name];
+            for (const o of st.fwd.outputs) if (o.name.startsWith('%') && !held.has(o.name)) kept[o.name] = out[o.name];
             for (const [name, ch] of st.stashFromRecv) kept[name] = inputs[ch];
             stash[s].set(a.mb, kept);
             stashPeak[s] = Math.max(stashPeak[s], stash[s].size);
-            const bytes = [...stash[s].values()].reduce((t, k) => t + Object.values(k).reduce((u, v) => u + bytesOf(v), 0), 0);
-            stashPeakBytes[s] = Math.max(stashPeakBytes[s], bytes);
+            stashPeakBytes[s] = Math.max(stashPeakBytes[s], stash[s].size * stashBytes(st));
             if (out.loss) losses[a.mb] = out.loss.data[0];
             return out;
           });
@@ -177,7 +193,7 @@ export async function runPipelineStep(
         const kept = stash[s].get(a.mb);
         if (!kept) throw new KilnError(`internal error: stage ${s} runs B(${a.mb}) before F(${a.mb})`);
         const inputs = feed(s, st.bwd, micro[a.mb], when, kept);
-        return timed(s, () => run(s, 'bwd', inputs, sends(st.bwd).map((x) => x.name))).then((out) => {
+        return timed(s, () => run(s, 'bwd', inputs, sends(st.bwd).map((x) => x.name), a.mb)).then((out) => {
           stash[s].delete(a.mb);
           return out;
         });

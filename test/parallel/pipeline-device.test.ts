@@ -61,8 +61,10 @@ describe('pipeline parallel on two (and four) WebGPU devices (one adapter)', () 
       console.log(
         `pp=2${dp > 1 ? ` x dp=${dp}` : ''} ${kind} M=${M} on lavapipe: max relative loss difference ${lossErr.toExponential(2)}, max parameter/state difference ${worst.toExponential(2)}; ` +
           `idle per device (measured) ${last.idleMs.map((b) => (b / last.wallMs).toFixed(2)).join(', ')} of ${last.wallMs.toFixed(0)} ms, counted ${(last.idleTicks[0] / last.ticks).toFixed(3)}; ` +
-          `per device ${mem.map((m) => `${m.paramBytes} B parameters+state+accumulators, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`,
+          `per device ${mem.map((m) => `${m.paramBytes} B parameters+state+accumulators, ${m.stashSlots} stash slot(s) ${m.stashBytes} B, ${m.otherBytes} B other`).join('; ')}; single device ${single.stats.deviceBytes} B`,
       );
+      // the saved activations stay on the device, one slot per micro-batch in flight: M with GPipe, pp - s with 1F1B
+      expect(mem.map((m) => m.stashSlots)).toEqual(mem.map((_, d) => (kind === 'gpipe' ? M : Math.min(M, 2 - (d % 2)))));
       expect(worst).toBeLessThan(5e-5); // one AdamW step moves a parameter by up to lr = 3e-3
     } finally {
       single.destroy();
