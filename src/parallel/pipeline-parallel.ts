@@ -13,6 +13,9 @@
  *   norm   per step, each stage's partial squared gradient norm, sent to every other stage;
  *   update per step, the global norm (summed in stage order: the same bits everywhere), clipping, the optimizer
  *          on this stage's parameters, accumulators zeroed.
+ *   dpsync per step, with `dp` data-parallel replicas of the whole pipeline (device r*pp + s runs stage s of
+ *          replica r): the stage's accumulators, sent to every replica of the stage; tie/norm/update read their
+ *          sum in replica order.
  *
  * Placement: a block's parameters are pinned to its stage (blocks split into contiguous, near-equal runs); any
  * other op runs on the latest stage among its operands. Ops that depend on no pinned value (the embedding lookup,
