@@ -66,6 +66,21 @@ describe('pipeline parallel on two (and four) WebGPU devices (one adapter)', () 
       // the saved activations stay on the device, one slot per micro-batch in flight: M with GPipe, pp - s with 1F1B
       expect(mem.map((m) => m.stashSlots)).toEqual(mem.map((_, d) => (kind === 'gpipe' ? M : Math.min(M, 2 - (d % 2)))));
       expect(worst).toBeLessThan(5e-5); // one AdamW step moves a parameter by up to lr = 3e-3
+      if (dp === 1 && kind === '1f1b') {
+        // resume: a fresh pipeline on the same devices from the whole-tensor state continues with the same bits
+        const resumed = await PipelineDeviceRunner.create(prog, kind, M, devs.slice(0, 2), 0);
+        try {
+          await resumed.setParams(got);
+          const a = await pp.run(batch(STEPS), ['loss', 'grad_norm']);
+          const b = await resumed.run(batch(STEPS), ['loss', 'grad_norm']);
+          expect(b.loss.data[0]).toBe(a.loss.data[0]);
+          expect(b.grad_norm.data[0]).toBe(a.grad_norm.data[0]);
+          const [x, y] = [await pp.getParams(['h.1.mlp.fc.w', 'opt.v.wte']), await resumed.getParams(['h.1.mlp.fc.w', 'opt.v.wte'])];
+          for (const k of Object.keys(x)) expect(Array.from(y[k].data)).toEqual(Array.from(x[k].data));
+        } finally {
+          resumed.destroy();
+        }
+      }
     } finally {
       single.destroy();
       pp.destroy();
