@@ -35,6 +35,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--accum', 'with --train: the gradient-accumulation form of the step')
       .option('--parallel <mesh>', 'with --grad/--train: the per-device program of dp=N (data parallel; --dim B= is the per-device batch) or tp=N (tensor parallel), split at its collectives for kernel-level output')
       .option('--zero <stage>', 'with --parallel: ZeRO stage 1, 2 or 3 (optimizer state, + gradients, + parameters sharded)')
+      .option('--micro-batches <m>', 'with --parallel pp=N: micro-batches per step, for the memory summary (--dim B= is the micro-batch size)')
       .option('--passes', 'list the pipeline: every registered pass with its summary and options')
       .option('--print-ir-after <passes>', 'dump the IR (or schedule, memory plan, WGSL) after these stages (comma-separated, or "all") to stderr')
       .option('--print-ir-before <passes>', 'the same, before these stages')

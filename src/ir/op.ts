@@ -89,6 +89,9 @@ export interface AttrMap {
   all_reduce: { size: number };
   reduce_scatter: { size: number; axis: number };
   all_gather: { size: number; axis: number };
+  // point-to-point transfers between pipeline stages (src/ir/ops/p2p.ts)
+  send: { to: number; tag: string };
+  recv: { from: number; tag: string; dtype: DType; shape: Shape };
   // fused attention (src/ir/ops/attention.ts): operands q, k, v, [bias], [mask | lengths], [seed]
   flash_attention: AttentionAttrs;
   flash_attention_stats: AttentionAttrs; // q, k, out, dout, [bias], [mask] -> [..., T, 2]: (log-sum-exp, dout·out) per row
@@ -143,6 +146,7 @@ export interface FamilyOf {
   softmax: 'rowwise'; log_softmax: 'rowwise'; layer_norm: 'rowwise'; rms_norm: 'rowwise'; cross_entropy: 'rowwise';
   dropout: 'random';
   all_reduce: 'collective'; reduce_scatter: 'collective'; all_gather: 'collective';
+  send: 'collective'; recv: 'collective';
   flash_attention: 'attention'; flash_attention_stats: 'attention'; flash_attention_grad: 'attention';
 }
 

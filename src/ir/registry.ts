@@ -11,6 +11,7 @@ import { layoutOps } from './ops/layout.js';
 import { leafOps } from './ops/leaves.js';
 import { matmulOp } from './ops/matmul.js';
 import { nnOps } from './ops/nn.js';
+import { p2pOps } from './ops/p2p.js';
 import { dropoutOp } from './ops/random.js';
 import { reduceOps } from './ops/reduce.js';
 import { updateSliceOp } from './ops/update-slice.js';
@@ -29,6 +30,7 @@ export const OPS: OpRegistry = {
   ...nnOps,
   dropout: dropoutOp,
   ...collectiveOps,
+  ...p2pOps,
   ...attentionOps,
 };
 

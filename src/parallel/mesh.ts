@@ -12,6 +12,10 @@ export interface ParallelConfig {
   tp?: number;
   /** ZeRO stage over the dp group (1: optimizer state, 2: + gradients, 3: + parameters sharded; src/parallel/zero.ts). */
   zero?: number;
+  /** Pipeline stages (src/parallel/pipeline-parallel.ts), the micro-batches a step is split into, and their schedule. */
+  pp?: number;
+  microBatches?: number;
+  ppSchedule?: 'gpipe' | '1f1b';
 }
 
 /** The graph input that weights each device's loss and gradients (its share of the global batch's counted tokens). */
@@ -31,16 +35,16 @@ export function parseParallel(spec: string): ParallelConfig {
     if (n < 1) throw new KilnError(`--parallel: ${axis} must be at least 1, got ${n}`);
     if (axis === 'dp') cfg.dp = n;
     else if (axis === 'tp') cfg.tp = n;
-    else if (axis === 'pp') {
-      if (n > 1) throw new KilnError(`--parallel: pp=${n} is designed (docs/parallel.md) but not built yet; use dp`);
-    } else throw new KilnError(`--parallel: unknown axis '${axis}' (known: dp; tp and pp are designed in docs/parallel.md)`);
+    else if (axis === 'pp') cfg.pp = n;
+    else throw new KilnError(`--parallel: unknown axis '${axis}' (known: dp, tp, pp)`);
   }
+  if ((cfg.pp ?? 1) > 1 && (cfg.tp ?? 1) > 1) throw new KilnError(`--parallel tp=${cfg.tp},pp=${cfg.pp}: pipeline stages combined with tensor parallelism need collectives over sub-groups of the devices, designed (docs/parallel.md) but not built; use dp=N,pp=M or one of them`);
   if (cfg.dp > 1 && (cfg.tp ?? 1) > 1) throw new KilnError(`--parallel dp=${cfg.dp},tp=${cfg.tp}: a 2-D mesh needs collectives over sub-groups of the devices, designed (docs/parallel.md) but not built; use dp or tp`);
   return cfg;
 }
 
 /** Devices a mesh uses. */
-export const meshSize = (p: ParallelConfig): number => p.dp * (p.tp ?? 1);
+export const meshSize = (p: ParallelConfig): number => p.dp * (p.tp ?? 1) * (p.pp ?? 1);
 
 /** Splits a global batch dimension over dp devices, refusing one that does not divide. */
 export function localBatch(batch: number, p: ParallelConfig): number {

@@ -14,6 +14,7 @@ import './builtin.js';
 import '../parallel/tensor-parallel.js';
 import '../parallel/data-parallel.js';
 import '../parallel/zero.js';
+import '../parallel/pipeline-parallel.js';
 import './recompute.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());

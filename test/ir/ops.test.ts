@@ -400,6 +400,21 @@ describe('collectives on one device', () => {
   });
 });
 
+describe('point-to-point transfers (pipeline stages)', () => {
+  it('send is the identity; recv reads the value delivered on its channel (input recv:<from>:<tag>); bad peers are shape errors', () => {
+    const x = T([2], [5, 6]);
+    expect(vals(run('send', [x], { to: 1, tag: 'act' }))).toEqual([5, 6]);
+    covered.add('recv');
+    const b = new GraphBuilder();
+    const r = b.op('recv', [], { from: 0, tag: 'act.3', dtype: 'f32', shape: [2] });
+    const g = b.build('recv', [{ name: 'y', id: b.add(r, r) }]);
+    expect(vals(interpret(g, { inputs: { 'recv:0:act.3': x } }).y)).toEqual([10, 12]);
+    expect(() => interpret(g)).toThrow("missing input 'recv:0:act.3'");
+    expect(() => new GraphBuilder().op('recv', [], { from: -1, tag: 't', dtype: 'f32', shape: [1] })).toThrow(ShapeError);
+    expect(() => run('send', [x], { to: 1.5, tag: 't' })).toThrow(ShapeError);
+  });
+});
+
 describe('leaves and coverage', () => {
   it('parameters read their fed value, or their initialiser when not fed; a wrong feed is a KilnError', () => {
     covered.add('param');

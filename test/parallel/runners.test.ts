@@ -26,7 +26,9 @@ describe('--devices and --parallel', () => {
     expect(parallelFromFlags(undefined, 'dp=2,tp=1')).toEqual({ dp: 2, tp: 1 });
     expect(parallelFromFlags(undefined, undefined)).toBeUndefined();
     expect(() => parallelFromFlags('2', 'dp=4')).toThrow('--devices 2 does not match --parallel dp=4');
-    expect(() => parseParallel('pp=2')).toThrow('designed (docs/parallel.md) but not built');
+    expect(parseParallel('pp=2')).toEqual({ dp: 1, pp: 2 });
+    expect(parseParallel('dp=2,pp=2')).toEqual({ dp: 2, pp: 2 });
+    expect(() => parseParallel('tp=2,pp=2')).toThrow('sub-groups');
     expect(parseParallel('tp=2')).toEqual({ dp: 1, tp: 2 });
     expect(() => parseParallel('dp=2,tp=2')).toThrow('sub-groups');
     expect(() => parallelFromFlags('4', 'tp=2')).toThrow('which uses 2 devices');

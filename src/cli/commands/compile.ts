@@ -30,6 +30,7 @@ export interface CompileOpts {
   output?: string;
   parallel?: string;
   zero?: string;
+  microBatches?: string;
 }
 
 /** What `--emit` prints: the IR or JSON at the end of the graph passes, what the backward keeps, or a stage's result. */
@@ -118,6 +119,25 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
     const { parallelFromFlags } = await import('../../parallel/mesh.js');
     req.parallel = parallelFromFlags(undefined, o.parallel, o.zero);
     if (!o.grad && !o.train) throw new KilnError('--parallel partitions a training step: add --train (or --grad)');
+  }
+  if ((req.parallel?.pp ?? 1) > 1) {
+    // one program per pipeline stage and phase, each shown as the asked stage of the pipeline makes it
+    const { describePipelineProgram } = await import('../../parallel/pipeline-describe.js');
+    const { hostExchangeProgram } = await import('../../parallel/pipeline-runner.js');
+    if (!o.train) throw new KilnError('--parallel pp=N partitions a training step: add --train');
+    const M = Number(o.microBatches ?? req.parallel!.pp);
+    if (!Number.isInteger(M) || M < 1) throw new KilnError(`--micro-batches expects a positive integer, got '${o.microBatches}'`);
+    const prog = runPipeline(graph, { ...req, levels: ['graph'], only: PIPELINE.slice(0, PIPELINE.indexOf('pipeline') + 1) }).pipeline!;
+    const kernelsOnly = stage !== undefined && passDef(stage).level === 'kernels';
+    const text = describePipelineProgram(prog, M, (g) => {
+      if (!kernelsOnly) return { text: printGraph(g) };
+      const st = runPipeline(hostExchangeProgram(g), { target: req.target, levels: ['kernels'], only: PIPELINE.slice(0, PIPELINE.indexOf(stage) + 1) });
+      const def = passDef(stage);
+      return { text: def.show ? def.show(st) : printGraph(st.graph), peakBytes: st.plan ? planBytes(st.plan) : undefined };
+    });
+    if (o.output) writeFileSync(o.output, text + '\n');
+    else process.stdout.write(text + '\n');
+    return;
   }
   // Kernel-level stages run when the output needs them, or when a dump asks for one of them.
   const dumps = [req.printIrAfter, req.printIrBefore];

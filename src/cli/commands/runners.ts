@@ -8,6 +8,7 @@ export async function makeRunners(
   job: { stepGraph: Graph; evalGraph: Graph; cfg: { seed: number; parallel?: ParallelConfig } },
   device: string,
 ): Promise<{ runner: StepRunner; evalRunner: StepRunner; describe: string }> {
+  if (job.cfg.parallel && (job.cfg.parallel.pp ?? 1) > 1) return (await import('../../parallel/pipeline-cli.js')).makePipelineRunners(job as never, device, job.cfg.parallel);
   if (job.cfg.parallel && job.cfg.parallel.dp * (job.cfg.parallel.tp ?? 1) > 1) return (await import('../../parallel/runners.js')).makeParallelRunners(job, device, job.cfg.parallel);
   if (device === 'interp') {
     return { runner: new InterpreterRunner(job.stepGraph, job.cfg.seed), evalRunner: new InterpreterRunner(job.evalGraph, job.cfg.seed), describe: 'device: reference interpreter (CPU)' };

@@ -43,6 +43,9 @@ interface TrainOpts {
   devices?: string;
   parallel?: string;
   zero?: string;
+  pp?: string;
+  microBatches?: string;
+  ppSchedule?: string;
   wholeWord?: boolean;
   fim: string;
   onNonfinite: string;
@@ -88,8 +91,11 @@ export function register(program: Command): void {
     .option('--save-every <n>', 'checkpoint every n steps (always at the end)', '100')
     .option('--device <d>', 'webgpu | interp (reference interpreter: slow, for checking)', 'webgpu')
     .option('--devices <n>', 'train on n devices (default: the product of --parallel degrees)')
-    .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel) or tp=N (tensor parallel attention and MLP blocks); see docs/parallel.md')
+    .option('--parallel <mesh>', 'partition the step over the devices: dp=N (data parallel) or tp=N (tensor parallel attention and MLP blocks), pp=N (pipeline), dp=M,pp=N; see docs/parallel.md')
     .option('--zero <stage>', 'ZeRO stage over the data-parallel devices: 1 shards the optimizer state, 2 also the gradients, 3 also the parameters', '0')
+    .option('--pp <n>', 'pipeline parallel: split the model\'s blocks into n stages, one device each (same as --parallel pp=n; dp=m,pp=n: m replicas of the pipeline); see docs/parallel.md')
+    .option('--micro-batches <m>', 'with --pp: micro-batches per step (--batch must divide; default n); their gradients accumulate')
+    .option('--pp-schedule <s>', 'with --pp: gpipe | 1f1b (default 1f1b)')
     .option('--whole-word', 'MLM: mask whole words')
     .option('--fim <rate>', 'CLM: fill-in-the-middle rate', '0')
     .option('--json', 'one JSON line per step instead of a progress bar')
@@ -142,8 +148,8 @@ async function trainInFolder(file: string, o: TrainOpts, steps: number, n: { max
   const { lossCurveSvg } = await import('../../train/plot.js');
   const { makeProgress } = await import('../../train/progress.js');
   const { makeRunners } = await import('./runners.js');
-  const { parallelFromFlags } = await import('../../parallel/mesh.js');
-  const parallel = parallelFromFlags(o.devices, o.parallel, o.zero);
+  const { meshFromFlags } = await import('../../parallel/pipeline-cli.js');
+  const parallel = meshFromFlags(o.devices, o.parallel, o.zero, o);
   const job = await prepareJob({
     parallel,
     file,
