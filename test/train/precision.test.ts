@@ -103,6 +103,25 @@ describe('dynamic loss scaling in the compiled step', () => {
     expect(out.skipped_steps.data[0]).toBe(1);
   });
 
+  it('with gradient accumulation, the scale only moves on the applying micro-batch, and an overflow skips the update', () => {
+    const step = compileIR(tinyGpt(), { train: { optimizer: { kind: 'adamw' }, accumulate: true }, precision: { dtype: 'f16', lossScale: { init: 1024, growthInterval: 1000 } } });
+    const params = initial(step);
+    params[LOSS_SCALE] = scalar(2 ** 40);
+    const io = (apply: number) => ({ ...gptInputs(), loss_weight: scalar(0.5), apply: { dtype: 'u32' as const, shape: [], data: Uint32Array.of(apply) } });
+    const upd = (out: Record<string, HostTensor>, p: string) => out[step.outputs.find((o) => o.role?.kind === 'update' && o.role.param === p)!.name];
+    const first = interpret(step, { inputs: io(0), params });
+    expect(upd(first, LOSS_SCALE).data[0]).toBe(2 ** 40); // not an applying micro-batch: unchanged
+    const next = { ...params };
+    for (const o of step.outputs) if (o.role?.kind === 'update') next[o.role.param] = first[o.name];
+    const second = interpret(step, { inputs: io(1), params: next });
+    expect(upd(second, LOSS_SCALE).data[0]).toBe(2 ** 39);
+    expect(upd(second, 'opt.skipped_steps').data[0]).toBe(1);
+    for (const name of Object.keys(params).filter((n) => !n.startsWith('opt.') && !n.startsWith('acc.'))) {
+      expect(Array.from(upd(second, name).data), name).toEqual(Array.from(params[name].data));
+      expect(Array.from(upd(second, `acc.${name}`).data).every((v) => v === 0), `acc.${name} zeroed`).toBe(true);
+    }
+  });
+
   it('gradients are unscaled: a clean step matches the step at scale 1, and the scale doubles after growthInterval clean steps', () => {
     const step = build(2);
     const a = initial(step);
