@@ -12,7 +12,8 @@ import { forwardNodes, savedForBackward as savedValues } from '../autodiff/saved
 import { KilnError } from '../errors.js';
 import type { Graph, Node } from '../ir/graph.js';
 import { numel } from '../ir/types.js';
-import type { MemoryPlan } from '../schedule/memory.js';
+import { deviceBytes, type MemoryPlan } from '../schedule/memory.js';
+import { isStateParam } from '../train/optimizers.js';
 import { kernelCost } from '../schedule/cost.js';
 import type { Schedule } from '../schedule/schedule.js';
 import { runPipeline } from './pipeline.js';
@@ -116,6 +117,36 @@ export function applyRecompute(g: Graph, keep: ReadonlySet<number>, segments?: n
 
 /** Device bytes of a step: every own buffer (inputs, parameters, constants, outputs) plus the intermediate slots. */
 export const planBytes = (p: MemoryPlan): number => p.slotBytes + p.inputBytes + p.paramBytes + p.constBytes + p.outputBytes;
+
+/**
+ * A step's peak split into the part recomputation cannot touch and the rest. Fixed: the own buffers (parameters,
+ * optimizer state, inputs, outputs, constants) plus one gradient per trained parameter of a training step (the
+ * optimizer runs after the whole backward, so every gradient is live at its end). Activations: everything else of
+ * the peak (saved and recomputed forward values, backward temporaries, slot packing slack).
+ */
+export interface PeakSplit {
+  peakBytes: number;
+  ownBytes: number;
+  gradientBytes: number;
+  fixedBytes: number;
+  activationBytes: number;
+}
+
+export function splitPeak(g: Graph, plan: MemoryPlan): PeakSplit {
+  const peakBytes = planBytes(plan);
+  const ownBytes = peakBytes - plan.slotBytes;
+  const params = new Map<string, Node>();
+  for (const n of g.nodes) if (n.op === 'param') params.set((n.attrs as { name: string }).name, n);
+  let gradientBytes = 0;
+  for (const o of g.outputs) {
+    // optimizer state and accumulators are updated too, but have no gradient
+    if (o.role?.kind !== 'update' || isStateParam(o.role.param)) continue;
+    const p = params.get(o.role.param);
+    if (p) gradientBytes += deviceBytes(p.type.shape);
+  }
+  const fixedBytes = ownBytes + gradientBytes;
+  return { peakBytes, ownBytes, gradientBytes, fixedBytes, activationBytes: peakBytes - fixedBytes };
+}
 
 export interface RecomputeEstimate {
   graph: Graph;
