@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../src/cli/commands/compile.js';
 import { randomInput } from '../../src/cli/commands/run.js';
-import { recomputeFromFlags } from '../../src/passes/recompute.js';
+import { recomputeFromFlags, splitPeak } from '../../src/passes/recompute.js';
 import { prepareJob } from '../../src/train/trainer.js';
 import { KilnError } from '../../src/errors.js';
 import { compileModel } from '../../src/frontend/index.js';
@@ -119,6 +119,25 @@ describe('recompute policies and the memory plan', () => {
     expect(smallest).toBeGreaterThan(1024);
     // that peak is reachable: a budget of exactly it is met
     expect(() => joint(graph, { budgetBytes: smallest })).not.toThrow();
+  });
+});
+
+describe('the peak split into fixed and activations', () => {
+  it('fixed = parameters, AdamW moments and one gradient per parameter (+ inputs/outputs), the same under every policy', () => {
+    const { graph } = model('gpt', 4);
+    const modelBytes = graph.nodes.filter((n) => n.op === 'param').reduce((t, n) => t + 4 * n.type.shape.reduce((a, b) => a * b, 1), 0);
+    const split = (recompute?: RecomputeRequest) => {
+      const e = estimateRecompute(compileIR(graph, { grad: { loss: 'loss' }, train: { optimizer: { kind: 'adamw' } }, recompute }));
+      return { s: splitPeak(e.graph, e.plan), plan: e.plan };
+    };
+    const none = split();
+    expect(none.s.gradientBytes).toBe(modelBytes);
+    expect(none.plan.paramBytes).toBeGreaterThanOrEqual(3 * modelBytes); // weights, m, v
+    expect(none.s.fixedBytes).toBe(none.s.ownBytes + modelBytes);
+    expect(none.s.fixedBytes + none.s.activationBytes).toBe(none.s.peakBytes);
+    const blocks = split({ policy: 'blocks' });
+    expect(blocks.s.fixedBytes).toBe(none.s.fixedBytes);
+    expect(blocks.s.activationBytes).toBeLessThan(none.s.activationBytes);
   });
 });
 
