@@ -104,6 +104,17 @@ describe('recompute policies and the memory plan', () => {
     expectSameOutputs(interpret(joint(graph), { inputs }), interpret(final, { inputs }));
   });
 
+  it('budget at a fixed policy\'s peak recomputes no more FLOPs than that policy (the search dominates every fixed plan)', () => {
+    const { graph } = model('gpt', 4);
+    const g = compileIR(graph, { grad: { loss: 'loss' }, passes: { cse: false, dce: false } });
+    for (const policy of ['blocks', 'sqrt', 'selective'] as const) {
+      const fixed = planRecompute(g, policy);
+      const b = planRecompute(g, 'budget', fixed.peakBytes);
+      expect(b.peakBytes, policy).toBeLessThanOrEqual(fixed.peakBytes);
+      expect(b.recomputedFlops, policy).toBeLessThanOrEqual(fixed.recomputedFlops);
+    }
+  });
+
   it('an infeasible budget is a KilnError naming the smallest reachable peak', () => {
     const { graph } = model('gpt');
     let err: unknown;
