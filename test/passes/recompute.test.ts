@@ -185,6 +185,11 @@ describe('kiln train and kiln compile with recomputation', () => {
     const m = /peak device memory: [\d.]+ MiB \((\d+) bytes\) with recomputation \(blocks\), [\d.]+ MiB \((\d+) bytes\) without/.exec(chunks.join(''));
     expect(m, chunks.join('').slice(-300)).not.toBeNull();
     expect(Number(m![1])).toBeLessThan(Number(m![2]));
+    // the split: fixed + activations = the peak, the fixed part the same with and without
+    const f = /fixed [\d.]+ MiB \((\d+) bytes\) \(parameters, optimizer state, gradients, inputs\/outputs\), activations [\d.]+ MiB \((\d+) bytes\); without: activations [\d.]+ MiB \((\d+) bytes\)/.exec(chunks.join(''));
+    expect(f, chunks.join('').slice(-400)).not.toBeNull();
+    expect(Number(f![1]) + Number(f![2])).toBe(Number(m![1]));
+    expect(Number(f![1]) + Number(f![3])).toBe(Number(m![2]));
     await expect(compile('src/models/gpt.kiln', { set: {}, dim: { B: 1, T: 8 }, entry: 'loss', emit: 'memory', optimizer: 'sgd', passOption: [], disablePass: [], memoryBudget: '1MiB' })).rejects.toThrow(/add --train/);
   });
 });
