@@ -247,6 +247,32 @@ export function policyKeep(g: Graph, policy: Exclude<RecomputePolicy, 'budget'>)
   }
 }
 
+/**
+ * Cut points of the forward: values that alone carry everything data-dependent from the nodes before them to the
+ * nodes after them (in node order), such as the residual stream between a layer's attention and MLP halves.
+ * Keeping all of them is the finest segment-wise checkpoint: each recomputation reaches back only to the last cut.
+ * Values that depend on no graph input (a causal mask, a weight view) are not activations and do not count.
+ */
+export function cutPoints(g: Graph): Set<number> {
+  const fwd = forwardNodes(g);
+  const data = new Array<boolean>(g.nodes.length).fill(false);
+  for (const n of g.nodes) data[n.id] = n.op === 'input' || (!isLeaf(n) && n.inputs.some((i) => data[i]));
+  const counted = (id: number) => fwd[id] && data[id] && !isLeaf(g.nodes[id]);
+  const lastUse = new Array<number>(g.nodes.length).fill(-1);
+  for (const n of g.nodes) if (fwd[n.id]) for (const i of n.inputs) if (counted(i)) lastUse[i] = Math.max(lastUse[i], n.id);
+  const ending = new Map<number, number>();
+  for (const [id, last] of lastUse.entries()) if (last >= 0) ending.set(last, (ending.get(last) ?? 0) + 1);
+  const cuts = new Set<number>();
+  let live = 0;
+  for (const n of g.nodes) {
+    if (!counted(n.id)) continue;
+    live -= ending.get(n.id) ?? 0;
+    if (lastUse[n.id] > n.id) live++;
+    if (live === 1 && lastUse[n.id] > n.id) cuts.add(n.id);
+  }
+  return cuts;
+}
+
 /** Layers per segment of the sqrt policy: ⌈√L⌉. */
 function sqrtSegment(g: Graph): number {
   return Math.max(1, Math.ceil(Math.sqrt(Math.max(...layerOf(g)) + 1)));
@@ -307,6 +333,7 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
     policyKeep(g, 'selective'),
     policyKeep(g, 'blocks'),
     policyKeep(g, 'sqrt'),
+    cutPoints(g),
   ];
   let best: { keep: Set<number>; e: RecomputeEstimate } | null = null;
   let smallest = Infinity;

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../src/cli/commands/compile.js';
 import { randomInput } from '../../src/cli/commands/run.js';
-import { recomputeFromFlags, splitPeak } from '../../src/passes/recompute.js';
+import { cutPoints, recomputeFromFlags, splitPeak } from '../../src/passes/recompute.js';
 import { prepareJob } from '../../src/train/trainer.js';
 import { KilnError } from '../../src/errors.js';
 import { compileModel } from '../../src/frontend/index.js';
@@ -113,6 +113,14 @@ describe('recompute policies and the memory plan', () => {
       expect(b.peakBytes, policy).toBeLessThanOrEqual(fixed.peakBytes);
       expect(b.recomputedFlops, policy).toBeLessThanOrEqual(fixed.recomputedFlops);
     }
+  });
+
+  it('cut points: the residual stream between half-layers, the finest segment checkpoint the budget search starts from', () => {
+    const { graph } = model('gpt', 3);
+    const g = compileIR(graph, { grad: { loss: 'loss' }, passes: { cse: false, dce: false } });
+    const ops = [...cutPoints(g)].map((id) => g.nodes[id].op);
+    // embedding (gather, + position), two residual adds per layer, then the head
+    expect(ops).toEqual(['gather', 'add', ...Array(6).fill('add'), 'layer_norm', 'matmul', 'cross_entropy']);
   });
 
   it('an infeasible budget is a KilnError naming the smallest reachable peak', () => {
