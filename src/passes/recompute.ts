@@ -335,9 +335,7 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
     policyKeep(g, 'sqrt'),
     cutPoints(g),
   ];
-  let best: { keep: Set<number>; e: RecomputeEstimate } | null = null;
-  let smallest = Infinity;
-  for (const start of starts) {
+  const searches = starts.map((start) => {
     const back = saved.filter((id) => !start.has(id)).sort((a, b) => ratio(b) - ratio(a) || a - b);
     const keepFor = (k: number) => new Set([...start, ...back.slice(0, k)]);
     const probes = new Map<number, RecomputeEstimate>();
@@ -345,8 +343,15 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
       if (!probes.has(k)) probes.set(k, estimate(applyRecompute(g, keepFor(k))));
       return probes.get(k)!;
     };
-    smallest = Math.min(smallest, probe(0).peakBytes);
-    if (probe(0).peakBytes > budgetBytes) continue;
+    return { back, keepFor, probe };
+  });
+  const smallest = Math.min(...searches.map((s) => s.probe(0).peakBytes));
+  // Put back only from the two fitting starts that recompute the least as they are: the others' searches end at the
+  // same plan or near it (measured), and the cheapest start alone already bounds the result by every fitting
+  // start's own FLOPs, so the plan never recomputes more than a fixed policy that fits.
+  const fitting = searches.filter((s) => s.probe(0).peakBytes <= budgetBytes).sort((a, b) => a.probe(0).recomputedFlops - b.probe(0).recomputedFlops);
+  let best: { keep: Set<number>; e: RecomputeEstimate } | null = null;
+  for (const { back, keepFor, probe } of fitting.slice(0, 2)) {
     let lo = 0; // fits
     let hi = back.length + 1; // does not fit (the baseline, k = back.length, does not)
     while (hi - lo > 1) {
