@@ -1,5 +1,6 @@
 /** Renders a benchmark report: a terminal table, a markdown table (for the README) and an SVG chart of the speedups. */
 import { describeRoofline } from '../src/runtime/roofline.js';
+import { formatRecompute } from './recompute.js';
 import { speedup, type BenchReport, type Peer, type Row, type Side } from './suite.js';
 
 const ms = (s: Side | null | undefined) => (s ? `${s.stats.median.toFixed(s.stats.median < 10 ? 2 : 1)} [${s.stats.min.toFixed(1)}–${s.stats.max.toFixed(1)}]` : '—');
@@ -42,8 +43,9 @@ export function formatTable(rep: BenchReport): string {
   const out = [`device: ${rep.device}${rep.quick ? ' (quick sizes)' : ''}`];
   if (rep.roofline) out.push(describeRoofline(rep.roofline), '');
   if (rep.jaxSkipped) out.push(rep.jaxSkipped, '');
-  out.push(line(HEAD), w.map((n) => '-'.repeat(n)).join('  '), ...rep.rows.map((r) => line(cells(r))));
-  out.push('', 'of roofline: the roofline bound of Kiln\'s kernels for the row (each kernel\'s min time at the measured FMA peak and bandwidth, plus a launch) / each side\'s median time (K Kiln, W TF.js WebGPU, J jax-js webgpu)');
+  if (rep.rows.length) out.push(line(HEAD), w.map((n) => '-'.repeat(n)).join('  '), ...rep.rows.map((r) => line(cells(r))));
+  if (rep.recompute) out.push('', formatRecompute(rep.recompute));
+  if (rep.rows.length) out.push('', 'of roofline: the roofline bound of Kiln\'s kernels for the row (each kernel\'s min time at the measured FMA peak and bandwidth, plus a launch) / each side\'s median time (K Kiln, W TF.js WebGPU, J jax-js webgpu)');
   for (const r of rep.rows) if (r.note) out.push(`note (${r.name}): ${r.note}`);
   if (rep.targets.length) {
     out.push('', 'targets:');
@@ -55,7 +57,8 @@ export function formatTable(rep: BenchReport): string {
 
 export function formatMarkdown(rep: BenchReport): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
-  const out = [`| ${HEAD.join(' | ')} |`, `| ${HEAD.map(() => '---').join(' | ')} |`, ...rep.rows.map((r) => `| ${cells(r).map(esc).join(' | ')} |`)];
+  const out = rep.rows.length ? [`| ${HEAD.join(' | ')} |`, `| ${HEAD.map(() => '---').join(' | ')} |`, ...rep.rows.map((r) => `| ${cells(r).map(esc).join(' | ')} |`)] : [];
+  if (rep.recompute) out.push(...(out.length ? [''] : []), formatRecompute(rep.recompute));
   out.push('', `Device: ${rep.device}. Speedup = peer median / Kiln median (higher is better for Kiln).`);
   if (rep.roofline) out.push('', describeRoofline(rep.roofline).replace(/\n/g, '  \n'));
   return out.join('\n');

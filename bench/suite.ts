@@ -18,6 +18,7 @@ import { planMemory } from '../src/schedule/index.js';
 import { attentionRows, attentionTargets } from './attention.js';
 import { precisionRows, precisionTargets } from './precision.js';
 import { kernelCases } from './kernels.js';
+import { recomputeRows, recomputeTargets, type RecomputeReport } from './recompute.js';
 import { jaxArray, jaxGpt, jaxMatmul, loadJax, type JaxDevice } from './peers/jax.js';
 import { loadTf, useBackend } from './peers/tfjs.js';
 import { scheduleCosts } from '../src/schedule/cost.js';
@@ -71,11 +72,13 @@ export interface BenchReport {
   roofline?: Roofline;
   /** Why jax-js was not run, when it was not. */
   jaxSkipped?: string;
+  /** The recompute group: one row per recomputation policy (its own table). */
+  recompute?: RecomputeReport;
 }
 
 export interface BenchOptions {
   quick: boolean;
-  only?: 'kernels' | 'graphs' | 'compile' | 'attention' | 'precision';
+  only?: 'kernels' | 'graphs' | 'compile' | 'attention' | 'precision' | 'recompute';
   repeats: number;
   cpu: boolean;
   /** Run jax-js (webgpu and wasm) as a second peer (default true). */
@@ -435,10 +438,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   // The software driver at its stock settings: the peer shares this process (and its driver configuration).
   process.env.KILN_STOCK_DRIVER ??= '1';
   const dev = await acquireDevice();
-  const tf = await loadTf();
+  // the recompute group compares Kiln with itself: no peers to load
+  const tf = o.only === 'recompute' ? (null as unknown as typeof TF) : await loadTf();
   let jp: JaxPeer = null;
   let jaxSkipped: string | undefined;
-  if (o.jax !== false && o.only !== 'compile' && o.only !== 'precision') {
+  if (o.jax !== false && o.only !== 'compile' && o.only !== 'precision' && o.only !== 'recompute') {
     try {
       jp = await loadJax();
     } catch (e) {
@@ -447,7 +451,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
   }
   o.log?.('roofline (cached per device; kiln doctor --roofline)');
-  const roof = o.quick ? undefined : await deviceRoofline(dev);
+  const roof = o.quick || o.only === 'recompute' ? undefined : await deviceRoofline(dev);
   const rows: Row[] = [];
   const profile: { text?: string } = {};
   if (!o.only || o.only === 'kernels') rows.push(...(await kernelRows(dev, tf, o, jp, roof)));
@@ -455,8 +459,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (!o.only || o.only === 'attention') rows.push(...(await attentionRows(dev, tf, o)));
   if (!o.only || o.only === 'precision') rows.push(...(await precisionRows(dev, o)));
   if (!o.only || o.only === 'compile') rows.push(...(await compileRows(dev, o)));
+  const recompute = !o.only || o.only === 'recompute' ? await recomputeRows(dev, o) : undefined;
   const device = `${dev.adapterInfo.description || dev.adapterInfo.device}${dev.adapterInfo.description && dev.adapterInfo.device ? ` [${dev.adapterInfo.device}]` : ''} (${dev.adapterInfo.vendor}${dev.adapterInfo.isFallbackAdapter ? ', software' : ''})`;
-  return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: targets(rows, roof), profile: profile.text, roofline: roof, jaxSkipped };
+  const all = [...targets(rows, roof), ...(recompute ? recomputeTargets(recompute) : [])];
+  return { device, date: new Date().toISOString(), quick: o.quick, rows, targets: all, profile: profile.text, roofline: roof, jaxSkipped, recompute };
 }
 
 export { speedup };

@@ -12,7 +12,8 @@ import { forwardNodes, savedForBackward as savedValues } from '../autodiff/saved
 import { KilnError } from '../errors.js';
 import type { Graph, Node } from '../ir/graph.js';
 import { numel } from '../ir/types.js';
-import type { MemoryPlan } from '../schedule/memory.js';
+import { deviceBytes, type MemoryPlan } from '../schedule/memory.js';
+import { isStateParam } from '../train/optimizers.js';
 import { kernelCost } from '../schedule/cost.js';
 import type { Schedule } from '../schedule/schedule.js';
 import { runPipeline } from './pipeline.js';
@@ -117,6 +118,36 @@ export function applyRecompute(g: Graph, keep: ReadonlySet<number>, segments?: n
 /** Device bytes of a step: every own buffer (inputs, parameters, constants, outputs) plus the intermediate slots. */
 export const planBytes = (p: MemoryPlan): number => p.slotBytes + p.inputBytes + p.paramBytes + p.constBytes + p.outputBytes;
 
+/**
+ * A step's peak split into the part recomputation cannot touch and the rest. Fixed: the own buffers (parameters,
+ * optimizer state, inputs, outputs, constants) plus one gradient per trained parameter of a training step (the
+ * optimizer runs after the whole backward, so every gradient is live at its end). Activations: everything else of
+ * the peak (saved and recomputed forward values, backward temporaries, slot packing slack).
+ */
+export interface PeakSplit {
+  peakBytes: number;
+  ownBytes: number;
+  gradientBytes: number;
+  fixedBytes: number;
+  activationBytes: number;
+}
+
+export function splitPeak(g: Graph, plan: MemoryPlan): PeakSplit {
+  const peakBytes = planBytes(plan);
+  const ownBytes = peakBytes - plan.slotBytes;
+  const params = new Map<string, Node>();
+  for (const n of g.nodes) if (n.op === 'param') params.set((n.attrs as { name: string }).name, n);
+  let gradientBytes = 0;
+  for (const o of g.outputs) {
+    // optimizer state and accumulators are updated too, but have no gradient
+    if (o.role?.kind !== 'update' || isStateParam(o.role.param)) continue;
+    const p = params.get(o.role.param);
+    if (p) gradientBytes += deviceBytes(p.type);
+  }
+  const fixedBytes = ownBytes + gradientBytes;
+  return { peakBytes, ownBytes, gradientBytes, fixedBytes, activationBytes: peakBytes - fixedBytes };
+}
+
 export interface RecomputeEstimate {
   graph: Graph;
   /** Predicted device bytes (planBytes of the memory plan for the generic target). */
@@ -216,6 +247,32 @@ export function policyKeep(g: Graph, policy: Exclude<RecomputePolicy, 'budget'>)
   }
 }
 
+/**
+ * Cut points of the forward: values that alone carry everything data-dependent from the nodes before them to the
+ * nodes after them (in node order), such as the residual stream between a layer's attention and MLP halves.
+ * Keeping all of them is the finest segment-wise checkpoint: each recomputation reaches back only to the last cut.
+ * Values that depend on no graph input (a causal mask, a weight view) are not activations and do not count.
+ */
+export function cutPoints(g: Graph): Set<number> {
+  const fwd = forwardNodes(g);
+  const data = new Array<boolean>(g.nodes.length).fill(false);
+  for (const n of g.nodes) data[n.id] = n.op === 'input' || (!isLeaf(n) && n.inputs.some((i) => data[i]));
+  const counted = (id: number) => fwd[id] && data[id] && !isLeaf(g.nodes[id]);
+  const lastUse = new Array<number>(g.nodes.length).fill(-1);
+  for (const n of g.nodes) if (fwd[n.id]) for (const i of n.inputs) if (counted(i)) lastUse[i] = Math.max(lastUse[i], n.id);
+  const ending = new Map<number, number>();
+  for (const [id, last] of lastUse.entries()) if (last >= 0) ending.set(last, (ending.get(last) ?? 0) + 1);
+  const cuts = new Set<number>();
+  let live = 0;
+  for (const n of g.nodes) {
+    if (!counted(n.id)) continue;
+    live -= ending.get(n.id) ?? 0;
+    if (lastUse[n.id] > n.id) live++;
+    if (live === 1 && lastUse[n.id] > n.id) cuts.add(n.id);
+  }
+  return cuts;
+}
+
 /** Layers per segment of the sqrt policy: ⌈√L⌉. */
 function sqrtSegment(g: Graph): number {
   return Math.max(1, Math.ceil(Math.sqrt(Math.max(...layerOf(g)) + 1)));
@@ -276,10 +333,9 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
     policyKeep(g, 'selective'),
     policyKeep(g, 'blocks'),
     policyKeep(g, 'sqrt'),
+    cutPoints(g),
   ];
-  let best: { keep: Set<number>; e: RecomputeEstimate } | null = null;
-  let smallest = Infinity;
-  for (const start of starts) {
+  const searches = starts.map((start) => {
     const back = saved.filter((id) => !start.has(id)).sort((a, b) => ratio(b) - ratio(a) || a - b);
     const keepFor = (k: number) => new Set([...start, ...back.slice(0, k)]);
     const probes = new Map<number, RecomputeEstimate>();
@@ -287,8 +343,15 @@ export function planRecompute(g: Graph, policy: RecomputePolicy, budgetBytes = I
       if (!probes.has(k)) probes.set(k, estimate(applyRecompute(g, keepFor(k))));
       return probes.get(k)!;
     };
-    smallest = Math.min(smallest, probe(0).peakBytes);
-    if (probe(0).peakBytes > budgetBytes) continue;
+    return { back, keepFor, probe };
+  });
+  const smallest = Math.min(...searches.map((s) => s.probe(0).peakBytes));
+  // Put back only from the two fitting starts that recompute the least as they are: the others' searches end at the
+  // same plan or near it (measured), and the cheapest start alone already bounds the result by every fitting
+  // start's own FLOPs, so the plan never recomputes more than a fixed policy that fits.
+  const fitting = searches.filter((s) => s.probe(0).peakBytes <= budgetBytes).sort((a, b) => a.probe(0).recomputedFlops - b.probe(0).recomputedFlops);
+  let best: { keep: Set<number>; e: RecomputeEstimate } | null = null;
+  for (const { back, keepFor, probe } of fitting.slice(0, 2)) {
     let lo = 0; // fits
     let hi = back.length + 1; // does not fit (the baseline, k = back.length, does not)
     while (hi - lo > 1) {

@@ -24,6 +24,7 @@ import { deviceBytes } from '../schedule/memory.js';
 import type { Schedule, ScheduleOptions } from '../schedule/schedule.js';
 import type { DumpOptions, Target } from '../passes/index.js';
 import { runPipeline } from '../passes/pipeline.js';
+import { parseByteSize } from '../passes/recompute.js';
 import type { KilnDevice } from './device.js';
 import { KilnRuntimeError } from './errors.js';
 import type { CompiledPipeline } from './pipelines.js';
@@ -393,7 +394,19 @@ export class Executable {
     if (this.destroyed) return;
     this.destroyed = true;
     for (const b of this.buffers) b.destroy();
+    inUse.set(this.device, (inUse.get(this.device) ?? 0) - this.stats.deviceBytes);
   }
+}
+
+/**
+ * KILN_DEVICE_MEMORY=64MiB makes the device behave as one with that much memory: an executable whose buffers would
+ * take the bytes in use by the live executables on it past the cap is refused. A stand-in for a small GPU on a
+ * machine whose device memory is the host's (lavapipe), to show what fits where.
+ */
+const inUse = new WeakMap<GPUDevice, number>();
+function deviceMemoryCap(): number {
+  const v = process.env.KILN_DEVICE_MEMORY;
+  return v ? parseByteSize(v, 'KILN_DEVICE_MEMORY') : Infinity;
 }
 
 /** The kernel-level target of a device: its limits and features, and the kernel strategy for its kind. */
@@ -512,10 +525,21 @@ export async function compileGraph(g: Graph, dev: KilnDevice, opts: CompileOptio
       `could not allocate ${totalBytes} bytes of device memory for graph '${g.name}'${oom ? ' (out of memory)' : ''}: ${(oom ?? validation)!.message}`,
     );
   }
+  const cap = typeof process === 'undefined' ? Infinity : deviceMemoryCap();
+  const used = inUse.get(device) ?? 0;
+  if (used + totalBytes > cap) {
+    for (const b of all) b.destroy();
+    throw new KilnError(
+      `out of device memory: graph '${g.name}' needs ${totalBytes} bytes, ${used} are in use and the device has ${cap} (KILN_DEVICE_MEMORY)` +
+        (g.nodes.some((n) => n.recompute) ? '' : '; a training step fits in less with --memory-budget (recomputation)'),
+    );
+  }
+  inUse.set(device, used + totalBytes);
   const t5 = now();
 
   const pipelines = await pipelinesP.catch((e) => {
     for (const b of all) b.destroy();
+    inUse.set(device, (inUse.get(device) ?? 0) - totalBytes);
     throw e;
   });
   const t6 = now();

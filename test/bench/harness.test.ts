@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatMarkdown, formatTable, ratioChartSvg } from '../../bench/report.js';
+import { formatRecompute } from '../../bench/recompute.js';
 import { runBench } from '../../bench/suite.js';
 
 describe('benchmark harness (tiny sizes; no timing assertions)', () => {
@@ -24,5 +25,33 @@ describe('benchmark harness (tiny sizes; no timing assertions)', () => {
     expect(formatMarkdown(rep).split('\n')[0]).toMatch(/^\| benchmark \|/);
     expect(ratioChartSvg(rep)).toMatch(/^<svg[\s\S]*<\/svg>$/);
     expect(rep.targets.length).toBeGreaterThan(0);
+  });
+
+  it('recompute group: planned peaks allocated on the device, one loss for every policy, refusals named', async () => {
+    const rep = await runBench({ quick: true, only: 'recompute', repeats: 2, cpu: false });
+    expect(rep.rows).toEqual([]);
+    const rows = rep.recompute!.rows;
+    const by = (name: string) => rows.find((r) => r.name === name)!;
+    const none = by('none');
+    for (const name of ['none', 'blocks', 'sqrt', 'selective']) {
+      const r = by(name);
+      expect(r.split, name).not.toBeNull();
+      expect(r.split!.fixedBytes + r.split!.activationBytes).toBe(r.split!.peakBytes);
+      expect(r.split!.fixedBytes, name).toBe(none.split!.fixedBytes); // recomputation cannot touch the fixed part
+      // the executable allocates the memory plan's buffers (plus a few bytes of kernel scratch)
+      expect(r.deviceBytes! - r.split!.peakBytes, name).toBeGreaterThanOrEqual(0);
+      expect(r.deviceBytes! - r.split!.peakBytes, name).toBeLessThan(16 * 1024);
+      expect(r.step!.median, name).toBeGreaterThan(0);
+      expect(Object.is(r.loss, none.loss), `${name}: loss after one update ${r.loss} vs ${none.loss}`).toBe(true);
+      if (name !== 'none') {
+        expect(r.split!.peakBytes, name).toBeLessThan(none.split!.peakBytes);
+        expect(r.recomputedFlops!, name).toBeGreaterThan(0);
+      }
+    }
+    expect(none.recomputedFlops).toBe(0);
+    // a third of the whole peak is under the fixed part at this size: refused, naming the smallest reachable peak
+    expect(by('budget ⅓ of the peak').note).toMatch(/smallest peak reachable is/);
+    expect(formatRecompute(rep.recompute!)).toContain('| policy | peak MiB |');
+    expect(rep.targets.some((t) => t.what.startsWith('recompute:'))).toBe(true);
   });
 });

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../src/cli/commands/compile.js';
 import { randomInput } from '../../src/cli/commands/run.js';
-import { recomputeFromFlags } from '../../src/passes/recompute.js';
+import { cutPoints, recomputeFromFlags, splitPeak } from '../../src/passes/recompute.js';
 import { prepareJob } from '../../src/train/trainer.js';
 import { KilnError } from '../../src/errors.js';
 import { compileModel } from '../../src/frontend/index.js';
@@ -104,6 +104,25 @@ describe('recompute policies and the memory plan', () => {
     expectSameOutputs(interpret(joint(graph), { inputs }), interpret(final, { inputs }));
   });
 
+  it('budget at a fixed policy\'s peak recomputes no more FLOPs than that policy (the search dominates every fixed plan)', () => {
+    const { graph } = model('gpt', 4);
+    const g = compileIR(graph, { grad: { loss: 'loss' }, passes: { cse: false, dce: false } });
+    for (const policy of ['blocks', 'sqrt', 'selective'] as const) {
+      const fixed = planRecompute(g, policy);
+      const b = planRecompute(g, 'budget', fixed.peakBytes);
+      expect(b.peakBytes, policy).toBeLessThanOrEqual(fixed.peakBytes);
+      expect(b.recomputedFlops, policy).toBeLessThanOrEqual(fixed.recomputedFlops);
+    }
+  });
+
+  it('cut points: the residual stream between half-layers, the finest segment checkpoint the budget search starts from', () => {
+    const { graph } = model('gpt', 3);
+    const g = compileIR(graph, { grad: { loss: 'loss' }, passes: { cse: false, dce: false } });
+    const ops = [...cutPoints(g)].map((id) => g.nodes[id].op);
+    // embedding (gather, + position), two residual adds per layer, then the head
+    expect(ops).toEqual(['gather', 'add', ...Array(6).fill('add'), 'layer_norm', 'matmul', 'cross_entropy']);
+  });
+
   it('an infeasible budget is a KilnError naming the smallest reachable peak', () => {
     const { graph } = model('gpt');
     let err: unknown;
@@ -119,6 +138,25 @@ describe('recompute policies and the memory plan', () => {
     expect(smallest).toBeGreaterThan(1024);
     // that peak is reachable: a budget of exactly it is met
     expect(() => joint(graph, { budgetBytes: smallest })).not.toThrow();
+  });
+});
+
+describe('the peak split into fixed and activations', () => {
+  it('fixed = parameters, AdamW moments and one gradient per parameter (+ inputs/outputs), the same under every policy', () => {
+    const { graph } = model('gpt', 4);
+    const modelBytes = graph.nodes.filter((n) => n.op === 'param').reduce((t, n) => t + 4 * n.type.shape.reduce((a, b) => a * b, 1), 0);
+    const split = (recompute?: RecomputeRequest) => {
+      const e = estimateRecompute(compileIR(graph, { grad: { loss: 'loss' }, train: { optimizer: { kind: 'adamw' } }, recompute }));
+      return { s: splitPeak(e.graph, e.plan), plan: e.plan };
+    };
+    const none = split();
+    expect(none.s.gradientBytes).toBe(modelBytes);
+    expect(none.plan.paramBytes).toBeGreaterThanOrEqual(3 * modelBytes); // weights, m, v
+    expect(none.s.fixedBytes).toBe(none.s.ownBytes + modelBytes);
+    expect(none.s.fixedBytes + none.s.activationBytes).toBe(none.s.peakBytes);
+    const blocks = split({ policy: 'blocks' });
+    expect(blocks.s.fixedBytes).toBe(none.s.fixedBytes);
+    expect(blocks.s.activationBytes).toBeLessThan(none.s.activationBytes);
   });
 });
 
@@ -155,6 +193,11 @@ describe('kiln train and kiln compile with recomputation', () => {
     const m = /peak device memory: [\d.]+ MiB \((\d+) bytes\) with recomputation \(blocks\), [\d.]+ MiB \((\d+) bytes\) without/.exec(chunks.join(''));
     expect(m, chunks.join('').slice(-300)).not.toBeNull();
     expect(Number(m![1])).toBeLessThan(Number(m![2]));
+    // the split: fixed + activations = the peak, the fixed part the same with and without
+    const f = /fixed [\d.]+ MiB \((\d+) bytes\) \(parameters, optimizer state, gradients, inputs\/outputs\), activations [\d.]+ MiB \((\d+) bytes\); without: activations [\d.]+ MiB \((\d+) bytes\)/.exec(chunks.join(''));
+    expect(f, chunks.join('').slice(-400)).not.toBeNull();
+    expect(Number(f![1]) + Number(f![2])).toBe(Number(m![1]));
+    expect(Number(f![1]) + Number(f![3])).toBe(Number(m![2]));
     await expect(compile('src/models/gpt.kiln', { set: {}, dim: { B: 1, T: 8 }, entry: 'loss', emit: 'memory', optimizer: 'sgd', passOption: [], disablePass: [], memoryBudget: '1MiB' })).rejects.toThrow(/add --train/);
   });
 });

@@ -11,13 +11,13 @@ export function register(program: Command): void {
     .description('benchmark kernels, GPT forward/training steps and compile time against TensorFlow.js and jax-js on the same device, with roofline fractions')
     .option('--json', 'print the report as one JSON document')
     .option('--quick', 'tiny sizes (checks the harness in seconds)')
-    .option('--only <group>', 'kernels | graphs | attention | compile | precision')
+    .option('--only <group>', 'kernels | graphs | attention | compile | precision (the GPT step in f32, f16, bf16) | recompute (GPT training step per recomputation policy: peak, recomputed FLOPs, step time)')
     .option('--repeats <n>', 'timed runs per figure (after warm-up)', '10')
     .option('--no-cpu', 'skip the TF.js CPU backend')
     .option('--no-jax', 'skip jax-js (its webgpu and wasm devices) as the second peer')
     .option('--out <dir>', 'where ratios.svg, report.json and report.md go', 'out/bench')
     .action(async (o: { json?: boolean; quick?: boolean; only?: string; repeats: string; cpu: boolean; jax: boolean; out: string }) => {
-      if (o.only && !['kernels', 'graphs', 'attention', 'compile', 'precision'].includes(o.only)) throw new KilnError(`--only must be kernels, graphs, attention, compile or precision, got '${o.only}'`);
+      if (o.only && !['kernels', 'graphs', 'attention', 'compile', 'precision', 'recompute'].includes(o.only)) throw new KilnError(`--only must be kernels, graphs, attention, compile, precision or recompute, got '${o.only}'`);
       const { runBench } = await import('../../../bench/suite.js');
       const { formatTable, formatMarkdown, ratioChartSvg } = await import('../../../bench/report.js');
       const rep = await runBench({

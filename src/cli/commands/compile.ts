@@ -3,9 +3,9 @@ import { KilnError } from '../../errors.js';
 import { compileModel } from '../../frontend/index.js';
 import type { Graph } from '../../ir/graph.js';
 import { graphToJSON, printGraph } from '../../ir/print.js';
-import type { CompileRequest, PassName, PassSettings } from '../../passes/index.js';
+import type { CompileRequest, CompileState, PassName, PassSettings } from '../../passes/index.js';
 import { describePipeline, passDef, PIPELINE, runPipeline } from '../../passes/index.js';
-import { planBytes, recomputeFromFlags } from '../../passes/recompute.js';
+import { planBytes, recomputeFromFlags, splitPeak } from '../../passes/recompute.js';
 import { OPTIMIZERS, type OptimizerKind } from '../../train/optimizers.js';
 import type { ConfigValue } from '../options.js';
 
@@ -94,12 +94,20 @@ export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad'
 }
 
 /** `--emit memory` of a training step: the peak with the recomputation asked for and without any. */
-function recomputeSummary(graph: Graph, req: CompileRequest, peak: number): string {
+function recomputeSummary(graph: Graph, req: CompileRequest, state: CompileState): string {
   const mib = (b: number) => `${(b / (1 << 20)).toFixed(2)} MiB (${b} bytes)`;
-  if (!req.recompute) return `peak device memory: ${mib(peak)} (no recomputation: --memory-budget or --recompute to trade compute for memory)`;
+  const split = splitPeak(state.graph, state.plan!);
+  const peak = split.peakBytes;
+  // the part recomputation cannot cut, so that a budget can be judged against it
+  const parts = `fixed ${mib(split.fixedBytes)} (parameters, optimizer state, gradients, inputs/outputs), activations ${mib(split.activationBytes)}`;
+  if (!req.recompute) return `peak device memory: ${mib(peak)} (no recomputation: --memory-budget or --recompute to trade compute for memory)\n  ${parts}`;
   const quiet = { ...req, recompute: undefined, printIrAfter: undefined, printIrBefore: undefined, only: undefined, levels: ['graph', 'kernels'] as const, passes: { ...req.passes, codegen: false as const } };
-  const without = planBytes(runPipeline(graph, { ...quiet, levels: [...quiet.levels] }).plan!);
-  return `peak device memory: ${mib(peak)} with recomputation (${req.recompute.policy ?? 'budget'}), ${mib(without)} without (${(peak / without).toFixed(3)}x)`;
+  const w = runPipeline(graph, { ...quiet, levels: [...quiet.levels] });
+  const without = splitPeak(w.graph, w.plan!);
+  return (
+    `peak device memory: ${mib(peak)} with recomputation (${req.recompute.policy ?? 'budget'}), ${mib(without.peakBytes)} without (${(peak / without.peakBytes).toFixed(3)}x)\n` +
+    `  ${parts}; without: activations ${mib(without.activationBytes)} (${(split.activationBytes / without.activationBytes).toFixed(3)}x)`
+  );
 }
 
 export async function compile(file: string | undefined, o: CompileOpts): Promise<void> {
@@ -168,7 +176,7 @@ export async function compile(file: string | undefined, o: CompileOpts): Promise
     const def = passDef(stage);
     if (!state.ran.includes(stage)) throw new KilnError(`stage '${stage}' does not run in this compile (add --grad or --train for autodiff/optimizer stages)`);
     text = def.show ? def.show(state) : printGraph(state.graph);
-    if (o.emit === 'memory' && (o.grad || o.train)) text += '\n' + recomputeSummary(graph, req, planBytes(state.plan!));
+    if (o.emit === 'memory' && (o.grad || o.train)) text += '\n' + recomputeSummary(graph, req, state);
   }
   if (o.output) {
     try {
