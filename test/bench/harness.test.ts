@@ -6,7 +6,8 @@ import { runBench } from '../../bench/suite.js';
 describe('benchmark harness (tiny sizes; no timing assertions)', () => {
   it('produces well-formed, checked figures for Kiln and both TF.js backends', async () => {
     const rep = await runBench({ quick: true, repeats: 2, cpu: true });
-    const timed = rep.rows.filter((r) => r.group !== 'compile');
+    // the precision group compares Kiln's own steps (f32, f16, bf16): no peers
+    const timed = rep.rows.filter((r) => r.group !== 'compile' && r.group !== 'precision');
     expect(timed.length).toBeGreaterThanOrEqual(9);
     for (const r of timed) {
       for (const side of [r.kiln, r.tfWebgpu, r.tfCpu]) {
@@ -19,6 +20,10 @@ describe('benchmark harness (tiny sizes; no timing assertions)', () => {
       for (const [d, c] of Object.entries(r.jaxCheck ?? {})) expect(c.ok, `${r.name}: Kiln and jax-js ${d} disagree (${c.relErr})`).toBe(true);
     }
     if (!rep.jaxSkipped) expect(rep.rows.some((r) => r.jaxWebgpu || r.jaxWasm)).toBe(true);
+    const prec = rep.rows.filter((r) => r.group === 'precision');
+    expect(prec.map((r) => r.name.split(' ').at(-1))).toEqual(['f32', 'f16', 'bf16']);
+    for (const r of prec) expect(r.check?.ok && r.kiln!.stats.median > 0, `${r.name} (${r.check?.relErr})`).toBe(true);
+    expect(prec[1].kiln!.deviceBytes!).toBeLessThan(prec[0].kiln!.deviceBytes!); // half activations
     expect(rep.rows.some((r) => r.group === 'compile' && r.kiln!.stats.median > 0)).toBe(true);
     expect(JSON.parse(JSON.stringify(rep)).rows.length).toBe(rep.rows.length);
     expect(formatTable(rep)).toContain('vs WebGPU');
