@@ -105,9 +105,6 @@ const chain = (b: GraphBuilder, ids: number[]) => ids.reduce((a, x) => b.add(a, 
 export function partitionPipeline(forward: Graph, o: PipelineOptions): PipelineProgram {
   const { pp } = o;
   if (o.optimizer.skipNonFinite) throw new KilnError('--on-nonfinite skip is not supported with pipeline parallelism (each stage updates its own parameters); use the default stop');
-  if (forward.nodes.some((n) => n.type.dtype === 'f16' || n.type.dtype === 'bf16')) {
-    throw new KilnError('--precision f16/bf16 is not supported with pipeline parallelism yet (each stage would need the loss scale and the half casts at its boundaries); train in f32, or use data/tensor parallelism');
-  }
   const lossOut = forward.outputs.find((x) => x.name === 'loss');
   if (!lossOut) throw new KilnError(`pipeline parallelism splits a loss: ${forward.name} has no 'loss' output`);
   const blocks = findBlocks(forward);

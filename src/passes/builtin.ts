@@ -12,7 +12,7 @@ import { markInPlaceUpdates } from '../schedule/inplace.js';
 import { buildAccumTrainStep, buildTrainStep } from '../train/optimizers.js';
 import { ATTENTION_RULES, fuseAttention } from './attention.js';
 import { applyLora } from './lora.js';
-import { applyPrecision, defaultPrecisionOptions, F32_OPS, LOSS_SCALE } from './precision.js';
+import { defaultPrecisionOptions, LOSS_SCALE } from './precision.js';
 import { canonicalize, CANONICALIZE_RULES } from './canonicalize.js';
 import { cse } from './cse.js';
 import { dce } from './dce.js';
@@ -67,20 +67,6 @@ registerPass({
   guarantees: ['no op with a decompose rule remains'],
   configure: (req) => (req.passes?.['decompose-composites'] ? {} : null),
   run: (s) => graphPass((x) => decomposeComposites(x.graph))(s),
-});
-
-registerPass({
-  name: 'precision',
-  summary: 'mixed precision: float ops on data in f16/bf16 (norms, losses, reductions, exp/log in f32), f32 master weights read through fused casts; loss-scale state for f16',
-  level: 'graph',
-  options: {
-    dtype: 'the half dtype: f16 or bf16',
-    f32Ops: `ops computed on f32 operands (default ${F32_OPS.join(', ')})`,
-    lossScale: 'dynamic loss scaling {init, growthInterval} (f16 default 65536, 2000; null for none, as bf16)',
-  },
-  guarantees: ['parameters, inputs and outputs keep their dtypes', 'at most one cast node per (value, dtype)'],
-  configure: (req) => (req.precision ? defaultPrecisionOptions(req.precision.dtype, req.precision.lossScale) : null),
-  run: (s, o) => graphPass((x) => applyPrecision(x.graph, o))(s),
 });
 
 registerPass({

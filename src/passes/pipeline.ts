@@ -15,6 +15,7 @@ import '../parallel/tensor-parallel.js';
 import '../parallel/data-parallel.js';
 import '../parallel/zero.js';
 import '../parallel/pipeline-parallel.js';
+import './precision-pass.js';
 import './recompute.js';
 
 const now = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());

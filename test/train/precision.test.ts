@@ -76,6 +76,17 @@ describe('the --precision flag', () => {
     const ok = run('--precision', 'bf16', '--print-ir-after', 'precision', '-o', '/dev/null');
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stderr).toMatch(/matmul .*bf16\[1, 4, 16\].*rule=precision|bf16\[1, 4, 16\] = matmul/);
+    // with tensor parallelism (2 simulated devices) the mixed-precision step follows the single-device one
+    const train = (...a: string[]) => spawnSync(process.execPath, ['bin/kiln.js', 'train', 'src/models/gpt.kiln', '--device', 'interp', '--set', 'd=16,heads=2,layers=1,ctx=8', '--batch', '2', '--steps', '2', '--eval-every', '0', '--save-every', '0', '--json', '--precision', 'f16', '--data', join(dir, 'tiny.txt'), ...a], { encoding: 'utf8' });
+    const losses = (r: ReturnType<typeof train>) => r.stdout.split('\n').filter((l) => l.includes('"type":"step"')).map((l) => JSON.parse(l).loss as number);
+    const one = train('--out', join(dir, 'tp1'));
+    const two = train('--out', join(dir, 'tp2'), '--parallel', 'tp=2');
+    expect(two.status, two.stderr).toBe(0);
+    expect(losses(two).length).toBe(2);
+    losses(two).forEach((l, i) => expect(Math.abs(l - losses(one)[i])).toBeLessThan(2e-3));
+    const pp = train('--out', join(dir, 'pp'), '--pp', '2', '--set', 'd=16,heads=2,layers=2,ctx=8');
+    expect(pp.status).toBe(1);
+    expect(pp.stderr).toMatch(/--precision f16\/bf16 is not supported with pipeline parallelism yet/);
     const bad = run('--precision', 'f8');
     expect(bad.status).toBe(1);
     expect(bad.stderr.trim()).toBe("error: --precision must be f32, f16 or bf16, got 'f8'");
