@@ -84,6 +84,7 @@ export function applyPrecision(g: Graph, o: PrecisionOptions): Graph {
     data[n.id] = n.inputs.some((q) => data[q]);
     if (!data[n.id]) {
       map[n.id] = b.op(n.op, n.inputs.map((q) => map[q]), n.attrs as never, opts);
+      if (n.rule) b.nodes[map[n.id]].rule = n.rule;
       continue;
     }
     const dt: DType = f32.has(n.op) ? 'f32' : half;
@@ -92,6 +93,7 @@ export function applyPrecision(g: Graph, o: PrecisionOptions): Graph {
     if (n.op === 'cast' && isFloat((n.attrs as AttrsOf<'cast'>).to)) attrs = { to: dt } as never;
     map[n.id] = b.op(n.op, inputs, attrs as never, opts);
     if (b.nodes[map[n.id]].type.dtype !== n.type.dtype) b.nodes[map[n.id]].rule = 'precision';
+    else if (n.rule) b.nodes[map[n.id]].rule = n.rule;
   }
   if (o.lossScale && !g.nodes.some((n) => n.op === 'param' && (n.attrs as AttrsOf<'param'>).name === LOSS_SCALE)) {
     b.op('param', [], { name: LOSS_SCALE, dtype: 'f32', shape: [], init: { kind: 'constant', value: o.lossScale.init } });
