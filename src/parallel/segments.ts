@@ -226,7 +226,6 @@ export async function runSegmented(
   run: SegmentRunner,
   stats?: ExchangeStats,
 ): Promise<Record<string, HostTensor>[]> {
-  const N = programs.length;
   const K = programs[0].segments.length;
   for (const p of programs) if (p.segments.length !== K) throw new KilnError(`the devices' programs have different numbers of segments (${K} vs ${p.segments.length})`);
   const host = feeds.map((f, d) => {

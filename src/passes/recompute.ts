@@ -261,7 +261,7 @@ export function cutPoints(g: Graph): Set<number> {
   const lastUse = new Array<number>(g.nodes.length).fill(-1);
   for (const n of g.nodes) if (fwd[n.id]) for (const i of n.inputs) if (counted(i)) lastUse[i] = Math.max(lastUse[i], n.id);
   const ending = new Map<number, number>();
-  for (const [id, last] of lastUse.entries()) if (last >= 0) ending.set(last, (ending.get(last) ?? 0) + 1);
+  for (const last of lastUse) if (last >= 0) ending.set(last, (ending.get(last) ?? 0) + 1);
   const cuts = new Set<number>();
   let live = 0;
   for (const n of g.nodes) {

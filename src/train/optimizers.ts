@@ -10,7 +10,7 @@
  */
 import { KilnError } from '../errors.js';
 import { GraphBuilder } from '../ir/builder.js';
-import { gradParam, updatedParam, updateOutput, type Graph, type GraphOutput, type Node } from '../ir/graph.js';
+import { gradParam, updateOutput, type Graph, type GraphOutput, type Node } from '../ir/graph.js';
 import type { AttrsOf } from '../ir/op.js';
 import { isFloat } from '../ir/types.js';
 import type { LossScaleConfig } from '../passes/precision.js';

@@ -8,7 +8,7 @@
  * each pass instead of being stored; the scheduler bounds its cost.
  */
 import type { Node } from '../../ir/graph.js';
-import type { AttrsOf, OpsIn } from '../../ir/op.js';
+import type { OpsIn } from '../../ir/op.js';
 import { lastAxisRows } from '../../ir/ops/util.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { NEG_INF, grid, literal, type KernelStrategy } from './types.js';
