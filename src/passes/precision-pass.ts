@@ -5,15 +5,16 @@
  */
 import { KilnError } from '../errors.js';
 import { registerPass } from './registry.js';
-import { applyPrecision, defaultPrecisionOptions, F32_OPS } from './precision.js';
+import { applyPrecision, defaultPrecisionOptions, F32_OPS, HALF_OPS } from './precision.js';
 
 registerPass(
   {
     name: 'precision',
-    summary: 'mixed precision: float ops on data in f16/bf16 (norms, losses, reductions, exp/log in f32), f32 master weights read through fused casts; loss-scale state for f16',
+    summary: 'mixed precision: matmuls, attention and embeddings in f16/bf16 and the activations that follow them; norms, losses, reductions, exp/log in f32; f32 master weights read through fused casts; loss-scale state for f16',
     level: 'graph',
     options: {
       dtype: 'the half dtype: f16 or bf16',
+      halfOps: `ops computed in half whatever their operands (default ${HALF_OPS.join(', ')}); other ops follow their operands`,
       f32Ops: `ops computed on f32 operands (default ${F32_OPS.join(', ')})`,
       lossScale: 'dynamic loss scaling {init, growthInterval} (f16 default 65536, 2000; null for none, as bf16)',
     },

@@ -4,8 +4,10 @@
  *   - parameters and inputs keep their f32 type: they are the master weights the optimizer updates in f32; the
  *     forward reads a half copy through a cast, which the scheduler fuses into the reading kernel (a matmul
  *     converts its weight tile as it loads it), so the copy is rarely a buffer of its own;
- *   - every op on values computed from float data runs in the half dtype (its float operands are cast), except the
- *     F32_OPS: norms (their statistics), losses, reductions and exp/log/pow, which run on f32 operands;
+ *   - the HALF_OPS (matmuls, attention, embedding gathers) run in the half dtype (their float operands are cast);
+ *     the F32_OPS (norms' statistics, losses, reductions, exp/log/pow) run on f32 operands; every other op follows
+ *     its operands: half when one of its data operands is half, else as it was — so the residual stream and the
+ *     activations between matmuls are half, while the loss's arithmetic after the cross-entropy stays f32;
  *   - kernels accumulate in f32 anyway (matmul accumulators, reductions, softmax's max and sum are f32 registers),
  *     and round once when they store a half result;
  *   - values that do not depend on float data (masks, positions, RoPE tables) are left alone;
@@ -34,13 +36,17 @@ export const DEFAULT_LOSS_SCALE: LossScaleConfig = { init: 65536, growthInterval
 
 export interface PrecisionOptions {
   dtype: 'f16' | 'bf16';
+  /** Ops computed in the half dtype whatever their operands. */
+  halfOps: OpKind[];
   /** Ops computed on f32 operands (their results are f32). */
   f32Ops: OpKind[];
   /** Dynamic loss scaling (f16: its range is too narrow for small gradients; bf16 has f32's range and needs none). */
   lossScale: LossScaleConfig | null;
 }
 
-/** The policy's f32 list: statistics, losses and range-sensitive math. Every other float op runs in half. */
+/** The policy's half list: the ops that make activations (matmuls, attention, embedding lookups). */
+export const HALF_OPS: readonly OpKind[] = ['matmul', 'flash_attention', 'gather'];
+/** The policy's f32 list: statistics, losses and range-sensitive math. Other ops follow their operands. */
 export const F32_OPS: readonly OpKind[] = ['layer_norm', 'rms_norm', 'log_softmax', 'cross_entropy', 'sum', 'mean', 'max_reduce', 'exp', 'log', 'pow'];
 
 /** The scalar state parameter holding the loss scale; with it, the step's gradients are scale × the true ones. */
@@ -49,6 +55,7 @@ export const LOSS_SCALE = 'opt.loss_scale';
 export function defaultPrecisionOptions(dtype: 'f16' | 'bf16', lossScale?: Partial<LossScaleConfig> | false): PrecisionOptions {
   return {
     dtype,
+    halfOps: [...HALF_OPS],
     f32Ops: [...F32_OPS],
     lossScale: dtype === 'bf16' || lossScale === false ? null : { ...DEFAULT_LOSS_SCALE, ...(lossScale ?? {}) },
   };
@@ -57,6 +64,7 @@ export function defaultPrecisionOptions(dtype: 'f16' | 'bf16', lossScale?: Parti
 export function applyPrecision(g: Graph, o: PrecisionOptions): Graph {
   const half = o.dtype;
   const f32 = new Set<string>(o.f32Ops);
+  const halfOps = new Set<string>(o.halfOps);
   const b = new GraphBuilder();
   const map = new Array<number>(g.nodes.length);
   // whether a node's value is computed from float data (a float param or input): only those change precision
@@ -82,7 +90,9 @@ export function applyPrecision(g: Graph, o: PrecisionOptions): Graph {
       continue;
     }
     data[n.id] = n.inputs.some((q) => data[q]);
-    if (!data[n.id]) {
+    const follows = !f32.has(n.op) && !halfOps.has(n.op);
+    // an op that follows its operands stays as it was unless one of its data operands became half
+    if (!data[n.id] || (follows && !n.inputs.some((q) => data[q] && b.type(map[q]).dtype === half))) {
       map[n.id] = b.op(n.op, n.inputs.map((q) => map[q]), n.attrs as never, opts);
       if (n.rule) b.nodes[map[n.id]].rule = n.rule;
       continue;

@@ -50,6 +50,20 @@ describe('the precision pass', () => {
     }
   });
 
+  it('the loss arithmetic after the cross-entropy stays f32; the residual stream is half (library GPT)', async () => {
+    const { compileModel } = await import('../../src/frontend/index.js');
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { d: 16, heads: 2, layers: 1, ctx: 8, vocab: 32 }, dims: { B: 2, T: 8 } });
+    const g = compileIR(graph, { precision: { dtype: 'bf16' } });
+    const after = new Set<number>();
+    for (const n of g.nodes) if (n.op === 'cross_entropy' || n.inputs.some((q) => after.has(q))) after.add(n.id);
+    expect(after.size).toBeGreaterThan(1);
+    for (const id of after) if (g.nodes[id].type.dtype !== 'bool' && g.nodes[id].type.dtype !== 'i32') expect(g.nodes[id].type.dtype, `${g.nodes[id].op} %${id}`).toBe('f32');
+    // the adds of the residual stream (same shape as the embeddings) are bf16
+    const emb = g.nodes.find((n) => n.op === 'gather' && n.type.shape.length === 3)!;
+    expect(emb.type.dtype).toBe('bf16');
+    expect(g.nodes.filter((n) => n.op === 'add' && n.type.shape.join() === emb.type.shape.join()).every((n) => n.type.dtype === 'bf16')).toBe(true);
+  });
+
   it('a step in f16 and bf16 follows the f32 step closely (interpreter)', () => {
     const losses: Record<string, number[]> = {};
     for (const p of ['f32', 'f16', 'bf16'] as const) {
