@@ -28,7 +28,7 @@ function rand(shape: number[], seed: number): HostTensor {
 }
 
 /** The joint graph (loss and the gradients of q, k, v) of causal attention, fused or as the unfused chain. */
-function attentionGraph(T: number, fused: boolean): Graph {
+export function attentionGraph(T: number, fused: boolean): Graph {
   const b = new GraphBuilder();
   const p = (name: string, shape: number[]) => b.op('param', [], { name, dtype: 'f32', shape, init: { kind: 'zeros' } });
   const [q, k, v, w] = [p('q', [BH, T, D]), p('k', [BH, T, D]), p('v', [BH, T, D]), p('w', [BH, T, D])];

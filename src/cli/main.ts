@@ -40,7 +40,8 @@ export async function main(argv: string[]): Promise<void> {
       .option('--print-ir-before <passes>', 'the same, before these stages')
       .option('--pass-option <pass.option=value>', 'set a pass option (value as JSON, else a string; repeatable)', collectList, [])
       .option('--disable-pass <pass>', 'leave a pass out of the pipeline (repeatable)', collectList, [])
-      .option('--fuse-attention', 'run the attention-fusion pass (off by default): each attention becomes one flash_attention node')
+      .option('--fuse-attention', 'fuse every attention into one flash_attention node (default: only those whose unfused scores exceed the storage-binding limit)')
+      .option('--no-fuse-attention', 'fuse no attention (the attention-fusion pass left out)')
       .option('--memory-budget <size>', 'with --grad/--train: recompute activations so the step fits this much device memory (64MiB...); see docs/recompute.md')
       .option('--recompute <policy>', 'with --grad/--train: none | blocks | sqrt | selective | budget (default budget with --memory-budget)')
       .option('-o, --output <file>', 'write to a file instead of stdout'),
