@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/index.js';
+import { compileRequest } from '../../src/cli/commands/compile.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import { GraphBuilder } from '../../src/ir/builder.js';
@@ -146,5 +147,10 @@ describe('attention-fusion rules', () => {
     expect(flash(at(gpt(4096), { 'attention-fusion': false }))).toBe(0);
     expect(flash(at(gpt(64), { 'attention-fusion': { minScoreBytes: 4 * 2 * 4 * 64 * 64 - 1 } }))).toBe(1);
     expect(flash(at(gpt(64), { 'attention-fusion': { minScoreBytes: 4 * 2 * 4 * 64 * 64 } }))).toBe(0);
+    // the CLI flags: --fuse-attention asks for the pass, --no-fuse-attention leaves it out, neither keeps the default
+    const g = gpt(64);
+    expect(compileRequest(g, { fuseAttention: true }).passes?.['attention-fusion']).toEqual({});
+    expect(compileRequest(g, { fuseAttention: false }).passes?.['attention-fusion']).toBe(false);
+    expect(compileRequest(g, {}).passes?.['attention-fusion']).toBeUndefined();
   });
 });
