@@ -50,6 +50,19 @@ export interface AttentionFusionOptions {
    * with a bias, a mask and dropout needs 9 and stays unfused under the default.
    */
   maxStorageBuffers?: number;
+  /**
+   * Fuse only attentions whose [..., T, S] f32 score tensor takes more bytes than this (default 0: every one).
+   * The pass's default on a device is its storage-binding limit: fused exactly where the unfused graph cannot bind
+   * its scores (on lavapipe the fused kernels are slower than the unfused chain; docs/attention.md).
+   */
+  minScoreBytes?: number;
+}
+
+/** Bytes of the f32 score tensor [..., T, S] the unfused chain of a match materialises. */
+export function scoreBytes(g: Graph, m: AttentionMatch): number {
+  const q = g.nodes[m.q].type.shape;
+  const k = g.nodes[m.k].type.shape;
+  return 4 * q.reduce((a, b) => a * b, 1) / q[q.length - 1] * k[k.length - 2];
 }
 
 const attrs = <K extends Node['op']>(n: Node, _k: K) => n.attrs as AttrsOf<K>;
@@ -212,7 +225,7 @@ export function findAttention(g: Graph, opts: AttentionFusionOptions = {}): Map<
   for (const n of g.nodes) {
     for (const r of rules) {
       const m = r.match(g, n, uses);
-      if (m && 6 + [m.bias, m.mask, m.seed].filter((x) => x !== undefined).length <= limit) {
+      if (m && 6 + [m.bias, m.mask, m.seed].filter((x) => x !== undefined).length <= limit && scoreBytes(g, m) > (opts.minScoreBytes ?? 0)) {
         found.set(n.id, m);
         break;
       }

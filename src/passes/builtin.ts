@@ -35,17 +35,28 @@ registerPass({
   run: (s, o) => graphPass((x) => canonicalize(x.graph, o.disable))(s),
 });
 
+/** WebGPU's guaranteed maxStorageBufferBindingSize (128 MiB). */
+const WEBGPU_MIN_BINDING_BYTES = 2 ** 27;
+
 registerPass({
   name: 'attention-fusion',
-  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (off unless asked for: --fuse-attention)',
+  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (by default only where the unfused scores exceed the storage-binding limit; all: --fuse-attention; none: --no-fuse-attention)',
   level: 'graph',
   options: {
     enabled: 'false leaves the graph unchanged',
     rules: `rule names to apply (${ATTENTION_RULES.map((r) => r.name).join(', ')})`,
     maxStorageBuffers: 'storage buffers a fused backward kernel may bind (an attention needing more stays unfused)',
+    minScoreBytes: 'fuse only attentions whose f32 [.., T, S] scores exceed this many bytes (default: the storage-binding limit, 0 with --fuse-attention)',
   },
   guarantees: ['no T x T score tensor is kept for the backward of a fused attention'],
-  configure: (req) => (req.passes?.['attention-fusion'] ? { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: (req.target ?? GENERIC_TARGET).maxStorageBuffersPerShaderStage } : null),
+  // Asked for (--fuse-attention): every attention. By default only those whose unfused scores could not be bound
+  // (the device's limit, or WebGPU's guaranteed 128 MiB without a device): on the adapter measured (lavapipe) the
+  // fused kernels are slower than the unfused chain, so fusion is what makes a long context run at all.
+  configure: (req) => {
+    const t = req.target ?? GENERIC_TARGET;
+    const binding = Number.isFinite(t.maxStorageBufferBindingSize) ? t.maxStorageBufferBindingSize : WEBGPU_MIN_BINDING_BYTES;
+    return { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: t.maxStorageBuffersPerShaderStage, minScoreBytes: req.passes?.['attention-fusion'] ? 0 : binding };
+  },
   run: (s, o) => graphPass((x) => fuseAttention(x.graph, o))(s),
 });
 

@@ -52,7 +52,7 @@ export const GENERIC_TARGET: Target = {
 /** Options of each registered pass, by name. Extend it by declaration merging when registering a new pass. */
 export interface PassOptionsMap {
   canonicalize: { disable: string[] };
-  'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number };
+  'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number; minScoreBytes: number };
   lora: LoraOptions;
   'decompose-composites': Record<string, never>;
   precision: PrecisionOptions;

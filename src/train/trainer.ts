@@ -54,7 +54,11 @@ export interface TrainConfig {
   lora?: LoraOptions;
   /** The base weights of a LoRA run (recorded in its checkpoints, which hold only the adapters). */
   initFrom?: string;
-  /** Run the attention-fusion pass (flash attention kernels) on the step and evaluation graphs. */
+  /**
+   * Flash attention kernels (the attention-fusion pass) on the step and evaluation graphs: true for every
+   * attention, false for none, undefined for the pass's default (only attentions whose unfused scores exceed the
+   * storage-binding limit).
+   */
   fuseAttention?: boolean;
   /** Gradient checkpointing of the step (the recompute pass): a policy and/or a memory budget. */
   recompute?: RecomputeRequest;
@@ -128,7 +132,7 @@ export async function prepareJob(cfg: TrainConfig): Promise<PreparedJob> {
   const dims: PreparedJob['dims'] = objective === 'span' ? { B: cfg.batch, S: ctx, T: spanTargetLength(ctx, cfg.objectiveOptions) } : { B: cfg.batch, T: ctx };
   const entry = lossEntry(objective);
   const { graph, model } = compileModel(cfg.file, { entry, set, dims });
-  const fusion = cfg.fuseAttention ? { 'attention-fusion': {} } : undefined;
+  const fusion = cfg.fuseAttention === undefined ? undefined : { 'attention-fusion': cfg.fuseAttention ? {} : (false as const) };
   const lora = cfg.lora;
   const evalSet = 'dropout' in info0.config ? { ...set, dropout: 0 } : set;
   if (cfg.precision !== undefined && !['f32', 'f16', 'bf16'].includes(cfg.precision)) throw new KilnError(`--precision must be f32, f16 or bf16, got '${cfg.precision}'`);

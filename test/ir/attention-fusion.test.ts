@@ -5,13 +5,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { grad } from '../../src/autodiff/index.js';
+import { compileRequest } from '../../src/cli/commands/compile.js';
 import { compileModel } from '../../src/frontend/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { Graph } from '../../src/ir/graph.js';
 import type { AttrsOf } from '../../src/ir/op.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
-import { ATTENTION_RULES, findAttention, fuseAttention, runPasses } from '../../src/passes/index.js';
+import { ATTENTION_RULES, compileIR, findAttention, fuseAttention, runPasses } from '../../src/passes/index.js';
 import { buildTrainStep } from '../../src/train/optimizers.js';
 import { InterpreterRunner } from '../../src/train/runner.js';
 
@@ -132,5 +133,24 @@ describe('attention-fusion rules', () => {
     expect(fuseAttention(g, { enabled: false })).toBe(g);
     expect(fuseAttention(g, { maxStorageBuffers: 7 })).toBe(g); // bias + mask: 8 buffers in the backward
     expect(fuseAttention(g, { rules: ['composite-attention'] })).toBe(g);
+  });
+
+  it('by default fuses only attentions whose unfused scores exceed the binding limit; --fuse-attention: all; false: none', () => {
+    // gpt with 4 heads: f32 scores [B, 4, T, T] are 128 MiB at B=2, T=2048 (at the limit, kept unfused) and
+    // 512 MiB at T=4096 (over it). Graph-level only: nothing runs.
+    const gpt = (T: number) => compileModel('src/models/gpt.kiln', { entry: 'loss', set: { vocab: 13, d: 8, heads: 4, layers: 1, d_ff: 16, ctx: T }, dims: { B: 2, T } }).graph;
+    const flash = (g: Graph) => g.nodes.filter((n) => n.op === 'flash_attention').length;
+    const at = (g: Graph, passes?: Record<string, object | false>) => compileIR(g, { passes });
+    expect(flash(at(gpt(2048)))).toBe(0);
+    expect(flash(at(gpt(4096)))).toBe(1);
+    expect(flash(at(gpt(64), { 'attention-fusion': {} }))).toBe(1);
+    expect(flash(at(gpt(4096), { 'attention-fusion': false }))).toBe(0);
+    expect(flash(at(gpt(64), { 'attention-fusion': { minScoreBytes: 4 * 2 * 4 * 64 * 64 - 1 } }))).toBe(1);
+    expect(flash(at(gpt(64), { 'attention-fusion': { minScoreBytes: 4 * 2 * 4 * 64 * 64 } }))).toBe(0);
+    // the CLI flags: --fuse-attention asks for the pass, --no-fuse-attention leaves it out, neither keeps the default
+    const g = gpt(64);
+    expect(compileRequest(g, { fuseAttention: true }).passes?.['attention-fusion']).toEqual({});
+    expect(compileRequest(g, { fuseAttention: false }).passes?.['attention-fusion']).toBe(false);
+    expect(compileRequest(g, {}).passes?.['attention-fusion']).toBeUndefined();
   });
 });

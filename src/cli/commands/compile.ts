@@ -86,7 +86,7 @@ export function compileRequest(graph: Graph, o: Partial<Pick<CompileOpts, 'grad'
     grad: differentiate ? { loss: lossOutput(graph) } : undefined,
     train: o.train ? { optimizer: { kind: (o.optimizer ?? 'adamw') as OptimizerKind }, accumulate: !!o.accum } : undefined,
     recompute: recomputeFromFlags(o.memoryBudget, o.recompute),
-    passes: { ...(o.fuseAttention ? { 'attention-fusion': {} } : {}), ...passSettings(o.passOption, o.disablePass) },
+    passes: { ...(o.fuseAttention === undefined ? {} : { 'attention-fusion': o.fuseAttention ? {} : (false as const) }), ...passSettings(o.passOption, o.disablePass) },
     printIrAfter: dumpList(o.printIrAfter),
     printIrBefore: dumpList(o.printIrBefore),
     sink: (s: string) => process.stderr.write(s + '\n'),
