@@ -12,14 +12,9 @@ import { compileIR } from '../src/passes/index.js';
 import { deviceBytes } from '../src/schedule/memory.js';
 import { runPipeline } from '../src/passes/pipeline.js';
 import { segmentedMemory, splitAtCollectives } from '../src/parallel/segments.js';
+import { modelArgs } from './script-args.js';
 
-const arg = (k: string, d: string) => {
-  const i = process.argv.indexOf(k);
-  return i >= 0 ? process.argv[i + 1] : d;
-};
-const set = Object.fromEntries(arg('--set', 'vocab=256,d=64,heads=4,layers=2,ctx=64').split(',').map((kv) => kv.split('=')).map(([k, v]) => [k, Number(v)]));
-const B = Number(arg('--batch', '8'));
-const T = Number(set.ctx);
+const { set, B, T } = modelArgs('vocab=256,d=64,heads=4,layers=2,ctx=64');
 const kib = (b: number) => (b / 1024).toFixed(0);
 const planOf = (g: Graph) => runPipeline(g, { levels: ['kernels'], only: ['schedule', 'inplace', 'memory-plan'] }).plan!;
 

@@ -7,18 +7,10 @@ import type { HostTensor } from '../../src/ir/tensor.js';
 import { allocData } from '../../src/ir/tensor.js';
 import type { DType, Shape } from '../../src/ir/types.js';
 import { numel } from '../../src/ir/types.js';
+import { seededRandom } from '../../src/export/runtime/generate.js';
 
-/** Deterministic pseudo-random numbers (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random numbers (mulberry32, the exported runtime's sampler PRNG). */
+export const rng = seededRandom;
 
 export function randTensor(dtype: DType, shape: Shape, seed: number, opts: { lo?: number; hi?: number } = {}): HostTensor {
   const r = rng(seed);
