@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { GraphBuilder } from '../../src/ir/builder.js';
 import type { BinaryKind, UnaryKind } from '../../src/ir/op.js';
 import type { DType } from '../../src/ir/types.js';
-import { DIRECT_CANDIDATES, TILE_CANDIDATES } from '../../src/codegen/wgsl/index.js';
+import { DIRECT_CANDIDATES, TILE_CANDIDATES, heuristicTiles } from '../../src/codegen/wgsl/index.js';
 import { interpret } from '../../src/interp/interpreter.js';
 import { compileGraph } from '../../src/runtime/index.js';
 import { checkAgainstInterpreter, sharedDevice } from './helpers.js';
@@ -238,6 +238,26 @@ describe('matmul', () => {
       modes: [...TILE_CANDIDATES, ...DIRECT_CANDIDATES].map((t) => ({ matmulTiles: t })),
       tol: { rtol: 1e-4, atol: 1e-5 },
     });
+  });
+});
+
+describe('matrix-vector matmuls (a decode step: M = 1)', () => {
+  it('the CPU heuristic keeps every row in one invocation; equal to the interpreter', async () => {
+    const b = new GraphBuilder();
+    const x = input(b, 'x', 'f32', [1, 64]);
+    const w = input(b, 'w', 'f32', [64, 256]);
+    const x3 = input(b, 'x3', 'f32', [4, 3, 37]);
+    const w3 = input(b, 'w3', 'f32', [4, 45, 37]);
+    const xt = input(b, 'xt', 'f32', [4, 37, 3]);
+    const g = b.build('gemv', [
+      { name: 'y', id: b.op('matmul', [x, w], { transA: false, transB: false }) },
+      { name: 'y3', id: b.op('matmul', [x3, w3], { transA: false, transB: true }) },
+      { name: 'yt', id: b.op('matmul', [xt, w3], { transA: true, transB: true }) },
+    ]);
+    expect(heuristicTiles(1, 256, 64, 1, true)).toMatchObject({ BM: 1, TM: 1, TN: 4, direct: true });
+    expect(heuristicTiles(3, 45, 37, 4, true)).toMatchObject({ BM: 3, TM: 3, TN: 1, direct: true });
+    const inputs = { x: randTensor('f32', [1, 64], 5), w: randTensor('f32', [64, 256], 6), x3: randTensor('f32', [4, 3, 37], 7), w3: randTensor('f32', [4, 45, 37], 8), xt: randTensor('f32', [4, 37, 3], 9) };
+    await checkAgainstInterpreter(g, inputs, { modes: [{ strategy: 'thread' }], tol: { rtol: 1e-4, atol: 1e-5 } });
   });
 });
 

@@ -79,6 +79,12 @@ export function validTile(c: TileConfig): boolean {
 export function heuristicTiles(M: number, N: number, _K: number, batch = 1, cpu = false, layout: MatmulLayout = 'NN'): TileConfig {
   const work = M * N * batch;
   if (cpu) {
+    if (M <= 8) {
+      // Matrix-vector shapes (one token's decode step: M = 1): every row in one invocation's registers, columns
+      // across the lanes; a 4- or 8-row tile would spend most of its loads and FMAs past the matrix.
+      const TN = N % 4 === 0 && N >= 64 ? 4 : 1;
+      return { BM: M, BN: Math.min(64, Math.ceil(N / TN)) * TN, BK: 1, TM: M, TN, direct: true };
+    }
     if (work < 64 * 64 || M < 16 || N < 16) return DIRECT_CANDIDATES[2];
     // 16x8 per invocation; workgroups no taller or wider than the matrix needs. With B transposed each column is a
     // row of B: 4 invocations across (32 columns) stream fewer rows at once (NT 1024^3: 1.4x faster than 8 across).
