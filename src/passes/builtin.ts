@@ -190,7 +190,8 @@ registerPass({
   level: 'kernels',
   options: {
     strategy: 'workgroup (GPUs) or thread (CPU-backed adapters such as lavapipe)',
-    subgroups: 'use subgroup operations in reductions',
+    subgroups: 'use subgroup operations (reductions; attention on CPU adapters)',
+    subgroupSize: 'the fixed subgroup size of the device, if it has one (lets CPU attention kernels share loads)',
     deviceKey: 'the device in the matmul tile cache',
     matmulTiles: 'force one tile config for every matmul (the autotuner)',
     f16: 'native (array<f16>, needs shader-f16) or packed (two per u32 word) storage of f16 tensors',
@@ -198,11 +199,11 @@ registerPass({
   requires: ['schedule'],
   configure: (req) => {
     const t = req.target ?? GENERIC_TARGET;
-    return { strategy: t.strategy, subgroups: t.subgroups, deviceKey: t.deviceKey, matmulTiles: req.matmulTiles ?? null, f16: t.f16 ?? 'native' };
+    return { strategy: t.strategy, subgroups: t.subgroups, subgroupSize: t.subgroupSize ?? null, deviceKey: t.deviceKey, matmulTiles: req.matmulTiles ?? null, f16: t.f16 ?? 'native' };
   },
   run: (s, o) => ({
     ...s,
-    kernels: generateKernels(s.schedule!, { strategy: o.strategy, subgroups: o.subgroups, deviceKey: o.deviceKey, matmulTiles: o.matmulTiles ?? undefined, f16: o.f16 }),
+    kernels: generateKernels(s.schedule!, { strategy: o.strategy, subgroups: o.subgroups, subgroupSize: o.subgroupSize ?? undefined, deviceKey: o.deviceKey, matmulTiles: o.matmulTiles ?? undefined, f16: o.f16 }),
   }),
   show: (s) => s.kernels!.flatMap((k) => k.passes.map((p) => `// ${p.label}\n${p.wgsl}`)).join('\n'),
 });

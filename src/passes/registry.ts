@@ -32,6 +32,8 @@ export interface Target {
   deviceKey: string;
   strategy: KernelStrategy;
   subgroups: boolean;
+  /** The subgroup size when the device has one fixed size (subgroupMinSize = subgroupMaxSize). */
+  subgroupSize?: number;
   /** How f16 tensors sit in buffers: array<f16> with the shader-f16 feature, else packed two per u32. */
   f16?: HalfStorage;
   maxStorageBuffersPerShaderStage: number;
@@ -63,7 +65,7 @@ export interface PassOptionsMap {
   schedule: Required<ScheduleOptions>;
   inplace: Record<string, never>;
   'memory-plan': { verify: boolean; maxStorageBufferBindingSize: number; maxBufferSize: number };
-  codegen: { strategy: KernelStrategy; subgroups: boolean; deviceKey: string; matmulTiles: TileConfig | null; f16: HalfStorage };
+  codegen: { strategy: KernelStrategy; subgroups: boolean; subgroupSize: number | null; deviceKey: string; matmulTiles: TileConfig | null; f16: HalfStorage };
 }
 
 export type PassName = keyof PassOptionsMap;

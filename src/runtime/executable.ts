@@ -416,6 +416,7 @@ export function targetOf(dev: KilnDevice, opts: Pick<CompileOptions, 'subgroups'
     deviceKey: deviceKey(dev),
     strategy: opts.strategy ?? (isCpuAdapter(dev) ? 'thread' : 'workgroup'),
     subgroups: (opts.subgroups ?? true) && dev.device.features.has('subgroups'),
+    subgroupSize: dev.adapterInfo.subgroupMinSize !== undefined && dev.adapterInfo.subgroupMinSize === dev.adapterInfo.subgroupMaxSize ? dev.adapterInfo.subgroupMinSize : undefined,
     f16: opts.f16 ?? (dev.device.features.has('shader-f16') ? 'native' : 'packed'),
     maxStorageBuffersPerShaderStage: Math.min(opts.maxStorageBuffers ?? Infinity, limits.maxStorageBuffersPerShaderStage),
     maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,

@@ -26,6 +26,7 @@ import { WGSL_PHILOX } from '../../ir/philox.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { broadcastIndex } from './writer.js';
 import { NEG_INF, grid, literal, type KernelStrategy } from './types.js';
+import { lanesAttentionPass } from './attention-lanes.js';
 
 /** Rows (invocations) per workgroup. */
 const QT = 64;
@@ -34,7 +35,7 @@ const WG_WORDS = 4096;
 
 type Part = 'fwd' | 'stats' | 'q' | 'k' | 'v' | 'bias';
 
-export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgroup'): KernelPass[] {
+export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgroup', subgroupSize?: number): KernelPass[] {
   const n = w.node(w.k.anchor);
   if (w.k.epilogue) throw new IRError(`codegen: attention kernel %${n.id} cannot take an epilogue`);
   const a = n.attrs as AttentionAttrs;
@@ -90,6 +91,11 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
   w.output();
 
   if (part === 'bias') return [biasPass(w, n.id, fns, { B, T, S, D, Dv, a, keep, bias })];
+  const what = { fwd: 'forward', stats: 'log-sum-exp and dout·out', q: 'dQ', k: 'dK', v: 'dV' }[part];
+  // CPU adapters with fixed-size subgroups: the lanes of a subgroup share each load (attention-lanes.ts).
+  if (strategy === 'thread' && subgroupSize && subgroupSize <= 256 && (subgroupSize & (subgroupSize - 1)) === 0) {
+    return [lanesAttentionPass(w, { op: n.op, part, what, dims: { B, T, S, D, Dv }, a, fns, keep, bias, SG: subgroupSize })];
+  }
 
   const byQuery = part === 'fwd' || part === 'stats' || part === 'q';
   const R = byQuery ? T : S; // rows: one invocation each
@@ -238,7 +244,6 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
     finish = `    for (var d = 0u; d < ${W}u; d++) { ${w.store(`(b * ${S}u + r) * ${W}u + d`, `acc[d]${sc}`)}; }`;
   }
 
-  const what = { fwd: 'forward', stats: 'log-sum-exp and dout·out', q: 'dQ', k: 'dK', v: 'dV' }[part];
   const header = w.header(n.op, `${what}, ${shared ? `${rowsPerWg} rows per workgroup sharing tiles of ${KT}` : `one ${byQuery ? 'query' : 'key'} per invocation, tiles of ${KT}`}; ${B} x ${T} queries x ${S} keys, head ${D}/${Dv}, mask ${a.mask}`);
   // Both strategies give a workgroup QT rows of one batch entry, so the batch index, the tile bounds and every
   // loop counter are uniform across the workgroup: CPU adapters (which run a workgroup's invocations as SIMD

@@ -32,6 +32,8 @@ export interface CodegenOptions {
   strategy?: KernelStrategy;
   /** How f16 tensors sit in buffers (bf16 is always packed). */
   f16?: HalfStorage;
+  /** The device's subgroup size when it is fixed (lavapipe: the SIMD width); lets `thread` kernels share loads. */
+  subgroupSize?: number;
 }
 
 /** The problem size of matmul node `id`: output rows M, columns N, contraction K, and the batch count. */
@@ -63,7 +65,7 @@ function generate(s: Schedule, k: Kernel, opts: CodegenOptions): KernelCode {
     case 'scatter':
       return { kernel: k, passes: genScatter(w) };
     case 'attention':
-      return { kernel: k, passes: genAttention(w, opts.strategy) };
+      return { kernel: k, passes: genAttention(w, opts.strategy, opts.subgroups ? opts.subgroupSize : undefined) };
     case 'matmul': {
       const { M, N, K, batch, layout } = matmulDims(s.graph, k.anchor);
       const tiles = opts.matmulTiles ?? chooseMatmulTiles(M, N, K, opts.deviceKey ?? 'default', batch, opts.strategy === 'thread', layout);
