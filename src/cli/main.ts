@@ -41,7 +41,7 @@ export async function main(argv: string[]): Promise<void> {
       .option('--print-ir-before <passes>', 'the same, before these stages')
       .option('--pass-option <pass.option=value>', 'set a pass option (value as JSON, else a string; repeatable)', collectList, [])
       .option('--disable-pass <pass>', 'leave a pass out of the pipeline (repeatable)', collectList, [])
-      .option('--fuse-attention', 'fuse every attention into one flash_attention node (default: only those whose unfused scores exceed the storage-binding limit)')
+      .option('--fuse-attention', 'fuse every attention into one flash_attention node (default: every one, except on CPU adapters without fixed-size subgroups: only those whose unfused scores exceed the storage-binding limit)')
       .option('--no-fuse-attention', 'fuse no attention (the attention-fusion pass left out)')
       .option('--precision <p>', 'f32 | f16 | bf16: run the precision pass (half activations and matmuls, f32 master weights; f16 adds loss scaling with --train)')
       .option('--memory-budget <size>', 'with --grad/--train: recompute activations so the step fits this much device memory (64MiB...); see docs/recompute.md')

@@ -55,7 +55,7 @@ interface PipelineJob {
 export function pipelineOfJob(job: PipelineJob, p: ParallelConfig): PipelineProgram {
   const M = p.microBatches ?? p.pp!;
   const c = job.cfg;
-  if (c.lora || c.recompute || c.fuseAttention) throw new KilnError('--pp: LoRA, recomputation and --fuse-attention are not combined with pipeline stages yet');
+  if (c.lora || c.recompute || c.fuseAttention !== undefined) throw new KilnError('--pp: LoRA, recomputation and --fuse-attention / --no-fuse-attention are not combined with pipeline stages yet (the stages fuse every attention, the default)');
   if (c.accum > 1) throw new KilnError('--pp splits each step into --micro-batches and accumulates their gradients: drop --accum');
   const parts = p.dp * M;
   if (c.batch % parts !== 0) throw new KilnError(`--batch ${c.batch} does not split into --micro-batches ${M}${p.dp > 1 ? ` on each of dp=${p.dp} replicas` : ''} (it must be a multiple of ${parts})`);

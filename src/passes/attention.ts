@@ -52,8 +52,8 @@ export interface AttentionFusionOptions {
   maxStorageBuffers?: number;
   /**
    * Fuse only attentions whose [..., T, S] f32 score tensor takes more bytes than this (default 0: every one).
-   * The pass's default on a device is its storage-binding limit: fused exactly where the unfused graph cannot bind
-   * its scores (on lavapipe the fused kernels are slower than the unfused chain; docs/attention.md).
+   * The pipeline's default is 0, except on a CPU adapter without fixed-size subgroups, where it is the
+   * storage-binding limit: fused exactly where the unfused graph cannot bind its scores (docs/codegen.md).
    */
   minScoreBytes?: number;
 }

@@ -40,22 +40,26 @@ const WEBGPU_MIN_BINDING_BYTES = 2 ** 27;
 
 registerPass({
   name: 'attention-fusion',
-  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (by default only where the unfused scores exceed the storage-binding limit; all: --fuse-attention; none: --no-fuse-attention)',
+  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (by default all of them, except on CPU adapters without fixed-size subgroups, where only those whose unfused scores exceed the storage-binding limit; all: --fuse-attention; none: --no-fuse-attention)',
   level: 'graph',
   options: {
     enabled: 'false leaves the graph unchanged',
     rules: `rule names to apply (${ATTENTION_RULES.map((r) => r.name).join(', ')})`,
     maxStorageBuffers: 'storage buffers a fused backward kernel may bind (an attention needing more stays unfused)',
-    minScoreBytes: 'fuse only attentions whose f32 [.., T, S] scores exceed this many bytes (default: the storage-binding limit, 0 with --fuse-attention)',
+    minScoreBytes: 'fuse only attentions whose f32 [.., T, S] scores exceed this many bytes (default 0; the storage-binding limit on CPU adapters without fixed-size subgroups)',
   },
   guarantees: ['no T x T score tensor is kept for the backward of a fused attention'],
-  // Asked for (--fuse-attention): every attention. By default only those whose unfused scores could not be bound
-  // (the device's limit, or WebGPU's guaranteed 128 MiB without a device): on the adapter measured (lavapipe) the
-  // fused kernels are slower than the unfused chain, so fusion is what makes a long context run at all.
+  // By default every attention: O(T) memory, and on the CPU adapter measured (lavapipe, with the subgroup-shared
+  // kernels of attention-lanes.ts) as fast as the unfused chain. Where the target is known to be a CPU adapter
+  // without fixed-size subgroups (per-invocation loads: 2-4x slower than unfused), only attentions whose unfused
+  // scores could not be bound (the device's limit, or WebGPU's guaranteed 128 MiB): there fusion is what makes a
+  // long context run at all.
+  // --fuse-attention: every attention regardless; --no-fuse-attention: none.
   configure: (req) => {
     const t = req.target ?? GENERIC_TARGET;
     const binding = Number.isFinite(t.maxStorageBufferBindingSize) ? t.maxStorageBufferBindingSize : WEBGPU_MIN_BINDING_BYTES;
-    return { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: t.maxStorageBuffersPerShaderStage, minScoreBytes: req.passes?.['attention-fusion'] ? 0 : binding };
+    const slowFused = t.strategy === 'thread' && !(t.subgroups && t.subgroupSize !== undefined);
+    return { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: t.maxStorageBuffersPerShaderStage, minScoreBytes: req.passes?.['attention-fusion'] || !slowFused ? 0 : binding };
   },
   run: (s, o) => graphPass((x) => fuseAttention(x.graph, o))(s),
 });

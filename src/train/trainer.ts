@@ -56,8 +56,8 @@ export interface TrainConfig {
   initFrom?: string;
   /**
    * Flash attention kernels (the attention-fusion pass) on the step and evaluation graphs: true for every
-   * attention, false for none, undefined for the pass's default (only attentions whose unfused scores exceed the
-   * storage-binding limit).
+   * attention, false for none, undefined for the pass's default (every attention; the step is compiled without a
+   * device, so the CPU-adapter exception of the pass does not apply).
    */
   fuseAttention?: boolean;
   /** Gradient checkpointing of the step (the recompute pass): a policy and/or a memory budget. */

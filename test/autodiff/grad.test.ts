@@ -218,7 +218,7 @@ describe('saved for backward', () => {
   });
 
   it('on the GPT joint graph: every saved value is a forward non-leaf read by a backward node', () => {
-    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { d: 8, heads: 2, layers: 1, vocab: 11, d_ff: 16, ctx: 8 }, dims: { B: 2, T: 4 } });
+    const { graph } = compileModel('src/models/gpt.kiln', { entry: 'loss', set: { d: 8, heads: 2, layers: 1, vocab: 11, d_ff: 16, ctx: 8 }, dims: { B: 2, T: 3 } });
     const j = grad(graph, { loss: 'loss' });
     const saved = savedForBackward(j);
     const forward = new Set<number>();
@@ -233,8 +233,9 @@ describe('saved for backward', () => {
       expect(['param', 'input', 'constant', 'iota']).not.toContain(j.nodes[id].op);
       expect(j.nodes.some((n) => !forward.has(n.id) && n.inputs.includes(id))).toBe(true);
     }
-    // the attention probabilities (softmax saves its output) and layer-norm inputs are among them
-    expect(saved.some((id) => j.nodes[id].op === 'softmax')).toBe(true);
+    // the fused attention's output is among them (its backward recomputes the probabilities: no [B, H, T, T] saved)
+    expect(saved.some((id) => j.nodes[id].op === 'flash_attention')).toBe(true);
+    expect(saved.some((id) => j.nodes[id].type.shape.join() === '2,2,3,3')).toBe(false); // [B, H, T, T]
     expect(describeSaved(j).split('\n').length).toBe(saved.length + 1);
   });
 });

@@ -12,7 +12,7 @@ import { GraphBuilder } from '../../src/ir/builder.js';
 import type { Graph } from '../../src/ir/graph.js';
 import type { AttrsOf } from '../../src/ir/op.js';
 import type { HostTensor } from '../../src/ir/tensor.js';
-import { ATTENTION_RULES, compileIR, findAttention, fuseAttention, runPasses } from '../../src/passes/index.js';
+import { ATTENTION_RULES, compileIR, findAttention, fuseAttention, GENERIC_TARGET, runPasses, runPipeline } from '../../src/passes/index.js';
 import { buildTrainStep } from '../../src/train/optimizers.js';
 import { InterpreterRunner } from '../../src/train/runner.js';
 
@@ -135,16 +135,22 @@ describe('attention-fusion rules', () => {
     expect(fuseAttention(g, { rules: ['composite-attention'] })).toBe(g);
   });
 
-  it('by default fuses only attentions whose unfused scores exceed the binding limit; --fuse-attention: all; false: none', () => {
-    // gpt with 4 heads: f32 scores [B, 4, T, T] are 128 MiB at B=2, T=2048 (at the limit, kept unfused) and
-    // 512 MiB at T=4096 (over it). Graph-level only: nothing runs.
+  it('by default fuses every attention, except on CPU adapters without fixed-size subgroups (there only those over the binding limit); --fuse-attention: all; false: none', () => {
+    // gpt with 4 heads: f32 scores [B, 4, T, T] are 128 MiB at B=2, T=2048 (at the limit) and 512 MiB at
+    // T=4096 (over it). Graph-level only: nothing runs.
     const gpt = (T: number) => compileModel('src/models/gpt.kiln', { entry: 'loss', set: { vocab: 13, d: 8, heads: 4, layers: 1, d_ff: 16, ctx: T }, dims: { B: 2, T } }).graph;
     const flash = (g: Graph) => g.nodes.filter((n) => n.op === 'flash_attention').length;
     const at = (g: Graph, passes?: Record<string, object | false>) => compileIR(g, { passes });
-    expect(flash(at(gpt(2048)))).toBe(0);
+    expect(flash(at(gpt(64)))).toBe(1);
     expect(flash(at(gpt(4096)))).toBe(1);
-    expect(flash(at(gpt(64), { 'attention-fusion': {} }))).toBe(1);
     expect(flash(at(gpt(4096), { 'attention-fusion': false }))).toBe(0);
+    // a CPU adapter whose fused kernels cannot share loads across subgroup lanes: only what the binding limit forces
+    const cpu = { ...GENERIC_TARGET, strategy: 'thread' as const, maxStorageBufferBindingSize: 2 ** 27 };
+    const onCpu = (g: Graph, target: typeof cpu, passes?: Record<string, object | false>) => runPipeline(g, { levels: ['graph'], target, passes }).graph;
+    expect(flash(onCpu(gpt(2048), cpu))).toBe(0);
+    expect(flash(onCpu(gpt(4096), cpu))).toBe(1);
+    expect(flash(onCpu(gpt(64), cpu, { 'attention-fusion': {} }))).toBe(1);
+    expect(flash(onCpu(gpt(64), { ...cpu, subgroups: true, subgroupSize: 4 }))).toBe(1); // lanes kernels: fused by default
     expect(flash(at(gpt(64), { 'attention-fusion': { minScoreBytes: 4 * 2 * 4 * 64 * 64 - 1 } }))).toBe(1);
     expect(flash(at(gpt(64), { 'attention-fusion': { minScoreBytes: 4 * 2 * 4 * 64 * 64 } }))).toBe(0);
     // the CLI flags: --fuse-attention asks for the pass, --no-fuse-attention leaves it out, neither keeps the default

@@ -113,7 +113,7 @@ describe('kiln compile through the pipeline', () => {
       process.stderr.write = write;
     }
     const heads = dumps.join('').match(/----- IR after [\w-]+ -----/g)!.map((h) => h.slice(15, -6));
-    // every stage a training compile runs (attention-fusion runs by default and leaves these small scores unfused;
+    // every stage a training compile runs (attention-fusion runs by default and fuses the attention;
     // the opt-in ones — LoRA, decomposition, parallelism — do not run)
     expect(heads).toEqual(['canonicalize', 'attention-fusion', 'autodiff', 'optimizer', 'cse', 'dce', 'schedule', 'inplace', 'memory-plan', 'codegen']);
     // after autodiff: the joint graph (grad outputs); after the optimizer: the update outputs

@@ -93,10 +93,12 @@ describe('non-finite steps', () => {
 
   it('kiln train: a diverging run stops with exit 1, names the last good checkpoint and keeps it', () => {
     const out = join(fresh(), 'run');
-    const args = ['bin/kiln.js', 'train', 'src/models/gpt.kiln', '--set', 'd=16,layers=1,ctx=16,heads=2', '--batch', '2', '--steps', '12', '--warmup', '0', '--lr', '1e6', '--clip', '0'];
+    const args = ['bin/kiln.js', 'train', 'src/models/gpt.kiln', '--set', 'd=16,layers=1,ctx=16,heads=2', '--batch', '2', '--steps', '12', '--warmup', '0', '--lr', '30', '--clip', '0'];
     const r = spawnSync(process.execPath, [...args, '--save-every', '2', '--eval-every', '0', '--eval-batches', '1', '--device', 'interp', '--out', out], { encoding: 'utf8' });
     expect(r.status).toBe(1);
-    expect(r.stderr).toContain(`error: training diverged at step 4: loss NaN, gradient norm NaN (a non-finite loss or gradient norm). The last good checkpoint is ${join(out, 'step-0000002')}`);
+    // the loss may still be finite when the gradient norm is not (an overflow in the backward)
+    expect(r.stderr).toMatch(/error: training diverged at step 4: loss \S+, gradient norm \S+ \(a non-finite loss or gradient norm\)\. The last good checkpoint is /);
+    expect(r.stderr).toContain(`The last good checkpoint is ${join(out, 'step-0000002')}`);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(readdirSync(out).filter((f) => f.startsWith('step-'))).toEqual(['step-0000002']);
     const ck = loadCheckpoint(out);

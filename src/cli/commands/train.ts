@@ -77,7 +77,7 @@ export function register(program: Command): void {
     .option('--memory-budget <size>', 'fit the training step in this much device memory (64MiB, 1.5GiB...) by recomputing activations in the backward (policy budget unless --recompute says otherwise); see docs/recompute.md')
     .option('--recompute <policy>', 'gradient checkpointing: none | blocks | sqrt | selective | budget (default budget with --memory-budget)')
     .option('--precision <p>', 'f32 | f16 | bf16: mixed precision (activations and matmuls in half, f32 master weights; f16 with dynamic loss scaling); see README', 'f32')
-    .option('--fuse-attention', 'fused flash-attention kernels for every attention of the step and evaluation graphs (default: only where the unfused scores exceed the storage-binding limit)')
+    .option('--fuse-attention', 'fused flash-attention kernels for every attention of the step and evaluation graphs (the default: every attention)')
     .option('--no-fuse-attention', 'no fused attention (the attention-fusion pass left out)')
     .option('--init-from <path>', 'start from these weights: a Kiln checkpoint (any objective) or a .safetensors file in Kiln, Hugging Face GPT-2 or BERT layout; optimizer state starts fresh')
     .option('--init-allow-missing <globs>', "with --init-from: parameters that may be absent and start from their initialisers (a new head: 'head.*')")
