@@ -17,9 +17,9 @@ import { encodeSafetensors } from '../io/safetensors.js';
 import type { KernelStrategy } from '../codegen/wgsl/index.js';
 import type { Graph } from '../ir/graph.js';
 import type { OptimizerKind } from '../train/optimizers.js';
-import { compileIR } from '../passes/index.js';
+import { runPipeline } from '../passes/index.js';
 import { writeDts } from './dts.js';
-import { planEntry } from './plan.js';
+import { exportTarget, planEntry } from './plan.js';
 import type { EntryPlan, ModulePlan, TensorSpec } from './runtime/format.js';
 
 export interface ExportOptions {
@@ -121,10 +121,12 @@ export async function buildModule(file: string, o: Omit<ExportOptions, 'out'> & 
   const TRAIN = 'train_step';
   const names = o.train ? [...o.entries, TRAIN] : o.entries;
   const graphOf = (entry: string): Graph => {
-    // through the compiler's one pipeline, like every verb
-    if (entry !== TRAIN || !o.train) return compileIR(compileModel(file, { entry, set, dims: o.dims }).graph);
+    // through the compiler's one pipeline, like every verb, for the export's target (attention fusion's default
+    // depends on it: the subgroup-free `thread` kernels fuse only what the binding limit forces)
+    const target = exportTarget(o.strategy);
+    if (entry !== TRAIN || !o.train) return runPipeline(compileModel(file, { entry, set, dims: o.dims }).graph, { levels: ['graph'], target }).graph;
     const { graph } = compileModel(file, { entry: 'loss', set, dims: o.dims });
-    return compileIR(graph, { train: { optimizer: { kind: o.train, clip: 1.0 } } });
+    return runPipeline(graph, { levels: ['graph'], target, train: { optimizer: { kind: o.train, clip: 1.0 } } }).graph;
   };
   const shaders: string[] = [];
   const entries: EntryPlan[] = [];

@@ -14,7 +14,7 @@ import { allocData, roundF16InPlace } from '../ir/tensor.js';
 import { fmtType, numel, sameType } from '../ir/types.js';
 import type { KernelStrategy } from '../codegen/wgsl/index.js';
 import { deviceBytes } from '../schedule/memory.js';
-import { GENERIC_TARGET, runPipeline } from '../passes/index.js';
+import { GENERIC_TARGET, runPipeline, type Target } from '../passes/index.js';
 import type { BufferSpec, EntryPlan, PassSpec, TensorSpec } from './runtime/format.js';
 
 /** WebGPU's default limits: what an exported plan may assume of any device. */
@@ -23,6 +23,9 @@ export const PORTABLE_LIMITS = { maxStorageBuffersPerShaderStage: 8, maxStorageB
 export interface PlanOptions {
   strategy?: KernelStrategy;
 }
+
+/** The portable target an export compiles for: any WebGPU device's guaranteed limits, no subgroups. */
+export const exportTarget = (strategy: KernelStrategy = 'workgroup'): Target => ({ ...GENERIC_TARGET, deviceKey: 'export', strategy, subgroups: false, ...PORTABLE_LIMITS });
 
 /** WGSL without comments, indentation or blank lines (WGSL has no string literals, so `//` always starts a comment). */
 export const compactWgsl = (src: string) =>
@@ -36,11 +39,8 @@ const spec = (name: string, n: Node): TensorSpec => ({ name, dtype: n.type.dtype
 
 /** Plans one graph; shaders are interned into `shaders` (shared by every entry of a module). */
 export function planEntry(g: Graph, shaders: string[], opts: PlanOptions = {}): { entry: EntryPlan; params: TensorSpec[]; features: string[] } {
-  // the pipeline's kernel-level stages for a portable target: any WebGPU device's guaranteed limits, no subgroups
-  const st = runPipeline(g, {
-    levels: ['kernels'],
-    target: { ...GENERIC_TARGET, deviceKey: 'export', strategy: opts.strategy ?? 'workgroup', subgroups: false, ...PORTABLE_LIMITS },
-  });
+  // the pipeline's kernel-level stages for the portable target
+  const st = runPipeline(g, { levels: ['kernels'], target: exportTarget(opts.strategy) });
   const s = st.schedule!;
   const plan = st.plan!;
   const kernels = st.kernels!;

@@ -56,7 +56,17 @@ export interface AttentionFusionOptions {
    * storage-binding limit: fused exactly where the unfused graph cannot bind its scores (docs/codegen.md).
    */
   minScoreBytes?: number;
+  /**
+   * Fuse only attentions with at least this many queries (T of q's [..., T, D]; default 0: every one). The
+   * pipeline's default is 2 (0 with --fuse-attention): a decode step's single query stays unfused,
+   * because the fused kernels spread their work over query rows and the unfused matmuls over keys (exported
+   * decode on lavapipe, `workgroup` kernels: 123 tokens/s unfused, 69 fused).
+   */
+  minQueries?: number;
 }
+
+/** Queries (T of q's [..., T, D]) of a match. */
+const queries = (g: Graph, m: AttentionMatch): number => g.nodes[m.q].type.shape.at(-2) ?? 1;
 
 /** Bytes of the f32 score tensor [..., T, S] the unfused chain of a match materialises. */
 export function scoreBytes(g: Graph, m: AttentionMatch): number {
@@ -225,7 +235,7 @@ export function findAttention(g: Graph, opts: AttentionFusionOptions = {}): Map<
   for (const n of g.nodes) {
     for (const r of rules) {
       const m = r.match(g, n, uses);
-      if (m && 6 + [m.bias, m.mask, m.seed].filter((x) => x !== undefined).length <= limit && scoreBytes(g, m) > (opts.minScoreBytes ?? 0)) {
+      if (m && 6 + [m.bias, m.mask, m.seed].filter((x) => x !== undefined).length <= limit && scoreBytes(g, m) > (opts.minScoreBytes ?? 0) && queries(g, m) >= (opts.minQueries ?? 0)) {
         found.set(n.id, m);
         break;
       }

@@ -47,19 +47,21 @@ registerPass({
     rules: `rule names to apply (${ATTENTION_RULES.map((r) => r.name).join(', ')})`,
     maxStorageBuffers: 'storage buffers a fused backward kernel may bind (an attention needing more stays unfused)',
     minScoreBytes: 'fuse only attentions whose f32 [.., T, S] scores exceed this many bytes (default 0; the storage-binding limit on CPU adapters without fixed-size subgroups)',
+    minQueries: 'fuse only attentions with at least this many queries (default 2: a decode step\'s single query stays unfused; 0 with --fuse-attention)',
   },
   guarantees: ['no T x T score tensor is kept for the backward of a fused attention'],
   // By default every attention: O(T) memory, and on the CPU adapter measured (lavapipe, with the subgroup-shared
   // kernels of attention-lanes.ts) as fast as the unfused chain. Where the target is known to be a CPU adapter
   // without fixed-size subgroups (per-invocation loads: 2-4x slower than unfused), only attentions whose unfused
   // scores could not be bound (the device's limit, or WebGPU's guaranteed 128 MiB): there fusion is what makes a
-  // long context run at all.
+  // long context run at all. A single query (a decode step) stays unfused: the fused kernels spread their work over
+  // query rows, the unfused matmuls over keys (exported decode on lavapipe: 123 tokens/s unfused, 69 fused).
   // --fuse-attention: every attention regardless; --no-fuse-attention: none.
   configure: (req) => {
     const t = req.target ?? GENERIC_TARGET;
     const binding = Number.isFinite(t.maxStorageBufferBindingSize) ? t.maxStorageBufferBindingSize : WEBGPU_MIN_BINDING_BYTES;
     const slowFused = t.strategy === 'thread' && !(t.subgroups && t.subgroupSize !== undefined);
-    return { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: t.maxStorageBuffersPerShaderStage, minScoreBytes: req.passes?.['attention-fusion'] || !slowFused ? 0 : binding };
+    return { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: t.maxStorageBuffersPerShaderStage, minScoreBytes: req.passes?.['attention-fusion'] || !slowFused ? 0 : binding, minQueries: req.passes?.['attention-fusion'] ? 0 : 2 };
   },
   run: (s, o) => graphPass((x) => fuseAttention(x.graph, o))(s),
 });

@@ -54,7 +54,7 @@ export const GENERIC_TARGET: Target = {
 /** Options of each registered pass, by name. Extend it by declaration merging when registering a new pass. */
 export interface PassOptionsMap {
   canonicalize: { disable: string[] };
-  'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number; minScoreBytes: number };
+  'attention-fusion': { enabled: boolean; rules: string[]; maxStorageBuffers: number; minScoreBytes: number; minQueries: number };
   lora: LoraOptions;
   'decompose-composites': Record<string, never>;
   precision: PrecisionOptions;

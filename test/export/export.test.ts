@@ -105,6 +105,11 @@ describe('kiln export', () => {
     const good = readFileSync(join(dir, 'gpt', 'weights.safetensors'));
     const other = await exportModel('src/models/gpt.kiln', { entries: ['forward'], out: join(dir, 'other'), set: { ...set, d: 8 }, dims, seed: 3 });
     expect(other.weightsBytes).toBeGreaterThan(0);
+    // attention fusion follows the export's target: the subgroup-free `thread` kernels leave these small attentions
+    // unfused (fused they are 2-4x slower there), the `workgroup` export (the default, for GPUs) fuses them
+    const fused = (p: typeof res.plan) => p.entries.flatMap((e) => e.passes).filter((x) => /flash_attention/.test(x.label)).length;
+    expect(fused(res.plan)).toBe(0);
+    expect(fused(other.plan)).toBeGreaterThan(0);
     await expect(LoadedModel.load(res.plan, '', { device, weights: join(dir, 'other', 'weights.safetensors') })).rejects.toThrow(/parameter '.*' is f32\[.*\] in the weights, the module expects f32\[/);
     const tampered = Uint8Array.from(good);
     tampered[tampered.length - 1] ^= 0x55;

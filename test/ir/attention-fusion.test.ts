@@ -144,6 +144,9 @@ describe('attention-fusion rules', () => {
     expect(flash(at(gpt(64)))).toBe(1);
     expect(flash(at(gpt(4096)))).toBe(1);
     expect(flash(at(gpt(4096), { 'attention-fusion': false }))).toBe(0);
+    // one query (a decode step): unfused by default, fused when asked
+    expect(flash(at(gpt(1)))).toBe(0);
+    expect(flash(at(gpt(1), { 'attention-fusion': {} }))).toBe(1);
     // a CPU adapter whose fused kernels cannot share loads across subgroup lanes: only what the binding limit forces
     const cpu = { ...GENERIC_TARGET, strategy: 'thread' as const, maxStorageBufferBindingSize: 2 ** 27 };
     const onCpu = (g: Graph, target: typeof cpu, passes?: Record<string, object | false>) => runPipeline(g, { levels: ['graph'], target, passes }).graph;
