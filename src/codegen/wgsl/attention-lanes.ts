@@ -151,12 +151,7 @@ ${o.fns.join('\n')}
 
 @compute @workgroup_size(${LANES})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= ${B * blocks}u) { return; } // uniform: the whole workgroup leaves
-  let b = g / ${blocks}u;
-  let blk = g % ${blocks}u;
-  let r0 = blk * ${LANES}u + lid;
-  let r = min(r0, ${R - 1}u);
+${rowBlockPrologue(B, blocks, LANES, R)}
 ${init}
   let t_end = ${hi};
   for (var t0 = ${lo}; t0 < t_end; t0 += ${KT}u) {
@@ -169,4 +164,18 @@ ${finish}
 }
 `;
   return { label: `k${w.k.id} ${o.op} ${o.what}`, wgsl, bindings: w.bindings, dispatch: grid(B * blocks) };
+}
+
+/**
+ * The first lines of a row-per-invocation attention kernel: workgroup g holds `rows` rows of batch entry b (so b,
+ * the block and every loop bound are workgroup-uniform); r0 is this invocation's row, r the row it computes (rows
+ * past the end compute a copy of the last row and do not store it).
+ */
+export function rowBlockPrologue(B: number, blocks: number, rows: number, R: number): string {
+  return `  let g = wid.x + wid.y * nwg.x;
+  if (g >= ${B * blocks}u) { return; } // uniform: the whole workgroup leaves
+  let b = g / ${blocks}u;
+  let blk = g % ${blocks}u;
+  let r0 = blk * ${rows}u + lid;
+  let r = min(r0, ${R - 1}u);`;
 }

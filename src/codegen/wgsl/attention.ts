@@ -26,7 +26,7 @@ import { WGSL_PHILOX } from '../../ir/philox.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { broadcastIndex } from './writer.js';
 import { NEG_INF, grid, literal, type KernelStrategy } from './types.js';
-import { lanesAttentionPass } from './attention-lanes.js';
+import { lanesAttentionPass, rowBlockPrologue } from './attention-lanes.js';
 
 /** Rows (invocations) per workgroup. */
 const QT = 64;
@@ -251,12 +251,7 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
   // end compute a copy of the last row and do not store it.
   const main = `@compute @workgroup_size(${rowsPerWg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= ${B * blocks}u) { return; } // uniform: the whole workgroup leaves
-  let b = g / ${blocks}u;
-  let blk = g % ${blocks}u;
-  let r0 = blk * ${rowsPerWg}u + lid;
-  let r = min(r0, ${R - 1}u);
+${rowBlockPrologue(B, blocks, rowsPerWg, R)}
 ${init}
   let tile_hi = ${tileHi};
   for (var t0 = ${tileLo}; t0 < tile_hi; t0 += ${KT}u) {
