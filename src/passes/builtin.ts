@@ -40,7 +40,7 @@ const WEBGPU_MIN_BINDING_BYTES = 2 ** 27;
 
 registerPass({
   name: 'attention-fusion',
-  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (by default all of them, except on CPU adapters without fixed-size subgroups, where only those whose unfused scores exceed the storage-binding limit; all: --fuse-attention; none: --no-fuse-attention)',
+  summary: 'rewrites each attention (the @composite scope, or the same chain by hand) into one flash_attention node (by default all of them, except on CPU adapters without fixed-size subgroups, where only those whose unfused scores exceed the storage-binding limit, and a single query, a decode step, stays unfused; all: --fuse-attention; none: --no-fuse-attention)',
   level: 'graph',
   options: {
     enabled: 'false leaves the graph unchanged',
