@@ -25,7 +25,7 @@ import { scheduleCosts } from '../src/schedule/cost.js';
 import { boundMs, deviceRoofline, type Roofline } from '../src/runtime/roofline.js';
 import { costProfile, familyProfile, formatCostProfile, formatFamilies } from '../src/runtime/profile.js';
 import { tfGptLoss, type GptShape } from './peers/tfjs-gpt.js';
-import { measure, stats, type Stats } from './timing.js';
+import { measure, measureInTurns, stats, type Stats } from './timing.js';
 
 export interface Side {
   stats: Stats;
@@ -89,26 +89,6 @@ export interface BenchOptions {
 type JaxPeer = Awaited<ReturnType<typeof loadJax>> | null;
 
 /** The roofline bound of an executable's kernels (the sum of each kernel's bound). */
-/**
- * Times several sides in turns: each round runs every side once (after `warmup` rounds), until `repeats` rounds or
- * until a side has used `maxMs` (it then drops out with at least 3 samples). Absent sides are skipped.
- */
-async function measureInTurns<K extends string>(sides: Record<K, (() => Promise<unknown>) | undefined>, o: { warmup: number; repeats: number; maxMs: number }): Promise<Record<K, Stats>> {
-  const names = (Object.keys(sides) as K[]).filter((k) => sides[k]);
-  const samples = Object.fromEntries(names.map((k) => [k, [] as number[]])) as Record<K, number[]>;
-  const spent = Object.fromEntries(names.map((k) => [k, 0])) as Record<K, number>;
-  for (let r = 0; r < o.warmup + o.repeats; r++) {
-    for (const k of names) {
-      if (spent[k] > o.maxMs && samples[k].length >= 3) continue;
-      const t0 = performance.now();
-      await sides[k]!();
-      const dt = performance.now() - t0;
-      if (r >= o.warmup) (samples[k].push(dt), (spent[k] += dt));
-    }
-  }
-  return Object.fromEntries(names.map((k) => [k, stats(samples[k])])) as Record<K, Stats>;
-}
-
 function workOf(exe: Executable, roof: Roofline | undefined): Row['work'] {
   const costs = scheduleCosts(exe.schedule);
   const flops = costs.reduce((a, c) => a + c.flops, 0);

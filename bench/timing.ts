@@ -30,3 +30,23 @@ export async function measure(fn: () => Promise<unknown>, o: { warmup: number; r
   }
   return stats(samples);
 }
+
+/**
+ * Times several sides in turns: each round runs every side once (after `warmup` rounds), until `repeats` rounds or
+ * until a side has used `maxMs` (it then drops out with at least 3 samples). Absent sides are skipped.
+ */
+export async function measureInTurns<K extends string>(sides: Record<K, (() => Promise<unknown>) | undefined>, o: { warmup: number; repeats: number; maxMs: number }): Promise<Record<K, Stats>> {
+  const names = (Object.keys(sides) as K[]).filter((k) => sides[k]);
+  const samples = Object.fromEntries(names.map((k) => [k, [] as number[]])) as Record<K, number[]>;
+  const spent = Object.fromEntries(names.map((k) => [k, 0])) as Record<K, number>;
+  for (let r = 0; r < o.warmup + o.repeats; r++) {
+    for (const k of names) {
+      if (spent[k] > o.maxMs && samples[k].length >= 3) continue;
+      const t0 = performance.now();
+      await sides[k]!();
+      const dt = performance.now() - t0;
+      if (r >= o.warmup) (samples[k].push(dt), (spent[k] += dt));
+    }
+  }
+  return Object.fromEntries(names.map((k) => [k, stats(samples[k])])) as Record<K, Stats>;
+}
