@@ -1,8 +1,8 @@
 /**
  * The attention group: causal attention forward + backward (loss = Σ attention(q, k, v) · w, gradients for q, k and
  * v) with B·H fixed and T growing, Kiln's fused kernels (flash_attention) against Kiln's unfused chain (scores
- * matmul, scale, where-mask, softmax, P·V matmul) and TF.js composing the same ops, the three timed in turns. The memory column is Kiln's
- * intermediate (scratch) bytes: O(T) fused, O(T²) unfused.
+ * matmul, scale, where-mask, softmax, P·V matmul) and TF.js composing the same ops, the three timed in turns. The
+ * memory column is Kiln's intermediate (scratch) bytes: O(T) fused, O(T²) unfused.
  */
 import type * as TF from '@tensorflow/tfjs-core';
 import { grad } from '../src/autodiff/index.js';
@@ -15,7 +15,7 @@ import { unfusedAttention } from '../src/ir/ops/attention.js';
 import type { HostTensor } from '../src/ir/tensor.js';
 import type { KilnDevice } from '../src/runtime/device.js';
 import { compileIR } from '../src/passes/index.js';
-import { compileGraph, type Executable } from '../src/runtime/index.js';
+import { compileGraph, type CompileOptions, type Executable } from '../src/runtime/index.js';
 import { Rng } from '../src/train/rng.js';
 import type { BenchOptions, Row, Side, Target } from './suite.js';
 import { useBackend } from './peers/tfjs.js';
@@ -23,6 +23,23 @@ import { measure, measureInTurns, type Stats } from './timing.js';
 
 const BH = 8;
 const D = 64;
+
+type Mode = 'fused' | 'unfused';
+
+/** Both executables of a row; a graph the device cannot hold (a KilnError) is reported as not run. */
+async function compileModes(dev: KilnDevice, graphOf: (mode: Mode) => Graph, opts: CompileOptions = {}): Promise<{ exes: Partial<Record<Mode, Executable>>; notRun: Partial<Record<Mode, string>> }> {
+  const exes: Partial<Record<Mode, Executable>> = {};
+  const notRun: Partial<Record<Mode, string>> = {};
+  for (const mode of ['fused', 'unfused'] as const) {
+    try {
+      exes[mode] = await compileGraph(graphOf(mode), dev, opts);
+    } catch (e) {
+      if (!(e instanceof KilnError)) throw e;
+      notRun[mode] = `not run: ${e.message}`;
+    }
+  }
+  return { exes, notRun };
+}
 
 function rand(shape: number[], seed: number): HostTensor {
   const r = new Rng(seed, 'bench-attention');
@@ -49,19 +66,10 @@ export async function attentionRows(dev: KilnDevice, tf: typeof TF, o: BenchOpti
     const label = `attention fwd+bwd causal B·H=${BH} T=${T} D=${D}`;
     o.log?.(label);
     const values = { q: rand([BH, T, D], 1), k: rand([BH, T, D], 2), v: rand([BH, T, D], 3), w: rand([BH, T, D], 4) };
-    const exes: Partial<Record<'fused' | 'unfused', Executable>> = {};
-    const notRun: Partial<Record<'fused' | 'unfused', string>> = {};
-    for (const mode of ['fused', 'unfused'] as const) {
-      try {
-        exes[mode] = await compileGraph(attentionGraph(T, mode === 'fused'), dev, { seed: null });
-      } catch (e) {
-        if (!(e instanceof KilnError)) throw e;
-        notRun[mode] = `not run: ${e.message}`;
-        continue;
-      }
-      for (const [name, t] of Object.entries(values)) exes[mode]!.setParam(name, t);
-    }
+    const { exes, notRun } = await compileModes(dev, (mode) => attentionGraph(T, mode === 'fused'), { seed: null });
+    for (const exe of Object.values(exes)) for (const [name, t] of Object.entries(values)) exe.setParam(name, t);
     const runOf = (exe: Executable | undefined) => exe && (async () => (await exe.run({}, { download: ['loss'] })).outputs.loss.data[0]);
+    const runs = { fused: runOf(exes.fused), unfused: runOf(exes.unfused) };
 
     // TF.js composes the same ops and differentiates them.
     const peer = async (backend: 'webgpu' | 'cpu') => {
@@ -86,11 +94,11 @@ export async function attentionRows(dev: KilnDevice, tf: typeof TF, o: BenchOpti
     // Kiln fused, Kiln unfused and TF.js WebGPU timed in turns (one run of each per round), so load from elsewhere
     // on a shared machine falls on all three alike
     const wgPeer = await peer('webgpu');
-    const losses = { fused: await runOf(exes.fused)?.(), unfused: await runOf(exes.unfused)?.(), tf: await wgPeer.once() };
-    const turns = await measureInTurns({ fused: runOf(exes.fused), unfused: runOf(exes.unfused), tf: wgPeer.once }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
+    const losses = { fused: await runs.fused?.(), unfused: await runs.unfused?.(), tf: await wgPeer.once() };
+    const turns = await measureInTurns({ ...runs, tf: wgPeer.once }, { warmup: 1, repeats: o.repeats, maxMs: 60_000 });
     wgPeer.dispose();
     const wg = { stats: turns.tf, loss: losses.tf };
-    const kiln: Record<'fused' | 'unfused', { side: Side; loss: number } | string> = { fused: '', unfused: '' };
+    const kiln: Record<Mode, { side: Side; loss: number } | string> = { fused: '', unfused: '' };
     for (const mode of ['fused', 'unfused'] as const) {
       const exe = exes[mode];
       kiln[mode] = exe ? { side: { stats: turns[mode], kernels: exe.stats.dispatchesPerRun, deviceBytes: exe.stats.intermediateBytes }, loss: losses[mode]! } : notRun[mode]!;
@@ -142,27 +150,20 @@ export async function stepRows(dev: KilnDevice, o: BenchOptions): Promise<Row[]>
       lr: { dtype: 'f32', shape: [], data: Float32Array.of(1e-3) },
       step: { dtype: 'f32', shape: [], data: Float32Array.of(1) },
     };
-    const exes: Partial<Record<'fused' | 'unfused', Executable>> = {};
-    const notRun: Partial<Record<'fused' | 'unfused', string>> = {};
-    for (const mode of ['fused', 'unfused'] as const) {
+    const { exes, notRun } = await compileModes(dev, (mode) => {
       o.log?.(`${label}: ${mode}`);
-      const step = compileIR(graph, { train: { optimizer: { kind: 'adamw', clip: 0 } }, passes: { 'attention-fusion': mode === 'fused' ? {} : false } });
-      try {
-        exes[mode] = await compileGraph(step, dev);
-      } catch (e) {
-        if (!(e instanceof KilnError)) throw e;
-        notRun[mode] = `not run: ${e.message.split('\n')[0]}`;
-      }
-    }
+      return compileIR(graph, { train: { optimizer: { kind: 'adamw', clip: 0 } }, passes: { 'attention-fusion': mode === 'fused' ? {} : false } });
+    });
     // each run is one AdamW step from the parameters the last run left: the loss reported is the first step's
     const runOf = (exe: Executable | undefined) => exe && (async () => (await exe.run(feeds, { download: ['loss'] })).outputs.loss.data[0]);
-    const losses = { fused: await runOf(exes.fused)?.(), unfused: await runOf(exes.unfused)?.() };
-    const turns = await measureInTurns({ fused: runOf(exes.fused), unfused: runOf(exes.unfused) }, { warmup: 0, repeats: Math.min(o.repeats, 3), maxMs: 20_000 });
+    const runs = { fused: runOf(exes.fused), unfused: runOf(exes.unfused) };
+    const losses = { fused: await runs.fused?.(), unfused: await runs.unfused?.() };
+    const turns = await measureInTurns(runs, { warmup: 0, repeats: Math.min(o.repeats, 3), maxMs: 20_000 });
     for (const mode of ['fused', 'unfused'] as const) {
       const exe = exes[mode];
       const loss = losses[mode];
       if (!exe || loss === undefined) {
-        rows.push({ group: 'attention', name: `${label}: ${mode}`, kiln: null, tfWebgpu: null, tfCpu: null, check: null, note: notRun[mode]! });
+        rows.push({ group: 'attention', name: `${label}: ${mode}`, kiln: null, tfWebgpu: null, tfCpu: null, check: null, note: notRun[mode]!.split('\n')[0] });
         continue;
       }
       rows.push({

@@ -120,10 +120,10 @@ export async function buildModule(file: string, o: Omit<ExportOptions, 'out'> & 
   }
   const TRAIN = 'train_step';
   const names = o.train ? [...o.entries, TRAIN] : o.entries;
+  // through the compiler's one pipeline, like every verb, for the export's target (attention fusion's default
+  // depends on it: the subgroup-free `thread` kernels fuse only what the binding limit forces)
+  const target = exportTarget(o.strategy);
   const graphOf = (entry: string): Graph => {
-    // through the compiler's one pipeline, like every verb, for the export's target (attention fusion's default
-    // depends on it: the subgroup-free `thread` kernels fuse only what the binding limit forces)
-    const target = exportTarget(o.strategy);
     if (entry !== TRAIN || !o.train) return runPipeline(compileModel(file, { entry, set, dims: o.dims }).graph, { levels: ['graph'], target }).graph;
     const { graph } = compileModel(file, { entry: 'loss', set, dims: o.dims });
     return runPipeline(graph, { levels: ['graph'], target, train: { optimizer: { kind: o.train, clip: 1.0 } } }).graph;

@@ -6,6 +6,7 @@
  */
 import { buildJointGraph } from '../autodiff/grad.js';
 import { generateKernels } from '../codegen/wgsl/index.js';
+import { usesLanesAttention } from '../codegen/wgsl/attention-lanes.js';
 import { describeMemory, planMemory, verifyMemoryPlan } from '../schedule/memory.js';
 import { describeSchedule, DEFAULT_SCHEDULE_OPTIONS, fuseKernels } from '../schedule/schedule.js';
 import { markInPlaceUpdates } from '../schedule/inplace.js';
@@ -60,7 +61,7 @@ registerPass({
   configure: (req) => {
     const t = req.target ?? GENERIC_TARGET;
     const binding = Number.isFinite(t.maxStorageBufferBindingSize) ? t.maxStorageBufferBindingSize : WEBGPU_MIN_BINDING_BYTES;
-    const slowFused = t.strategy === 'thread' && !(t.subgroups && t.subgroupSize !== undefined);
+    const slowFused = t.strategy === 'thread' && !usesLanesAttention(t);
     return { enabled: true, rules: ATTENTION_RULES.map((r) => r.name), maxStorageBuffers: t.maxStorageBuffersPerShaderStage, minScoreBytes: req.passes?.['attention-fusion'] || !slowFused ? 0 : binding, minQueries: req.passes?.['attention-fusion'] ? 0 : 2 };
   },
   run: (s, o) => graphPass((x) => fuseAttention(x.graph, o))(s),

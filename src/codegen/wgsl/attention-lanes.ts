@@ -41,6 +41,15 @@ export interface LanesAttention {
   SG: number;
 }
 
+/**
+ * Whether attention on a `thread` target takes these kernels: subgroups on, of one fixed size that is a power of two
+ * (the chunking assumes it). Also what the attention-fusion pass asks before fusing by default on a CPU adapter.
+ */
+export function usesLanesAttention(t: { strategy: string; subgroups: boolean; subgroupSize?: number }): boolean {
+  const sg = t.subgroupSize;
+  return t.strategy === 'thread' && t.subgroups && sg !== undefined && sg <= 256 && (sg & (sg - 1)) === 0;
+}
+
 export function lanesAttentionPass(w: KernelWriter, o: LanesAttention): KernelPass {
   const { part, a, SG, keep, bias } = o;
   const { B, T, S, D, Dv } = o.dims;
@@ -71,7 +80,9 @@ export function lanesAttentionPass(w: KernelWriter, o: LanesAttention): KernelPa
   const dots = (row: string, ld: string, n: number, acc: string) => {
     const P = Math.min(SG, PARTIALS);
     const parts = Array.from({ length: P }, (_, p) => p);
-    const sum = (k: number) => (P === 4 ? `(${acc}${k}_0 + ${acc}${k}_1) + (${acc}${k}_2 + ${acc}${k}_3)` : parts.map((p) => `${acc}${k}_${p}`).join(' + '));
+    // pairwise: ((a0 + a1) + (a2 + a3))
+    const tree = (xs: string[]): string => (xs.length === 1 ? xs[0] : `(${tree(xs.slice(0, xs.length >> 1))} + ${tree(xs.slice(xs.length >> 1))})`);
+    const sum = (k: number) => tree(parts.map((p) => `${acc}${k}_${p}`));
     return `${each((k) => `    ${parts.map((p) => `var ${acc}${k}_${p} = 0.0;`).join(' ')}`)}
     for (var t = 0u; t < ${chunks(n)}u; t++) {
 ${each((k) => `      let y${k} = ${load(ld, n, k)};`)}

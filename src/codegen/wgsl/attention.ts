@@ -26,7 +26,7 @@ import { WGSL_PHILOX } from '../../ir/philox.js';
 import type { KernelPass, KernelWriter } from './writer.js';
 import { broadcastIndex } from './writer.js';
 import { NEG_INF, grid, literal, type KernelStrategy } from './types.js';
-import { lanesAttentionPass, rowBlockPrologue } from './attention-lanes.js';
+import { lanesAttentionPass, rowBlockPrologue, usesLanesAttention } from './attention-lanes.js';
 
 /** Rows (invocations) per workgroup. */
 const QT = 64;
@@ -93,8 +93,8 @@ export function genAttention(w: KernelWriter, strategy: KernelStrategy = 'workgr
   if (part === 'bias') return [biasPass(w, n.id, fns, { B, T, S, D, Dv, a, keep, bias })];
   const what = { fwd: 'forward', stats: 'log-sum-exp and dout·out', q: 'dQ', k: 'dK', v: 'dV' }[part];
   // CPU adapters with fixed-size subgroups: the lanes of a subgroup share each load (attention-lanes.ts).
-  if (strategy === 'thread' && subgroupSize && subgroupSize <= 256 && (subgroupSize & (subgroupSize - 1)) === 0) {
-    return [lanesAttentionPass(w, { op: n.op, part, what, dims: { B, T, S, D, Dv }, a, fns, keep, bias, SG: subgroupSize })];
+  if (usesLanesAttention({ strategy, subgroups: subgroupSize !== undefined, subgroupSize })) {
+    return [lanesAttentionPass(w, { op: n.op, part, what, dims: { B, T, S, D, Dv }, a, fns, keep, bias, SG: subgroupSize! })];
   }
 
   const byQuery = part === 'fwd' || part === 'stats' || part === 'q';
